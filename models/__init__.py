@@ -1,0 +1,1 @@
+"""Character-level encoder-decoders with interchangeable attention: softmax or MemSizer."""

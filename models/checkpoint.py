@@ -1,0 +1,148 @@
+"""Checkpoint I/O: safetensors weights plus a JSON config, written atomically, verified at load.
+
+A checkpoint directory holds `model.safetensors` and `config.json` (architecture, tokenizer,
+weights format and sha256, provenance, evaluation results). Nothing is ever unpickled.
+Weights are stored either as float32 or as int8 per output channel with float32 scales
+(`<name>.int8` + `<name>.scale`), dequantized to float32 at load.
+"""
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.config import ModelConfig
+from models.seq2seq import Seq2Seq
+from models.tokenizer import Tokenizer
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+WEIGHT_FORMATS = ("float32", "int8")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupted or does not match its config."""
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path, write) -> None:
+    """Call write(tmp_path) then rename over `path`, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, data: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def quantize_state(state: dict) -> dict:
+    """int8 per output channel for every matrix; vectors (biases, norms) stay float32."""
+    out = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().float().cpu()
+        if tensor.dim() == 2:
+            scale = tensor.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # one scale per output row
+            out[f"{name}.int8"] = torch.round(tensor / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            out[f"{name}.scale"] = scale
+        else:
+            out[name] = tensor.contiguous()
+    return out
+
+
+def dequantize_state(stored: dict) -> dict:
+    state = {}
+    for name, tensor in stored.items():
+        if name.endswith(".scale"):
+            continue
+        if name.endswith(".int8"):
+            base = name[: -len(".int8")]
+            state[base] = tensor.float() * stored[f"{base}.scale"][:, None]
+        else:
+            state[name] = tensor.float()
+    return state
+
+
+def save_checkpoint(model: Seq2Seq, directory, tokenizer: Tokenizer, weights_format: str = "float32",
+                    extra: dict | None = None) -> dict:
+    """Write weights then config (the config names the weights' sha256); return the config dict."""
+    if weights_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weights format must be one of {WEIGHT_FORMATS}, got {weights_format!r}")
+    directory = Path(directory)
+    model = getattr(model, "module", model)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    if weights_format == "int8":
+        state = quantize_state(state)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": weights_format}))
+    config = dict(extra or {})
+    config.update({
+        "model": model.config.attention,
+        "architecture": model.config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "parameters": model.num_parameters(),
+        "weights": {"file": WEIGHTS_FILE, "format": weights_format,
+                    "sha256": sha256_file(directory / WEIGHTS_FILE),
+                    "bytes": (directory / WEIGHTS_FILE).stat().st_size},
+    })
+    write_json(directory / CONFIG_FILE, config)
+    return config
+
+
+def read_config(directory) -> dict:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint config (expected {CONFIG_FILE})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_checkpoint(directory, device="cpu"):
+    """Rebuild (model in eval mode, tokenizer, config dict) from a checkpoint directory, verified."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights_path = directory / config.get("weights", {}).get("file", WEIGHTS_FILE)
+    if not weights_path.is_file():
+        raise CheckpointError(f"{weights_path}: weights file missing")
+    expected = config.get("weights", {}).get("sha256")
+    actual = sha256_file(weights_path)
+    if expected != actual:
+        raise CheckpointError(f"{weights_path}: sha256 {actual} does not match {expected} in {CONFIG_FILE}")
+    try:
+        model_config = ModelConfig.from_dict(config["architecture"])
+        tokenizer = Tokenizer.from_dict(config["tokenizer"])
+        stored = load_file(weights_path)
+    except (KeyError, TypeError, ValueError, SafetensorError) as err:
+        raise CheckpointError(f"{directory}: cannot read checkpoint ({err})") from err
+    model = Seq2Seq(model_config)
+    state = dequantize_state(stored)
+    expected_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got_shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if expected_shapes != got_shapes:
+        missing = sorted(set(expected_shapes) - set(got_shapes))[:3]
+        wrong = sorted(k for k in set(expected_shapes) & set(got_shapes) if expected_shapes[k] != got_shapes[k])[:3]
+        raise CheckpointError(f"{weights_path}: tensors do not match the architecture "
+                              f"(missing {missing}, wrong shapes {wrong})")
+    model.load_state_dict(state)
+    return model.to(device).eval(), tokenizer, config

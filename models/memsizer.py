@@ -1,0 +1,86 @@
+"""MemSizer attention (Zhang & Cai, EMNLP 2022, "Linearizing Transformers with Key-Value Memory",
+arXiv 2203.12644; official code jcyk/memsizer).
+
+Keys are a learned memory of k slots per head (Phi, the query projection d -> H*k); the
+values are a source memory S = n**-0.5 * sum_j LN(W_l x_j)^T LN(W_r x_j) of shape (k, d).
+A query position reads out mean_over_heads(softmax_k(Phi y)) @ S. No output projection.
+Causal decoder self-attention uses t**-0.5 * the running sum over the prefix, so decoding
+keeps a fixed-size state (B, k, d) per layer instead of a cache that grows.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import ModelConfig
+
+# The official implementation initialises projections with gain init_scale**-0.5, init_scale = 8.
+INIT_GAIN = 8 ** -0.5
+
+
+class MemSizerAttention(nn.Module):
+    """Key-value memory attention; `role` is "encoder", "causal" or "cross"."""
+
+    def __init__(self, config: ModelConfig, role: str):
+        super().__init__()
+        assert role in ("encoder", "causal", "cross"), f"unknown attention role {role!r}"
+        self.role = role
+        self.n_heads = config.n_heads
+        self.k = config.memsizer_causal_k if role == "causal" else config.memsizer_k
+        d = config.d_model
+        self.q_proj = nn.Linear(d, self.n_heads * self.k)  # Phi: memory keys for every head
+        self.k_proj = nn.Linear(d, self.k)  # W_l
+        self.v_proj = nn.Linear(d, d)  # W_r
+        self.k_norm = nn.LayerNorm(self.k)
+        self.v_norm = nn.LayerNorm(d)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_uniform_(proj.weight, gain=INIT_GAIN)
+            nn.init.zeros_(proj.bias)
+
+    def read_weights(self, y: torch.Tensor) -> torch.Tensor:
+        """Slot weights a_t = mean over heads of softmax_k(Phi y_t): (B, T, d) -> (B, T, k)."""
+        B, T, _ = y.shape
+        a = F.softmax(self.q_proj(y).view(B, T, self.n_heads, self.k), dim=-1)  # (B, T, H, k)
+        return self.attn_dropout(a).mean(dim=2)
+
+    def keys_values(self, x: torch.Tensor):
+        """LN(W_l x): (B, T, k) and LN(W_r x): (B, T, d)."""
+        return self.k_norm(self.k_proj(x)), self.v_norm(self.v_proj(x))
+
+    def source_memory(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """S = n**-0.5 * sum over non-padding j of k_j^T v_j: (B, k, d)."""
+        keys, values = self.keys_values(x)
+        keys = keys.masked_fill(pad[:, :, None], 0.0)
+        n = (~pad).sum(dim=1).clamp(min=1).to(keys.dtype)  # (B,)
+        return keys.transpose(1, 2) @ values * n.rsqrt()[:, None, None]
+
+    def forward(self, x, context=None, context_pad=None, cache=None):
+        """Read from the memory for every position of x (B, T, d); `cache` keeps decoding state."""
+        a = self.read_weights(x)  # (B, T, k)
+        if self.role == "encoder":
+            return a @ self.source_memory(x, context_pad)
+        if self.role == "cross":
+            # the memory of the encoder output is computed once per question and reused
+            if cache is not None and "memory" in cache:
+                memory = cache["memory"]
+            else:
+                memory = self.source_memory(context, context_pad)
+                if cache is not None:
+                    cache["memory"] = memory
+            return a @ memory
+        keys, values = self.keys_values(x)  # (B, T, k), (B, T, d)
+        T = x.shape[1]
+        if cache is None:
+            # all prefixes in parallel: out_t = t**-0.5 * sum_{j<=t} (a_t . k_j) v_j
+            scores = (a @ keys.transpose(1, 2)).tril()  # (B, T, T)
+            t = torch.arange(1, T + 1, device=x.device, dtype=a.dtype)
+            return (scores @ values) * t.rsqrt()[None, :, None]
+        # recurrent form: the unscaled running sum and the step count are the whole state
+        running = cache.get("sum")
+        sums = torch.cumsum(keys[:, :, :, None] * values[:, :, None, :], dim=1)  # (B, T, k, d)
+        if running is not None:
+            sums = sums + running[:, None]
+        count = cache.get("count", 0)
+        cache["sum"], cache["count"] = sums[:, -1], count + T
+        t = torch.arange(count + 1, count + T + 1, device=x.device, dtype=a.dtype)
+        return torch.einsum("btk,btkd->btd", a, sums) * t.rsqrt()[None, :, None]

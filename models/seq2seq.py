@@ -1,0 +1,171 @@
+"""Pre-LayerNorm character-level encoder-decoder shared by both backends.
+
+Only the attention modules differ between backends; they are built from the registry by
+name and the stack never asks which one it holds. Incremental decoding state (KV caches
+or MemSizer running sums) lives in `DecodeState`, filled by the attention modules.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import ModelConfig
+from models.registry import ATTENTION_CLASSES
+from models.tokenizer import BOS, EOS, PAD
+
+
+def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
+    """Fixed sine/cosine position encodings, (length, d_model)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq)
+    return table
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.up = nn.Linear(config.d_model, config.d_ff)
+        self.down = nn.Linear(config.d_ff, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.down(self.dropout(F.relu(self.up(x))))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_norm = nn.LayerNorm(config.d_model)
+        self.self_attn = ATTENTION_CLASSES[config.attention](config, "encoder")
+        self.ff_norm = nn.LayerNorm(config.d_model)
+        self.ff = FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, pad):
+        x = x + self.dropout(self.self_attn(self.self_norm(x), context_pad=pad))
+        return x + self.dropout(self.ff(self.ff_norm(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        attention = ATTENTION_CLASSES[config.attention]
+        self.self_norm = nn.LayerNorm(config.d_model)
+        self.self_attn = attention(config, "causal")
+        self.cross_norm = nn.LayerNorm(config.d_model)
+        self.cross_attn = attention(config, "cross")
+        self.ff_norm = nn.LayerNorm(config.d_model)
+        self.ff = FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, y, memory, src_pad, cache=None):
+        self_cache = cross_cache = None
+        if cache is not None:
+            self_cache, cross_cache = cache["self"], cache["cross"]
+        y = y + self.dropout(self.self_attn(self.self_norm(y), cache=self_cache))
+        y = y + self.dropout(self.cross_attn(self.cross_norm(y), memory, src_pad, cache=cross_cache))
+        return y + self.dropout(self.ff(self.ff_norm(y)))
+
+
+class DecodeState:
+    """Everything incremental decoding carries between steps for one batch of questions."""
+
+    def __init__(self, memory, src_pad, n_layers: int):
+        self.memory, self.src_pad = memory, src_pad
+        self.layers = [{"self": {}, "cross": {}} for _ in range(n_layers)]
+        self.position = 0  # number of target tokens consumed so far
+
+    def self_attention_nbytes(self) -> int:
+        """Bytes held by the decoder self-attention state (grows for softmax, fixed for MemSizer)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers
+                   for t in layer["self"].values() if torch.is_tensor(t))
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder over characters; `config.attention` picks the backend."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD)
+        length = max(config.max_source_len, config.max_target_len)
+        self.register_buffer("positions", sinusoidal_table(length, config.d_model), persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
+        self.encoder_norm = nn.LayerNorm(config.d_model)
+        self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
+        self.decoder_norm = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+
+    def _embed(self, tokens, positions):
+        x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[positions]
+        return self.dropout(x)
+
+    def encode(self, src: torch.Tensor):
+        """Encoder output (B, S, d) and the source padding mask (B, S), True at padding."""
+        pad = src == PAD
+        S = src.shape[1]
+        index = torch.arange(S, device=src.device)
+        if self.config.source_positions == "end":
+            # the last real character (the '?') is position 0, counting backwards
+            lengths = (~pad).sum(dim=1, keepdim=True)
+            positions = (lengths - 1 - index[None, :]).clamp(min=0)
+        else:
+            positions = index[None, :].expand(src.shape[0], S)
+        x = self._embed(src, positions)
+        for layer in self.encoder:
+            x = layer(x, pad)
+        return self.encoder_norm(x), pad
+
+    def decode(self, tgt_in, memory, src_pad, state: DecodeState | None = None):
+        """Logits (B, T, V) for target tokens; with `state`, tgt_in holds only the new tokens."""
+        start = state.position if state is not None else 0
+        T = tgt_in.shape[1]
+        positions = torch.arange(start, start + T, device=tgt_in.device)[None, :]
+        y = self._embed(tgt_in, positions)
+        for i, layer in enumerate(self.decoder):
+            y = layer(y, memory, src_pad, cache=state.layers[i] if state is not None else None)
+        if state is not None:
+            state.position += T
+        return self.lm_head(self.decoder_norm(y))
+
+    def forward(self, src, tgt_in, tgt_out=None):
+        """Teacher-forced logits (B, T, V) and, given tgt_out, the mean token cross-entropy."""
+        memory, src_pad = self.encode(src)
+        logits = self.decode(tgt_in, memory, src_pad)
+        loss = None
+        if tgt_out is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD)
+        return logits, loss
+
+    def start_decoding(self, src: torch.Tensor) -> DecodeState:
+        """Encode the questions once and return an empty incremental-decoding state."""
+        memory, src_pad = self.encode(src)
+        return DecodeState(memory, src_pad, len(self.decoder))
+
+    def decode_step(self, tokens: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """Logits (B, V) for the next position after feeding `tokens` (B, 1)."""
+        return self.decode(tokens, state.memory, state.src_pad, state)[:, -1]
+
+    @torch.no_grad()
+    def generate(self, src: torch.Tensor, max_len: int = 30) -> torch.Tensor:
+        """Greedy answers (B, <= max_len + 1): characters then eos, PAD after a row's eos."""
+        state = self.start_decoding(src)
+        B = src.shape[0]
+        token = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)
+        done = torch.zeros(B, dtype=torch.bool, device=src.device)
+        out = []
+        for _ in range(max_len + 1):  # up to max_len characters, then eos
+            token = self.decode_step(token, state).argmax(dim=-1, keepdim=True)
+            out.append(token.masked_fill(done[:, None], PAD))
+            done |= token[:, 0] == EOS
+            if bool(done.all()):
+                break
+        return torch.cat(out, dim=1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

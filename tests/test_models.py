@@ -1,0 +1,121 @@
+"""Equivalences the two backends must satisfy (float32, tiny configs)."""
+import pytest
+import torch
+
+from models.memsizer import MemSizerAttention
+from models.tokenizer import BOS, PAD, pad_batch
+from tests.conftest import BACKENDS, tiny_config, tiny_model
+
+QUESTIONS = ["What is the tens digit of 89290?", "What is the units digit of 7?",
+             "What is the hundred millions digit of 123456789012?"]
+TOL = dict(atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_incremental_decoding_matches_parallel_forward(backend, tokenizer):
+    model = tiny_model(backend)
+    src = tokenizer.batch_questions(QUESTIONS)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
+    with torch.no_grad():
+        full, _ = model(src, tgt_in)
+        state = model.start_decoding(src)
+        steps = torch.stack([model.decode_step(tgt_in[:, t:t + 1], state) for t in range(tgt_in.shape[1])], dim=1)
+    assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_equals_one_by_one_with_padding(backend, tokenizer):
+    model = tiny_model(backend)
+    src = tokenizer.batch_questions(QUESTIONS)
+    assert (src == PAD).any(), "the batch must contain padding for this test to mean anything"
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 4))], dim=1)
+    with torch.no_grad():
+        batched, _ = model(src, tgt_in)
+        for i, q in enumerate(QUESTIONS):
+            single, _ = model(tokenizer.batch_questions([q]), tgt_in[i:i + 1])
+            assert torch.allclose(batched[i], single[0], **TOL)
+        generated = model.generate(src, max_len=8)
+        for i, q in enumerate(QUESTIONS):
+            alone = model.generate(tokenizer.batch_questions([q]), max_len=8)[0]
+            assert generated[i, : alone.shape[0]].tolist() == alone.tolist()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generate_stops_and_respects_max_len(backend, tokenizer):
+    out = tiny_model(backend).generate(tokenizer.batch_questions(QUESTIONS), max_len=5)
+    assert out.shape[0] == 3 and out.shape[1] <= 6
+
+
+def test_memsizer_state_size_is_constant_softmax_cache_grows(tokenizer):
+    src = tokenizer.batch_questions(QUESTIONS)
+    sizes = {}
+    for backend in BACKENDS:
+        model = tiny_model(backend, max_target_len=256)
+        state = model.start_decoding(src)
+        token = torch.full((3, 1), BOS)
+        with torch.no_grad():
+            model.decode_step(token, state)
+            after_one = state.self_attention_nbytes()
+            for _ in range(199):
+                model.decode_step(token, state)
+        sizes[backend] = (after_one, state.self_attention_nbytes())
+    one, two_hundred = sizes["memsizer"]
+    assert one == two_hundred == 2 * 3 * 4 * 32 * 4, "per layer: a (B, k, d) float32 running sum"
+    one, two_hundred = sizes["transformer"]
+    assert two_hundred == 200 * one
+
+
+def reference_memsizer(module: MemSizerAttention, x, pad=None, causal=False):
+    """Loop-based DESIGN.md equations for one MemSizer module, one sequence at a time."""
+    B, T, d = x.shape
+    out = torch.zeros(B, T, d)
+    for b in range(B):
+        keys = torch.nn.functional.layer_norm(x[b] @ module.k_proj.weight.T + module.k_proj.bias, (module.k,),
+                                              module.k_norm.weight, module.k_norm.bias)
+        values = torch.nn.functional.layer_norm(x[b] @ module.v_proj.weight.T + module.v_proj.bias, (d,),
+                                                module.v_norm.weight, module.v_norm.bias)
+        real = [j for j in range(T) if pad is None or not pad[b, j]]
+        for t in range(T):
+            logits = (x[b, t] @ module.q_proj.weight.T + module.q_proj.bias).view(module.n_heads, module.k)
+            a = torch.softmax(logits, dim=-1).mean(dim=0)
+            sources = [j for j in real if j <= t] if causal else real
+            S = sum(torch.outer(keys[j], values[j]) for j in sources) * len(sources) ** -0.5
+            out[b, t] = a @ S
+    return out
+
+
+@pytest.mark.parametrize("role", ["encoder", "causal"])
+def test_memsizer_matches_loop_reference(role):
+    torch.manual_seed(1)
+    module = MemSizerAttention(tiny_config("memsizer"), role).eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        x = torch.randn(2, 7, 32)
+        pad = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
+        if role == "encoder":
+            got, want = module(x, context_pad=pad), reference_memsizer(module, x, pad)
+            got, want = got[~pad], want[~pad]
+        else:
+            got, want = module(x), reference_memsizer(module, x, causal=True)
+    assert module.k == (8 if role == "encoder" else 4)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_memsizer_attention_has_no_output_projection():
+    module = MemSizerAttention(tiny_config("memsizer"), "cross")
+    names = {n for n, _ in module.named_parameters()}
+    assert names == {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight",
+                     "v_proj.bias", "k_norm.weight", "k_norm.bias", "v_norm.weight", "v_norm.bias"}
+    assert module.q_proj.out_features == 4 * 8 and module.k_proj.out_features == 8
+
+
+def test_source_positions_end_makes_question_mark_position_zero(tokenizer):
+    """With end-indexed positions, prefixing text shifts nothing near the '?'."""
+    model = tiny_model("transformer", source_positions="end")
+    src = tokenizer.batch_questions(["What is the tens digit of 12?", "hat is the tens digit of 12?"])
+    with torch.no_grad():
+        x = model._embed(src, (~(src == PAD)).sum(1, keepdim=True) - 1 - torch.arange(src.shape[1]))
+    lengths = (src != PAD).sum(1)
+    assert torch.allclose(x[0, lengths[0] - 1], x[1, lengths[1] - 1])
+    assert pad_batch([[1]]).shape == (1, 1)

@@ -1,0 +1,94 @@
+"""Exact-match evaluation of a checkpoint on DeepMind-format place-value files.
+
+    python -m training.evaluate --checkpoint checkpoints/memsizer --data FILE_OR_DIR [--json]
+
+Reports accuracy overall and per place name (units, tens, ..., hundred decillions).
+`--record NAME` also stores the result in the checkpoint's config.json under "evaluation".
+"""
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, read_config, write_json
+from models.tokenizer import pad_batch
+from training.data import PLACE_NAMES, place_of, read_examples
+
+log = logging.getLogger(__name__)
+
+
+def predict(model, tokenizer, questions, batch_size=256, device="cpu") -> list[str]:
+    """Greedy answers for `questions`, batched by similar length to cut padding."""
+    order = sorted(range(len(questions)), key=lambda i: len(questions[i]))
+    answers = [""] * len(questions)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            src = pad_batch([tokenizer.encode(questions[i]) for i in chunk]).to(device)
+            for i, row in zip(chunk, model.generate(src).tolist()):
+                answers[i] = tokenizer.decode(row)
+    return answers
+
+
+def evaluate_examples(model, tokenizer, examples, batch_size=256, device="cpu") -> dict:
+    """Exact-match accuracy overall and per place name."""
+    start = time.perf_counter()
+    predictions = predict(model, tokenizer, [q for q, _ in examples], batch_size, device)
+    seconds = time.perf_counter() - start
+    hits, counts = defaultdict(int), defaultdict(int)
+    for (question, answer), predicted in zip(examples, predictions):
+        place = place_of(question)
+        counts[place] += 1
+        hits[place] += predicted == answer
+    rank = {name: i for i, name in enumerate(PLACE_NAMES)}
+    per_place = {p: {"correct": hits[p], "total": counts[p], "accuracy": hits[p] / counts[p]}
+                 for p in sorted(counts, key=lambda p: rank.get(p, len(rank)))}
+    correct, total = sum(hits.values()), len(examples)
+    return {"accuracy": correct / total if total else 0.0, "correct": correct, "total": total,
+            "per_place": per_place, "seconds": seconds,
+            "examples_per_second": total / seconds if seconds > 0 else None}
+
+
+def format_report(result: dict) -> str:
+    lines = [f"{result['model']}: {result['correct']}/{result['total']} correct, "
+             f"accuracy {result['accuracy']:.4%} ({result['examples_per_second']:.0f} questions/s)"]
+    for place, row in result["per_place"].items():
+        lines.append(f"  {place:<22} {row['correct']:>6}/{row['total']:<6} {row['accuracy']:.4%}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on DeepMind-format files.")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
+    parser.add_argument("--data", required=True, help="DeepMind-format file or a directory of them")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--record", metavar="NAME", help="store the result in config.json under evaluation.NAME")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    try:
+        model, tokenizer, config = load_checkpoint(args.checkpoint, device=device)
+        examples = read_examples(args.data)
+    except (CheckpointError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    result = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data),
+              "weights_sha256": config["weights"]["sha256"],
+              **evaluate_examples(model, tokenizer, examples, args.batch_size, device)}
+    if args.record:
+        stored = read_config(args.checkpoint)
+        stored.setdefault("evaluation", {})[args.record] = {
+            k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256")}
+        write_json(Path(args.checkpoint) / CONFIG_FILE, stored)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+
+
+if __name__ == "__main__":
+    main()

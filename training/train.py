@@ -1,0 +1,246 @@
+"""Train a place-value encoder-decoder (Transformer or MemSizer) on generated DeepMind data.
+
+    python -m training.train --model memsizer                 # paper config, default recipe
+    torchrun --nproc_per_node 2 -m training.train --model transformer   # data parallel (DDP)
+
+Writes a servable checkpoint to --out (evaluated from its stored files), resumable state to
+--run-dir every few minutes, and a JSON training report.
+"""
+import argparse
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from models.checkpoint import load_checkpoint, save_checkpoint, write_json
+from models.config import ATTENTIONS, ModelConfig
+from models.seq2seq import Seq2Seq
+from models.tokenizer import PAD, Tokenizer, pad_batch
+from training.data import SPLITS, generate, training_batch
+from training.evaluate import evaluate_examples
+from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
+
+log = logging.getLogger("training.train")
+HELD_OUT_SEED = 1_000_003  # the periodic-evaluation sample; never used to draw training batches
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=ATTENTIONS, required=True)
+    arch = ModelConfig()
+    p.add_argument("--d-model", type=int, default=arch.d_model)
+    p.add_argument("--d-ff", type=int, default=arch.d_ff)
+    p.add_argument("--heads", type=int, default=arch.n_heads)
+    p.add_argument("--encoder-layers", type=int, default=arch.n_encoder_layers)
+    p.add_argument("--decoder-layers", type=int, default=arch.n_decoder_layers)
+    p.add_argument("--dropout", type=float, default=arch.dropout)
+    p.add_argument("--source-positions", choices=["end", "start"], default=arch.source_positions)
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=64, help="examples per step per process")
+    p.add_argument("--warmup-steps", type=int, default=500)
+    p.add_argument("--max-steps", type=int, default=30000, help="step budget; the schedule decays over it")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="after warmup: cosine decay to 10%% of peak at --max-steps, or constant")
+    p.add_argument("--clip-norm", type=float, default=1.0)
+    p.add_argument("--split", choices=[s for s in SPLITS if s.startswith("train")], default="train")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations")
+    p.add_argument("--eval-size", type=int, default=1000, help="held-out interpolate questions")
+    p.add_argument("--target-accuracy", type=float, default=None, help="stop once held-out accuracy reaches this")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (this run)")
+    p.add_argument("--save-every-minutes", type=float, default=5.0)
+    p.add_argument("--out", default=None, help="checkpoint directory (default checkpoints/<model>)")
+    p.add_argument("--run-dir", default=None, help="resumable state and report (default runs/<model>)")
+    p.add_argument("--weights-format", choices=["float32", "int8"], default="int8")
+    p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
+    args = p.parse_args(argv)
+    args.out = args.out or f"checkpoints/{args.model}"
+    args.run_dir = args.run_dir or f"runs/{args.model}"
+    return args
+
+
+def model_config(args, tokenizer) -> ModelConfig:
+    return ModelConfig(attention=args.model, vocab_size=tokenizer.vocab_size, d_model=args.d_model,
+                       d_ff=args.d_ff, n_heads=args.heads, n_encoder_layers=args.encoder_layers,
+                       n_decoder_layers=args.decoder_layers, dropout=args.dropout,
+                       source_positions=args.source_positions)
+
+
+def learning_rate(step: int, args) -> float:
+    """Linear warmup to --lr, then cosine decay to 10% of it at --max-steps (or constant)."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    if args.schedule == "constant":
+        return args.lr
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_batch(examples, tokenizer, device):
+    """(src, tgt_in, tgt_out) tensors; the decoder reads bos+answer and predicts answer+eos."""
+    src = pad_batch([tokenizer.encode(q) for q, _ in examples])
+    tgt = pad_batch([tokenizer.encode_target(a) for _, a in examples])
+    return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
+
+
+def hardware(device) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def git_commit() -> str | None:
+    """The source commit; SOURCE_COMMIT names it where the tree was copied without .git."""
+    if os.environ.get("SOURCE_COMMIT"):
+        return os.environ["SOURCE_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def setup_distributed(args):
+    """(rank, world_size, device); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, world, device
+
+
+def train(args) -> dict:
+    rank, world, device = setup_distributed(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tokenizer = Tokenizer()
+    config = model_config(args, tokenizer)
+    model = Seq2Seq(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                  fused=device.type == "cuda")
+    progress = {"step": 0, "examples": 0, "wall_seconds": 0.0, "curve": []}
+    if args.resume:
+        progress = load_train_state(args.run_dir, model, optimizer, device)
+        log.info("resumed from %s at step %d", args.run_dir, progress["step"])
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    held_out = generate("interpolate", args.eval_size, seed=HELD_OUT_SEED)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+
+    start_step, run_start = progress["step"], time.perf_counter()
+    wall_before = progress["wall_seconds"]
+    last_save, running_acc, running_loss = run_start, None, None
+    bar = tqdm(total=args.max_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc=args.model)
+    step = start_step
+    while step < args.max_steps:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args)
+        src, tgt_in, tgt_out = make_batch(training_batch(args.seed, rank, step, args.batch_size, args.split),
+                                          tokenizer, device)
+        with autocast:
+            logits, loss = ddp(src, tgt_in, tgt_out)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
+        optimizer.step()
+        step += 1
+        progress["examples"] += args.batch_size * world
+
+        if step % 20 == 0 or step == args.max_steps:  # syncing with the device every step costs speed
+            exact = ((logits.argmax(-1) == tgt_out) | (tgt_out == PAD)).all(dim=1).float().mean().item()
+            running_acc = exact if running_acc is None else 0.9 * running_acc + 0.1 * exact
+            running_loss = loss.item() if running_loss is None else 0.9 * running_loss + 0.1 * loss.item()
+            elapsed = time.perf_counter() - run_start
+            bar.set_postfix(loss=f"{running_loss:.4f}", acc=f"{running_acc:.3f}",
+                            ex_s=f"{(step - start_step) * args.batch_size * world / elapsed:.0f}")
+            bar.update(step - bar.n)
+        wall = wall_before + time.perf_counter() - run_start
+        progress.update(step=step, wall_seconds=wall)
+
+        stop = False
+        if step % args.eval_every == 0 or step == args.max_steps:
+            if rank == 0:
+                result = evaluate_examples(model, tokenizer, held_out, device=device)
+                progress["curve"].append({"step": step, "examples": progress["examples"], "wall_seconds": round(wall, 2),
+                                          "loss": running_loss, "train_accuracy": running_acc,
+                                          "eval_accuracy": result["accuracy"], "lr": learning_rate(step - 1, args)})
+                log.info("step %d: held-out accuracy %.4f, loss %.4f", step, result["accuracy"], running_loss)
+                stop = args.target_accuracy is not None and result["accuracy"] >= args.target_accuracy
+        if args.max_minutes is not None and time.perf_counter() - run_start >= args.max_minutes * 60:
+            stop = True
+        if world > 1:  # every rank must take the same decision or DDP deadlocks
+            flag = torch.tensor([float(stop)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if rank == 0 and (stop or time.perf_counter() - last_save >= args.save_every_minutes * 60):
+            save_train_state(args.run_dir, model, optimizer, progress)
+            last_save = time.perf_counter()
+        if stop:
+            break
+    bar.close()
+    return finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, device)
+
+
+def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, device) -> dict:
+    """Save state and checkpoint, re-evaluate from the stored files, write the report."""
+    digests = [parameters_digest(model)]
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    report = {}
+    if rank == 0:
+        save_train_state(args.run_dir, model, optimizer, progress)
+        provenance = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "git_commit": git_commit(),
+                      "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
+                      "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
+                      "world_size": world, "recipe": {k: v for k, v in vars(args).items()}}
+        save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance})
+        stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
+        final = evaluate_examples(stored_model, tokenizer, held_out, device=device)
+        final_summary = {k: final[k] for k in ("accuracy", "correct", "total", "per_place")}
+        config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={
+            "provenance": provenance, "evaluation": {"held_out_interpolate": final_summary}})
+        report = {"provenance": provenance, "architecture": config["architecture"], "parameters": config["parameters"],
+                  "weights_sha256": config["weights"]["sha256"], "curve": progress["curve"],
+                  "final_accuracy": final["accuracy"], "final_evaluation": final_summary,
+                  "ddp": {"world_size": world, "weights_identical_across_ranks": len(set(digests)) == 1}}
+        write_json(Path(args.run_dir) / "report.json", report)
+        write_json(Path(args.out) / "training_report.json", report)
+        log.info("final held-out accuracy from stored files: %.4f (%d steps)", final["accuracy"], progress["step"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return report
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    if args.resume and not (Path(args.run_dir) / STATE_JSON).is_file():
+        sys.exit(f"error: --resume given but {args.run_dir} holds no training state")
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
