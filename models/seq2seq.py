@@ -100,6 +100,11 @@ class Seq2Seq(nn.Module):
         self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
         self.decoder_norm = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        # std d**-0.5 makes embed * sqrt(d) unit-scale like the sinusoids; PyTorch's default N(0, 1)
+        # would be ~22x louder than the positions at d=512 and drown where each digit sits
+        nn.init.normal_(self.embed.weight, std=config.d_model ** -0.5)
+        with torch.no_grad():
+            self.embed.weight[PAD].zero_()
 
     def _embed(self, tokens, positions):
         x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[positions]

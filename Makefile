@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make serve` and `make test`. Everything installs into .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install test test-fast serve data bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole suite, slow (real gunicorn, browser, DDP) tests included.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Everything except the tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+serve: $(STAMP)
+	@test -f checkpoints/transformer/config.json -a -f checkpoints/memsizer/config.json || \
+	  { echo "checkpoints/transformer and checkpoints/memsizer are missing: train them with" \
+	         "'$(PY) -m training.train --model transformer' (and --model memsizer) first."; exit 1; }
+	GUNICORN_BIND=$(HOST):$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+# Fresh DeepMind-format test files (seeds never used by training).
+data: $(STAMP)
+	$(PY) -m training.data --split interpolate --n 10000 --seed 777 --out data/interpolate/numbers__place_value.txt
+	$(PY) -m training.data --split extrapolate --n 10000 --seed 778 --out data/extrapolate/numbers__place_value_big.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

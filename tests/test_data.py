@@ -1,0 +1,82 @@
+"""The generator reproduces DeepMind's numbers__place_value; the reader parses its files."""
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from training.data import (PLACE_NAMES, SPLITS, generate, main, place_of, place_value_example, read_examples,
+                           training_batch, write_examples)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_place_names_follow_deepmind_table():
+    assert PLACE_NAMES[:6] == ("units", "tens", "hundreds", "thousands", "ten thousands", "hundred thousands")
+    assert PLACE_NAMES[9:12] == ("billions", "ten billions", "hundred billions")
+    assert PLACE_NAMES[-1] == "hundred decillions" and len(PLACE_NAMES) == 36
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_every_answer_is_the_right_digit(split):
+    for question, answer in generate(split, 2000, seed=3):
+        place, integer = place_of(question), int(question.split(" of ")[1].rstrip("?"))
+        digits = str(integer)
+        index = PLACE_NAMES.index(place)
+        assert index < len(digits), f"place {place!r} beyond the digits of {integer}"
+        assert answer == digits[len(digits) - 1 - index]
+        assert len(question) <= 160 and len(answer) == 1
+
+
+def test_entropy_ranges_match_deepmind():
+    assert SPLITS["train"] == (3.0, 10.0)
+    assert SPLITS["interpolate"] == (8.0, 8.0) and SPLITS["extrapolate"] == (12.0, 12.0)
+    easy, medium, hard = SPLITS["train-easy"], SPLITS["train-medium"], SPLITS["train-hard"]
+    assert easy[0] == 3.0 and math.isclose(easy[1], medium[0]) and math.isclose(medium[1], hard[0]) and hard[1] == 10.0
+    extrapolated = [int(q.split(" of ")[1].rstrip("?")) for q, _ in generate("extrapolate", 3000, seed=1)]
+    assert max(extrapolated) <= math.ceil(10 ** 12 + 1) and min(extrapolated) >= 1
+    assert sum(len(str(n)) == 12 for n in extrapolated) > 2500, "uniform on [1, 1e12] is mostly 12 digits"
+    interpolated = [int(q.split(" of ")[1].rstrip("?")) for q, _ in generate("interpolate", 3000, seed=1)]
+    assert max(interpolated) <= 10 ** 8 + 1
+
+
+def test_place_is_uniform_over_digits():
+    rng = random.Random(0)
+    counts = [0] * 3
+    for _ in range(6000):
+        question, _ = place_value_example(rng, entropy=2.6)  # integers of up to 3 digits, mostly 3
+        if len(question.split(" of ")[1]) == 4:  # "NNN?"
+            counts[PLACE_NAMES.index(place_of(question))] += 1
+    assert min(counts) > 0.8 * max(counts)
+
+
+def test_same_seed_same_data_and_batches_depend_on_index_only():
+    assert generate("train", 50, seed=9) == generate("train", 50, seed=9)
+    assert generate("train", 50, seed=9) != generate("train", 50, seed=10)
+    assert training_batch(0, 0, 7, 16) == training_batch(0, 0, 7, 16)
+    assert training_batch(0, 0, 7, 16) != training_batch(0, 1, 7, 16) != training_batch(0, 0, 8, 16)
+
+
+def test_reader_parses_deepmind_fixture_file_and_directory():
+    pairs = read_examples(FIXTURES / "interpolate" / "numbers__place_value.txt")
+    assert pairs[0] == ("What is the tens digit of 89290?", "9") and len(pairs) == 4
+    everything = read_examples(FIXTURES)
+    assert len(everything) == 6 and pairs[0] in everything
+
+
+def test_reader_rejects_odd_files_and_missing_paths(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("What is the tens digit of 12?\n1\nWhat is the units digit of 3?\n")
+    with pytest.raises(ValueError, match="odd number of lines"):
+        read_examples(bad)
+    with pytest.raises(ValueError, match="no such file"):
+        read_examples(tmp_path / "missing.txt")
+
+
+def test_writer_and_cli_round_trip(tmp_path, capsys):
+    examples = generate("extrapolate", 20, seed=5)
+    write_examples(examples, tmp_path / "a.txt")
+    assert read_examples(tmp_path / "a.txt") == examples
+    main(["--split", "interpolate", "--n", "30", "--seed", "4", "--out", str(tmp_path / "b" / "c.txt")])
+    assert read_examples(tmp_path / "b" / "c.txt") == generate("interpolate", 30, seed=4)
+    assert "wrote 30" in capsys.readouterr().out
