@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -54,7 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--clip-norm", type=float, default=1.0)
     p.add_argument("--split", choices=[s for s in SPLITS if s.startswith("train")], default="train")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations")
-    p.add_argument("--eval-size", type=int, default=1000, help="held-out interpolate questions")
+    p.add_argument("--eval-size", type=int, default=1000, help="held-out questions")
+    p.add_argument("--eval-split", choices=list(SPLITS), default="interpolate",
+                   help="distribution of the held-out questions (a seed no training batch uses)")
     p.add_argument("--target-accuracy", type=float, default=None, help="stop once held-out accuracy reaches this")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (this run)")
     p.add_argument("--save-every-minutes", type=float, default=5.0)
@@ -143,7 +146,7 @@ def train(args) -> dict:
         progress = load_train_state(args.run_dir, model, optimizer, device)
         log.info("resumed from %s at step %d", args.run_dir, progress["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    held_out = generate("interpolate", args.eval_size, seed=HELD_OUT_SEED)
+    held_out = generate(args.eval_split, args.eval_size, seed=HELD_OUT_SEED)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
 
     start_step, run_start = progress["step"], time.perf_counter()
@@ -211,16 +214,16 @@ def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, d
     report = {}
     if rank == 0:
         save_train_state(args.run_dir, model, optimizer, progress)
-        provenance = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "git_commit": git_commit(),
+        provenance = {"command": shlex.join(["python", "-m", "training.train", *args.argv]), "git_commit": git_commit(),
                       "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
                       "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
-                      "world_size": world, "recipe": {k: v for k, v in vars(args).items()}}
+                      "world_size": world, "recipe": {k: v for k, v in vars(args).items() if k != "argv"}}
         save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance})
         stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
         final = evaluate_examples(stored_model, tokenizer, held_out, device=device)
         final_summary = {k: final[k] for k in ("accuracy", "correct", "total", "per_place")}
         config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={
-            "provenance": provenance, "evaluation": {"held_out_interpolate": final_summary}})
+            "provenance": provenance, "evaluation": {f"held_out_{args.eval_split}": final_summary}})
         report = {"provenance": provenance, "architecture": config["architecture"], "parameters": config["parameters"],
                   "weights_sha256": config["weights"]["sha256"], "curve": progress["curve"],
                   "final_accuracy": final["accuracy"], "final_evaluation": final_summary,
@@ -237,6 +240,7 @@ def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, d
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.resume and not (Path(args.run_dir) / STATE_JSON).is_file():
         sys.exit(f"error: --resume given but {args.run_dir} holds no training state")
     train(args)
