@@ -1,0 +1,59 @@
+"""One JSON error shape for every API error: {"error": {"code", "message", "request_id"}}."""
+import logging
+
+from flask import Flask, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# HTTP status -> stable machine-readable code for errors raised by Flask/Werkzeug itself
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+              415: "unsupported_media_type", 500: "internal_error", 503: "unavailable"}
+
+
+class APIError(Exception):
+    """An error the client can act on; rendered as the JSON error shape."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str):
+    body = {"error": {"code": code, "message": message, "request_id": g.get("request_id")}}
+    return jsonify(body), status
+
+
+def wants_html() -> bool:
+    """Browsers navigating to a page get HTML errors; API clients always get JSON."""
+    if request.path.startswith(("/answer", "/models", "/healthz", "/readyz", "/metrics", "/example")):
+        return False
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html" and request.accept_mimetypes[best] > request.accept_mimetypes["application/json"]
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def handle_api_error(err: APIError):
+        return error_response(err.status, err.code, err.message)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(err: HTTPException):
+        code = HTTP_CODES.get(err.code, "http_error")
+        message = err.description or err.name
+        if err.code == 413:
+            message = f"request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+        if wants_html():
+            return render_template("error.html", status=err.code, message=message), err.code
+        response, status = error_response(err.code, code, message)
+        if err.code == 405 and err.valid_methods:
+            response.headers["Allow"] = ", ".join(err.valid_methods)
+        return response, status
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(err: Exception):
+        # logged with the request id server-side; the client gets the id, never the traceback
+        log.exception("unhandled error (request %s)", g.get("request_id"))
+        if wants_html():
+            return render_template("error.html", status=500, message="internal error"), 500
+        return error_response(500, "internal_error", "internal error; quote the request_id when reporting it")

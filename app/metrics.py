@@ -1,0 +1,27 @@
+"""Prometheus metrics; under gunicorn they aggregate across workers (multiprocess mode).
+
+Metric objects are process-wide by the client library's design; gunicorn.conf.py sets
+PROMETHEUS_MULTIPROC_DIR before any worker imports this module.
+"""
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, multiprocess
+
+REQUESTS = Counter("placevalue_requests", "HTTP requests by endpoint, backend and status",
+                   ["endpoint", "model", "status"])
+LATENCY = Histogram("placevalue_request_seconds", "Request latency by endpoint, backend and status",
+                    ["endpoint", "model", "status"],
+                    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
+QUESTIONS = Counter("placevalue_questions_answered", "Questions answered by backend", ["model"])
+ERRORS = Counter("placevalue_errors", "API errors by code", ["code"])
+
+
+def render_metrics():
+    """(body, content type) of all metrics, merged across workers when running multiprocess."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

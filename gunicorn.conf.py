@@ -1,0 +1,27 @@
+"""Gunicorn settings, each overridable by an environment variable.
+
+Torch state is never preloaded across fork (preload_app = False): every worker builds the
+app and loads the checkpoints itself. Each worker runs inference with PLACEVALUE_TORCH_THREADS
+intra-op threads (default: cores // workers) behind a per-worker lock, so workers x torch
+threads never exceeds the cores however many request threads a worker has.
+"""
+import os
+import tempfile
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+preload_app = False
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+
+os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+# prometheus-client aggregates metrics across workers through files in this directory
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="placevalue-metrics-"))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
