@@ -32,7 +32,8 @@ def ask():
     try:
         qa.validate(question)
     except ValueError as err:
-        return render_form(question, model, error=str(err).capitalize(), status=400)
+        message = str(err)
+        return render_form(question, model, error=message[:1].upper() + message[1:], status=400)
     g.model = model
     results = []
     for name in (("transformer", "memsizer") if model == "both" else (model,)):

@@ -165,11 +165,16 @@ class Seq2Seq(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=src.device)
         out = []
         for _ in range(max_len + 1):  # up to max_len characters, then eos
-            token = self.decode_step(token, state).argmax(dim=-1, keepdim=True)
+            logits = self.decode_step(token, state)
+            logits[:, [PAD, BOS]] = float("-inf")  # never valid outputs
+            token = logits.argmax(dim=-1, keepdim=True)
             out.append(token.masked_fill(done[:, None], PAD))
             done |= token[:, 0] == EOS
             if bool(done.all()):
                 break
+        else:
+            # answers are capped at max_len characters: close rows that never emitted eos
+            out[-1] = torch.where(out[-1] == PAD, PAD, EOS)
         return torch.cat(out, dim=1)
 
     def num_parameters(self) -> int:

@@ -30,3 +30,71 @@ def tiny_model(attention: str, seed: int = 0, **overrides) -> Seq2Seq:
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A checkpoint directory with tiny, untrained models of both backends."""
+    from models.checkpoint import save_checkpoint
+    root = tmp_path_factory.mktemp("checkpoints")
+    for backend in BACKENDS:
+        save_checkpoint(tiny_model(backend), root / backend, Tokenizer(), "int8",
+                        extra={"provenance": {"steps": 7},
+                               "evaluation": {"interpolate_test": {"accuracy": 0.5, "correct": 1, "total": 2}}})
+    return root
+
+
+@pytest.fixture
+def app(tiny_checkpoints):
+    from app import create_app
+    return create_app({"TESTING": True, "CHECKPOINT_DIR": str(tiny_checkpoints), "MAX_CONTENT_LENGTH": 4096,
+                       "MAX_BATCH_QUESTIONS": 8})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_checkpoints, tmp_path_factory):
+    """Real gunicorn (gunicorn.conf.py, 2 workers) on a free loopback port with tiny checkpoints."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", GUNICORN_ACCESSLOG="",
+               PLACEVALUE_CHECKPOINT_DIR=str(tiny_checkpoints), PLACEVALUE_MAX_CONTENT_LENGTH="4096",
+               PROMETHEUS_MULTIPROC_DIR=str(tmp_path_factory.mktemp("metrics")))
+    log = open(tmp_path_factory.mktemp("gunicorn") / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:  # refused, or accepted while workers still boot
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.seek(0)
+            raise RuntimeError(f"gunicorn did not become ready:\n{log.read()[-3000:]}")
+        time.sleep(0.2)
+    yield {"url": url, "process": process, "log": log}
+    process.terminate()
+    assert process.wait(timeout=30) == 0, "gunicorn did not shut down cleanly"
+    log.close()

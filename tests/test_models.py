@@ -119,3 +119,14 @@ def test_source_positions_end_makes_question_mark_position_zero(tokenizer):
     lengths = (src != PAD).sum(1)
     assert torch.allclose(x[0, lengths[0] - 1], x[1, lengths[1] - 1])
     assert pad_batch([[1]]).shape == (1, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generation_always_stops_within_max_len(backend, tokenizer):
+    """Even an untrained model that never emits eos yields at most max_len characters."""
+    model = tiny_model(backend, seed=3)
+    with torch.no_grad():
+        model.lm_head.bias[2] = -1e4  # make eos impossible
+        out = model.generate(tokenizer.batch_questions(QUESTIONS), max_len=7)
+    assert out.shape[1] == 8 and (out[:, -1] == 2).all()
+    assert all(len(tokenizer.decode(row)) == 7 for row in out.tolist())

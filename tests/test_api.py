@@ -1,0 +1,113 @@
+"""The JSON API through Flask's test client (tiny checkpoints)."""
+import pytest
+
+Q = "What is the tens digit of 89290?"
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"{not json", "invalid_json"),
+    (b"\xff\xfe\x00", "invalid_json"),
+    (b"", "invalid_json"),
+    (b"[1, 2]", "invalid_request"),
+    (b'"just a string"', "invalid_request"),
+    (b"{}", "invalid_request"),
+    (b'{"question": "%s", "questions": ["%s"]}' % (Q.encode(), Q.encode()), "invalid_request"),
+    (b'{"question": 42}', "invalid_type"),
+    (b'{"question": null}', "invalid_type"),
+    (b'{"question": ["a"]}', "invalid_type"),
+    (b'{"question": ""}', "empty_question"),
+    (b'{"question": "   "}', "empty_question"),
+    (b'{"question": "' + b"9" * 161 + b'"}', "question_too_long"),
+    ('{"question": "What is the tens digit of 5\u20ac?"}'.encode(), "invalid_character"),
+    (b'{"question": "tab\\there"}', "invalid_character"),
+    (b'{"question": "What is the tens digit of 12?", "model": "gpt"}', "unknown_model"),
+    (b'{"question": "What is the tens digit of 12?", "model": 3}', "unknown_model"),
+    (b'{"questions": []}', "invalid_request"),
+    (b'{"questions": "What"}', "invalid_request"),
+    (b'{"questions": ["What is the tens digit of 12?", 5]}', "invalid_type"),
+    (b'{"questions": ["What is the tens digit of 12?", ""]}', "empty_question"),
+    (b'{"questions": ["q"] }'.replace(b'["q"]', b"[" + b",".join([b'"What is the tens digit of 12?"'] * 9) + b"]"),
+     "too_many_questions"),
+])
+def test_bad_requests_get_400_and_the_error_shape(client, body, code):
+    response = client.post("/answer", data=body, content_type="application/json")
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["code"] == code and error["message"] and error["request_id"]
+
+
+def test_messages_say_what_is_wrong(client):
+    bad_char = client.post("/answer", json={"question": "What is the tens digit of 5\u20ac?"}).json["error"]["message"]
+    assert "'\u20ac'" in bad_char and "position 27" in bad_char
+    unknown = client.post("/answer", json={"question": Q, "model": "gpt"}).json["error"]["message"]
+    assert "transformer" in unknown and "memsizer" in unknown
+    batch = client.post("/answer", json={"questions": [Q, ""]}).json["error"]["message"]
+    assert batch.startswith("questions[1]")
+
+
+@pytest.mark.parametrize("model", ["transformer", "memsizer"])
+def test_single_answer(client, model):
+    response = client.post("/answer", json={"question": Q, "model": model})
+    assert response.status_code == 200
+    body = response.json
+    assert body["model"] == model and isinstance(body["answer"], str) and body["latency_ms"] > 0
+    assert len(body["answer"]) <= 30
+
+
+def test_default_model_applies(client, app):
+    assert client.post("/answer", json={"question": Q}).json["model"] == app.config["DEFAULT_MODEL"]
+
+
+def test_batch_answers_match_single_answers(client):
+    questions = [Q, "What is the units digit of 7?", "What is the hundred thousands digit of 41853604?"]
+    batch = client.post("/answer", json={"questions": questions, "model": "memsizer"})
+    assert batch.status_code == 200 and batch.json["count"] == 3
+    singles = [client.post("/answer", json={"question": q, "model": "memsizer"}).json["answer"] for q in questions]
+    assert batch.json["answers"] == singles
+
+
+def test_models_endpoint_fields(client):
+    rows = {row["name"]: row for row in client.get("/models").json["models"]}
+    assert set(rows) == {"transformer", "memsizer"}
+    for row in rows.values():
+        assert row["ready"] is True and row["parameters"] > 0 and len(row["checkpoint_sha256"]) == 64
+        assert row["architecture"]["d_model"] == 32 and row["training_steps"] == 7
+        assert row["interpolate_accuracy"] == 0.5
+    assert rows["memsizer"]["architecture"]["attention"] == "memsizer"
+    assert rows["memsizer"]["parameters"] < rows["transformer"]["parameters"]
+
+
+def test_health_ready_example(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["ready"] is True
+    assert client.get("/example").json["question"].startswith("What is the ")
+
+
+def test_404_405_413_use_the_error_shape(client):
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
+    wrong = client.get("/answer")
+    assert wrong.status_code == 405 and wrong.json["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["Allow"]
+    big = client.post("/answer", data=b'{"question": "' + b"1" * 5000 + b'"}', content_type="application/json")
+    assert big.status_code == 413 and big.json["error"]["code"] == "body_too_large"
+
+
+def test_metrics_count_answers_and_errors(client):
+    client.post("/answer", json={"question": Q, "model": "transformer"})
+    client.post("/answer", json={"question": "", "model": "transformer"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'placevalue_questions_answered_total{model="transformer"}' in text
+    assert 'placevalue_errors_total{code="empty_question"}' in text
+    assert 'placevalue_request_seconds_bucket{endpoint="api.answer",le="0.002",model="transformer",status="200"}' in text
+
+
+def test_request_id_and_security_headers(client):
+    response = client.post("/answer", json={"question": ""}, headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123" and response.json["error"]["request_id"] == "abc-123"
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Referrer-Policy"]
+    forged = client.get("/healthz", headers={"X-Request-ID": "<script>"})
+    assert forged.headers["X-Request-ID"] != "<script>"

@@ -1,0 +1,47 @@
+"""The factory: defaults, environment, overrides; one service per app; a backend may be missing."""
+import shutil
+
+import pytest
+
+from app import create_app
+
+
+def test_defaults_env_and_overrides(tiny_checkpoints, monkeypatch):
+    monkeypatch.setenv("PLACEVALUE_DEFAULT_MODEL", "transformer")
+    monkeypatch.setenv("PLACEVALUE_MAX_BATCH_QUESTIONS", "3")
+    app = create_app({"CHECKPOINT_DIR": str(tiny_checkpoints)})
+    assert app.config["DEFAULT_MODEL"] == "transformer" and app.config["MAX_BATCH_QUESTIONS"] == 3
+    assert app.config["DEBUG"] is False
+    assert create_app({"CHECKPOINT_DIR": str(tiny_checkpoints), "DEFAULT_MODEL": "memsizer"}).config["DEFAULT_MODEL"] == "memsizer"
+
+
+def test_unknown_default_model_is_refused(tiny_checkpoints):
+    with pytest.raises(ValueError, match="DEFAULT_MODEL"):
+        create_app({"CHECKPOINT_DIR": str(tiny_checkpoints), "DEFAULT_MODEL": "gpt"})
+
+
+def test_each_app_has_its_own_loaded_service(tiny_checkpoints):
+    one = create_app({"CHECKPOINT_DIR": str(tiny_checkpoints)})
+    two = create_app({"CHECKPOINT_DIR": str(tiny_checkpoints)})
+    assert one.extensions["qa_service"] is not two.extensions["qa_service"]
+    assert one.extensions["qa_service"].ready()
+
+
+def test_missing_backend_degrades_to_503(tiny_checkpoints, tmp_path):
+    shutil.copytree(tiny_checkpoints / "transformer", tmp_path / "transformer")
+    client = create_app({"CHECKPOINT_DIR": str(tmp_path)}).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["models"] == {"transformer": True, "memsizer": False}
+    assert "memsizer" in ready.json["errors"]
+    down = client.post("/answer", json={"question": "What is the tens digit of 12?", "model": "memsizer"})
+    assert down.status_code == 503 and down.json["error"]["code"] == "model_unavailable"
+    up = client.post("/answer", json={"question": "What is the tens digit of 12?", "model": "transformer"})
+    assert up.status_code == 200
+
+
+def test_checkpoint_of_the_wrong_backend_is_not_served(tiny_checkpoints, tmp_path):
+    shutil.copytree(tiny_checkpoints / "transformer", tmp_path / "memsizer")
+    shutil.copytree(tiny_checkpoints / "transformer", tmp_path / "transformer")
+    service = create_app({"CHECKPOINT_DIR": str(tmp_path)}).extensions["qa_service"]
+    assert not service.ready("memsizer") and "not 'memsizer'" in service.load_errors["memsizer"]

@@ -1,0 +1,43 @@
+"""Real gunicorn on loopback, called over HTTP with requests."""
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+Q = "What is the tens digit of 89290?"
+
+
+def test_single_and_batch_answers(live_server):
+    url = live_server["url"]
+    for model in ("transformer", "memsizer"):
+        single = requests.post(url + "/answer", json={"question": Q, "model": model}, timeout=10)
+        assert single.status_code == 200 and single.json()["model"] == model
+        batch = requests.post(url + "/answer", json={"questions": [Q, Q, "What is the units digit of 7?"],
+                                                    "model": model}, timeout=10)
+        assert batch.status_code == 200 and batch.json()["count"] == 3
+        assert batch.json()["answers"][0] == single.json()["answer"]
+
+
+def test_bad_input_and_body_limit(live_server):
+    url = live_server["url"]
+    bad = requests.post(url + "/answer", data=b"{oops", headers={"Content-Type": "application/json"}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    big = requests.post(url + "/answer", data=b'{"question": "' + b"1" * 10000 + b'"}',
+                        headers={"Content-Type": "application/json"}, timeout=10)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    assert requests.get(url + "/nowhere", timeout=10).json()["error"]["code"] == "not_found"
+
+
+def test_metrics_aggregate_across_workers(live_server):
+    url = live_server["url"]
+    for _ in range(6):
+        requests.post(url + "/answer", json={"question": Q, "model": "memsizer"}, timeout=10)
+    text = requests.get(url + "/metrics", timeout=10).text
+    line = next(l for l in text.splitlines() if l.startswith('placevalue_questions_answered_total{model="memsizer"}'))
+    assert float(line.split()[-1]) >= 6
+
+
+def test_models_and_health(live_server):
+    url = live_server["url"]
+    assert requests.get(url + "/healthz", timeout=10).json() == {"status": "ok"}
+    rows = requests.get(url + "/models", timeout=10).json()["models"]
+    assert [r["name"] for r in rows] == ["transformer", "memsizer"] and all(r["ready"] for r in rows)
