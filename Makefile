@@ -5,7 +5,9 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test test-fast serve data bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install chromium test test-fast serve data bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,8 +16,13 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 # The whole suite, slow (real gunicorn, browser, DDP) tests included.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 # Everything except the tests marked slow.

@@ -1,0 +1,1 @@
+"""Side-by-side Transformer vs MemSizer benchmarks; `make bench` regenerates RESULTS.md."""

@@ -1,0 +1,66 @@
+"""Shared helpers: environment description, robust statistics, result files."""
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def environment(device: str = "cpu") -> dict:
+    """What a reader needs to reproduce a number: date, command, hardware, software."""
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "command": "python -m " + Path(sys.argv[0]).with_suffix("").as_posix().split("/")[-2] + "."
+                      + Path(sys.argv[0]).stem + " " + shlex.join(sys.argv[1:]),
+           "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+           "torch_threads": torch.get_num_threads(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def hardware_line(env: dict) -> str:
+    where = env.get("gpu") or f"{env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads)"
+    return f"{where}; torch {env['torch']}; {env['date']}"
+
+
+def summary(values) -> dict:
+    """Median and spread (min, p10, p90, max) of a list of timings."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1],
+            "p10": ordered[int(0.1 * (n - 1))], "p90": ordered[int(0.9 * (n - 1))], "n": n}
+
+
+def percentile(values, q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def save(name: str, data: dict, out_dir=RESULTS) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def sync(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

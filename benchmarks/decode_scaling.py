@@ -1,0 +1,116 @@
+"""Decoding scaling (MemSizer's headline claim): per-token decode time and decoder self-attention
+state memory vs generated length, both backends, random weights, batch 1.
+
+MemSizer keeps a fixed (k, d) running sum per layer; the Transformer's KV cache grows by one
+position per token. Backends alternate at every checkpoint length.
+
+    python -m benchmarks.decode_scaling [--device cpu|cuda] [--max-length 4096] [--tiny]
+"""
+import argparse
+import time
+
+import torch
+
+from benchmarks.common import RESULTS, environment, save, sync
+from models.config import ModelConfig
+from models.seq2seq import Seq2Seq
+from models.tokenizer import BOS, Tokenizer
+
+BACKENDS = ("transformer", "memsizer")
+WINDOW = 16  # tokens timed at each checkpoint length
+
+
+def lengths_up_to(max_length: int) -> list[int]:
+    lengths, n = [], 16
+    while n <= max_length:
+        lengths.append(n)
+        n *= 2
+    return lengths
+
+
+def decode_run(model, src, lengths, device):
+    """Decode up to max(lengths) tokens; at each length, time the last WINDOW tokens and read the state."""
+    state = model.start_decoding(src)
+    token = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=device)
+    rows, window_start, step = [], None, 0
+    with torch.inference_mode():
+        for length in lengths:
+            while step < length:
+                if step == length - WINDOW:
+                    sync(device)
+                    window_start = time.perf_counter()
+                logits = model.decode_step(token, state)
+                token = logits.argmax(dim=-1, keepdim=True)
+                step += 1
+            sync(device)
+            rows.append({"length": length, "ms_per_token": (time.perf_counter() - window_start) / WINDOW * 1e3,
+                         "state_bytes": state.self_attention_nbytes()})
+    return rows
+
+
+def plot(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in BACKENDS:
+        rows = result["backends"][name]
+        x = [r["length"] for r in rows]
+        left.plot(x, [r["ms_per_token"] for r in rows], marker="o", label=name)
+        right.plot(x, [r["state_bytes"] / 2**20 for r in rows], marker="o", label=name)
+    for ax, label in ((left, "ms per generated token"), (right, "decoder self-attention state (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("generated length (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    env = result["environment"]
+    fig.suptitle(f"Decoding scaling, {result['config']} config, batch 1 — {env.get('gpu') or env['cpu']}, "
+                 f"{env['date']}\n{env['command']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-length", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    lengths = lengths_up_to(args.max_length)
+    arch = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, memsizer_k=8) if args.tiny else {}
+    models = {}
+    for name in BACKENDS:
+        torch.manual_seed(0)
+        config = ModelConfig(attention=name, max_target_len=args.max_length + 1, dropout=0.0, **arch)
+        models[name] = Seq2Seq(config).to(args.device).eval()
+    src = Tokenizer().batch_questions(["What is the hundred thousands digit of 41853604?"]).to(args.device)
+    runs = {name: [] for name in BACKENDS}
+    for repeat in range(args.repeats):
+        for name in (BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]):
+            runs[name].append(decode_run(models[name], src, lengths, args.device))
+    result = {"environment": environment(args.device), "config": "tiny" if args.tiny else "paper",
+              "window_tokens": WINDOW, "repeats": args.repeats, "backends": {}}
+    for name in BACKENDS:
+        result["backends"][name] = [
+            {"length": length, "state_bytes": runs[name][0][i]["state_bytes"],
+             "ms_per_token": sorted(run[i]["ms_per_token"] for run in runs[name])[len(runs[name]) // 2]}
+            for i, length in enumerate(lengths)]
+    last = {n: result["backends"][n][-1] for n in BACKENDS}
+    result["speedup_at_max_length"] = last["transformer"]["ms_per_token"] / last["memsizer"]["ms_per_token"]
+    for i, length in enumerate(lengths):
+        t, m = result["backends"]["transformer"][i], result["backends"]["memsizer"][i]
+        print(f"{length:>5} tokens: transformer {t['ms_per_token']:.2f} ms/token {t['state_bytes'] / 2**20:.2f} MiB | "
+              f"memsizer {m['ms_per_token']:.2f} ms/token {m['state_bytes'] / 2**20:.3f} MiB")
+    kind = ("gpu" if args.device.startswith("cuda") else "cpu") + ("_tiny" if args.tiny else "")
+    out = args.out or RESULTS
+    save(f"decode_scaling_{kind}", result, out)
+    plot(result, f"{out}/decode_scaling_{kind}.png")
+    print(f"memsizer is {result['speedup_at_max_length']:.2f}x faster per token at {lengths[-1]} tokens")
+
+
+if __name__ == "__main__":
+    main()

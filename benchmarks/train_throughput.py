@@ -1,0 +1,81 @@
+"""Training throughput, Transformer vs MemSizer side by side: step time and examples/s at one batch
+size, fp32 and bf16 autocast, with the real data pipeline; backends alternate step by step.
+
+    python -m benchmarks.train_throughput [--device cpu|cuda] [--steps 12] [--tiny]
+"""
+import argparse
+import time
+
+import torch
+
+from benchmarks.common import RESULTS, environment, save, summary, sync
+from models.config import ModelConfig
+from models.seq2seq import Seq2Seq
+from models.tokenizer import Tokenizer
+from training.data import training_batch
+from training.train import make_batch
+
+BACKENDS = ("transformer", "memsizer")
+
+
+def measure(device, precision, steps, warmup, batch_size, arch) -> dict:
+    tokenizer = Tokenizer()
+    models, optimizers = {}, {}
+    for name in BACKENDS:
+        torch.manual_seed(0)
+        models[name] = Seq2Seq(ModelConfig(attention=name, **arch)).to(device).train()
+        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4, fused=device.startswith("cuda"))
+    step_times = {n: [] for n in BACKENDS}
+    data_times = {n: [] for n in BACKENDS}
+    for i in range(warmup + steps):
+        order = BACKENDS if i % 2 == 0 else BACKENDS[::-1]  # alternate who goes first
+        for name in order:
+            start = time.perf_counter()
+            src, tgt_in, tgt_out = make_batch(training_batch(0, 0, i, batch_size), tokenizer, device)
+            generated = time.perf_counter()
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+                _, loss = models[name](src, tgt_in, tgt_out)
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[name].step()
+            sync(device)
+            if i >= warmup:
+                step_times[name].append(time.perf_counter() - start)
+                data_times[name].append(generated - start)
+    rows = {}
+    for name in BACKENDS:
+        s = summary(step_times[name])
+        rows[name] = {"step_seconds": s, "examples_per_second": batch_size / s["median"],
+                      "data_share": sum(data_times[name]) / sum(step_times[name])}
+    rows["memsizer_over_transformer_step_time"] = (rows["memsizer"]["step_seconds"]["median"]
+                                                   / rows["transformer"]["step_seconds"]["median"])
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model, to smoke-test the script")
+    parser.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    arch = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, memsizer_k=8) if args.tiny else {}
+    result = {"environment": environment(args.device), "batch_size": args.batch_size, "steps": args.steps,
+              "config": "tiny" if args.tiny else "paper", "precisions": {}}
+    for precision in args.precisions.split(","):
+        rows = measure(args.device, precision, args.steps, args.warmup, args.batch_size, arch)
+        result["precisions"][precision] = rows
+        print(f"{precision}: " + ", ".join(f"{n} {rows[n]['step_seconds']['median'] * 1e3:.1f} ms/step "
+                                          f"({rows[n]['examples_per_second']:.0f} ex/s, data {rows[n]['data_share']:.1%})"
+                                          for n in BACKENDS)
+              + f"; memsizer/transformer step time {rows['memsizer_over_transformer_step_time']:.2f}")
+    device_kind = "gpu" if args.device.startswith("cuda") else "cpu"
+    path = save(f"train_throughput_{device_kind}" + ("_tiny" if args.tiny else ""), result, args.out or RESULTS)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

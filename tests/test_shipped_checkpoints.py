@@ -1,0 +1,32 @@
+"""The shipped paper-config checkpoints load from their stored files and answer correctly."""
+from pathlib import Path
+
+import pytest
+
+from models.checkpoint import load_checkpoint, sha256_file
+from training.data import generate
+from training.evaluate import evaluate_examples
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@pytest.mark.parametrize("backend", ["transformer", "memsizer"])
+def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
+    model, tokenizer, config = load_checkpoint(CHECKPOINTS / backend)  # verifies sha256 and shapes
+    arch = config["architecture"]
+    assert (arch["attention"], arch["n_encoder_layers"], arch["n_decoder_layers"], arch["d_model"],
+            arch["d_ff"], arch["n_heads"]) == (backend, 4, 4, 512, 2048, 8), "paper config"
+    assert config["weights"]["format"] == "int8"
+    assert config["evaluation"]["interpolate_10k_seed777"]["accuracy"] >= 0.999
+    examples = generate("interpolate", 300, seed=20261122)  # a seed used neither in training nor in evaluation
+    result = evaluate_examples(model, tokenizer, examples, batch_size=300)
+    assert result["accuracy"] >= 0.99, result["per_place"]
+
+
+def test_shipped_files_fit_the_size_budget():
+    for weights in CHECKPOINTS.glob("*/model.safetensors"):
+        assert weights.stat().st_size < 50_000_000, weights
+    total = sum(f.stat().st_size for f in CHECKPOINTS.rglob("*") if f.is_file())
+    assert total < 55 * 2**20, "checkpoints must leave room in the 60 MiB tracked-tree budget"
+    assert sha256_file(CHECKPOINTS / "memsizer" / "model.safetensors") != sha256_file(
+        CHECKPOINTS / "transformer" / "model.safetensors")
