@@ -42,3 +42,13 @@ data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Regenerate every benchmark number and plot on this machine, then benchmarks/RESULTS.md.
+# GPU results (results/*_gpu.*) come from the same scripts run with --device cuda.
+bench: $(STAMP)
+	$(PY) -m models.summary
+	$(PY) -m benchmarks.train_throughput --device cpu --precisions fp32 --steps 8
+	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.http_load
+	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1
+	$(PY) -m benchmarks.report

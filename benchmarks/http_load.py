@@ -1,0 +1,123 @@
+"""HTTP serving under load: real gunicorn on loopback with the shipped checkpoints, a bounded
+thread-pool client at several concurrency levels, each backend in turn (alternating order).
+
+    python -m benchmarks.http_load [--concurrency 1,4,16,32] [--requests 200] [--max-seconds 30]
+
+Reports answers/s, latency p50/p99, errors and worker RSS before/after. Loopback only.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from benchmarks.common import RESULTS, environment, percentile, save
+from training.data import generate
+
+BACKENDS = ("transformer", "memsizer")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_rss_mib(master_pid: int) -> dict:
+    """Resident memory of each gunicorn worker (children of the master), from /proc."""
+    rss = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip()) == master_pid:
+            rss[status.parent.name] = int(fields["VmRSS"].split()[0]) / 1024
+    return rss
+
+
+def start_server(port: int, workers: int, checkpoints: str):
+    env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
+               GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints)
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                return process, url
+        except requests.RequestException:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("gunicorn did not become ready")
+
+
+def load(url, model, questions, concurrency, total, max_seconds) -> dict:
+    """`total` requests (or until max_seconds) from `concurrency` client threads."""
+    local = threading.local()  # one keep-alive session per client thread
+
+    def one(item):
+        question, answer = item
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        session = local.session
+        start = time.perf_counter()
+        try:
+            r = session.post(url + "/answer", json={"question": question, "model": model}, timeout=30)
+            ok = r.status_code == 200
+            correct = ok and r.json()["answer"] == answer
+        except requests.RequestException:
+            ok = correct = False
+        return time.perf_counter() - start, ok, correct
+
+    deadline = time.monotonic() + max_seconds
+    latencies, errors, wrong = [], 0, 0
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        pending = iter(questions[:total])
+        futures = [pool.submit(one, next(pending)) for _ in range(min(concurrency, total))]
+        while futures:
+            latency, ok, correct = futures.pop(0).result()
+            latencies.append(latency * 1e3)
+            errors += not ok
+            wrong += ok and not correct
+            item = next(pending, None)
+            if item is not None and time.monotonic() < deadline:
+                futures.append(pool.submit(one, item))
+    elapsed = time.perf_counter() - start
+    return {"requests": len(latencies), "answers_per_second": len(latencies) / elapsed, "errors": errors,
+            "wrong_answers": wrong, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", default="1,4,16,32")
+    parser.add_argument("--requests", type=int, default=200, help="requests per backend and level")
+    parser.add_argument("--max-seconds", type=float, default=30)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    questions = generate("interpolate", args.requests, seed=5151)
+    process, url = start_server(args.port, args.workers, args.checkpoints)
+    try:
+        result = {"environment": environment("cpu"), "workers": args.workers, "levels": {},
+                  "rss_before_mib": worker_rss_mib(process.pid)}
+        for i, level in enumerate(map(int, args.concurrency.split(","))):
+            result["levels"][level] = {}
+            for model in (BACKENDS if i % 2 == 0 else BACKENDS[::-1]):
+                row = load(url, model, questions, level, args.requests, args.max_seconds)
+                result["levels"][level][model] = row
+                print(f"{level:>3} clients {model:<12} {row['answers_per_second']:6.1f} answers/s  p50 "
+                      f"{row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms  errors {row['errors']}  wrong {row['wrong_answers']}",
+                      flush=True)
+        result["rss_after_mib"] = worker_rss_mib(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    save("http_load_cpu", result, args.out or RESULTS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""In-process serving latency of the shipped checkpoints, Transformer vs MemSizer side by side:
+single-question p50/p99 and batched answers/s, with the torch thread count the server uses.
+
+    python -m benchmarks.serving [--checkpoints checkpoints] [--threads 1] [--questions 100]
+"""
+import argparse
+import time
+
+from app.service import QAService
+from benchmarks.common import RESULTS, environment, percentile, save, summary
+from training.data import generate
+
+BACKENDS = ("transformer", "memsizer")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", default="checkpoints")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (gunicorn.conf.py: cores // workers)")
+    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--batch-sizes", default="8,64,256")
+    parser.add_argument("--batch-repeats", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    service = QAService(args.checkpoints, torch_threads=args.threads)
+    questions = [q for q, _ in generate("interpolate", max(args.questions, 256), seed=4242)]
+    for name in BACKENDS:  # warm-up
+        service.answer(questions[:8], name)
+    single = {n: [] for n in BACKENDS}
+    for i, question in enumerate(questions[:args.questions]):
+        for name in (BACKENDS if i % 2 == 0 else BACKENDS[::-1]):
+            start = time.perf_counter()
+            service.answer([question], name)
+            single[name].append((time.perf_counter() - start) * 1e3)
+    result = {"environment": environment("cpu"), "torch_threads": args.threads, "single_ms": {}, "batched": {}}
+    for name in BACKENDS:
+        result["single_ms"][name] = {**summary(single[name]), "p99": percentile(single[name], 0.99)}
+    for size in map(int, args.batch_sizes.split(",")):
+        times = {n: [] for n in BACKENDS}
+        for r in range(args.batch_repeats):
+            for name in (BACKENDS if r % 2 == 0 else BACKENDS[::-1]):
+                start = time.perf_counter()
+                service.answer(questions[:size], name)
+                times[name].append(time.perf_counter() - start)
+        result["batched"][size] = {n: {"seconds": summary(times[n]),
+                                       "answers_per_second": size / summary(times[n])["median"]} for n in BACKENDS}
+    for name in BACKENDS:
+        s = result["single_ms"][name]
+        batched = ", ".join(f"batch {b}: {result['batched'][b][name]['answers_per_second']:.0f}/s" for b in result["batched"])
+        print(f"{name:<12} single p50 {s['median']:.1f} ms p99 {s['p99']:.1f} ms; {batched}")
+    save("serving_cpu", result, args.out or RESULTS)
+
+
+if __name__ == "__main__":
+    main()

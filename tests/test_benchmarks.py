@@ -1,0 +1,40 @@
+"""Smoke tests: every benchmark script runs at a tiny size and writes its result (no timings asserted)."""
+import json
+
+import pytest
+
+from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_throughput_and_decode_scaling_tiny(tmp_path):
+    train_throughput.main(["--tiny", "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "train_throughput_cpu_tiny.json").read_text())
+    assert set(data["precisions"]) == {"fp32", "bf16"} and data["precisions"]["fp32"]["memsizer"]["step_seconds"]["n"] == 2
+    decode_scaling.main(["--tiny", "--max-length", "64", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "decode_scaling_cpu_tiny.json").read_text())["backends"]
+    assert [r["length"] for r in rows["memsizer"]] == [16, 32, 64]
+    assert len({r["state_bytes"] for r in rows["memsizer"]}) == 1, "MemSizer's state must not grow"
+    assert rows["transformer"][-1]["state_bytes"] == 4 * rows["transformer"][0]["state_bytes"]
+    assert (tmp_path / "decode_scaling_cpu_tiny.png").stat().st_size > 0
+
+
+def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
+    serving.main(["--checkpoints", str(tiny_checkpoints), "--questions", "4", "--batch-sizes", "2",
+                  "--batch-repeats", "1", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "serving_cpu.json").read_text())["single_ms"]["memsizer"]["n"] == 4
+    from tests.conftest import free_port
+    http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1,2", "--requests", "6",
+                    "--port", str(free_port()), "--out", str(tmp_path)])
+    levels = json.loads((tmp_path / "http_load_cpu.json").read_text())["levels"]
+    assert levels["2"]["transformer"]["requests"] == 6 and levels["2"]["transformer"]["errors"] == 0
+
+
+def test_time_to_accuracy_tiny(tmp_path):
+    time_to_accuracy.main(["--variants", "default", "--max-steps", "4", "--eval-every", "2", "--eval-size", "5",
+                           "--device", "cpu", "--name", "tta", "--out", str(tmp_path), "--",
+                           "--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1",
+                           "--decoder-layers", "1"])
+    runs = json.loads((tmp_path / "tta.json").read_text())["runs"]
+    assert [r["backend"] for r in runs] == ["transformer", "memsizer"] and len(runs[0]["curve"]) == 2
