@@ -43,6 +43,9 @@ def register_error_handlers(app: Flask) -> None:
         message = err.description or err.name
         if err.code == 413:
             message = f"request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+            if request.endpoint == "pages.ask":  # the form shows it next to the field, like any bad question
+                from app.pages import render_form
+                return render_form(error="Question is far too long (the limit is 160 characters).", status=413)
         if wants_html():
             return render_template("error.html", status=err.code, message=message), err.code
         response, status = error_response(err.code, code, message)
