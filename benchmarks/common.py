@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# `--tiny`: a model small enough to smoke-test a script in seconds
+TINY_ARCH = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, memsizer_k=8)
 
 
 def cpu_model() -> str:
@@ -23,11 +25,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def environment(device: str = "cpu") -> dict:
+def environment(device: str, module: str, argv=None) -> dict:
     """What a reader needs to reproduce a number: date, command, hardware, software."""
+    argv = sys.argv[1:] if argv is None else argv
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "command": "python -m " + Path(sys.argv[0]).with_suffix("").as_posix().split("/")[-2] + "."
-                      + Path(sys.argv[0]).stem + " " + shlex.join(sys.argv[1:]),
+           "command": shlex.join(["python", "-m", module, *argv]),
            "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
            "torch_threads": torch.get_num_threads(), "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -11,13 +11,15 @@ import time
 
 import torch
 
-from benchmarks.common import RESULTS, environment, save, sync
+from benchmarks.common import RESULTS, TINY_ARCH, environment, save, sync
 from models.config import ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import BOS, Tokenizer
 
 BACKENDS = ("transformer", "memsizer")
 WINDOW = 16  # tokens timed at each checkpoint length
+
+MODULE = "benchmarks.decode_scaling"
 
 
 def lengths_up_to(max_length: int) -> list[int]:
@@ -81,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     lengths = lengths_up_to(args.max_length)
-    arch = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, memsizer_k=8) if args.tiny else {}
+    arch = TINY_ARCH if args.tiny else {}
     models = {}
     for name in BACKENDS:
         torch.manual_seed(0)
@@ -92,7 +94,7 @@ def main(argv=None):
     for repeat in range(args.repeats):
         for name in (BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]):
             runs[name].append(decode_run(models[name], src, lengths, args.device))
-    result = {"environment": environment(args.device), "config": "tiny" if args.tiny else "paper",
+    result = {"environment": environment(args.device, MODULE, argv), "config": "tiny" if args.tiny else "paper",
               "window_tokens": WINDOW, "repeats": args.repeats, "backends": {}}
     for name in BACKENDS:
         result["backends"][name] = [

@@ -22,6 +22,8 @@ from training.data import generate
 BACKENDS = ("transformer", "memsizer")
 ROOT = Path(__file__).resolve().parent.parent
 
+MODULE = "benchmarks.http_load"
+
 
 def worker_rss_mib(master_pid: int) -> dict:
     """Resident memory of each gunicorn worker (children of the master), from /proc."""
@@ -102,7 +104,7 @@ def main(argv=None):
     questions = generate("interpolate", args.requests, seed=5151)
     process, url = start_server(args.port, args.workers, args.checkpoints)
     try:
-        result = {"environment": environment("cpu"), "workers": args.workers, "levels": {},
+        result = {"environment": environment("cpu", MODULE, argv), "workers": args.workers, "levels": {},
                   "rss_before_mib": worker_rss_mib(process.pid)}
         for i, level in enumerate(map(int, args.concurrency.split(","))):
             result["levels"][level] = {}

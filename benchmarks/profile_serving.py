@@ -10,6 +10,8 @@ from app.service import QAService
 from benchmarks.common import RESULTS, environment, hardware_line
 from training.data import generate
 
+MODULE = "benchmarks.profile_serving"
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,7 +23,7 @@ def main(argv=None):
     service = QAService(args.checkpoints, torch_threads=args.threads)
     questions = [q for q, _ in generate("interpolate", args.questions, seed=99)]
     sections = [f"Profile of {args.questions} single-question answers per backend; "
-                f"{hardware_line(environment('cpu'))}; {args.threads} torch thread(s).", ""]
+                f"{hardware_line(environment('cpu', MODULE, argv))}; {args.threads} torch thread(s).", ""]
     for name in ("transformer", "memsizer"):
         service.answer(questions[:2], name)
         with profile(activities=[ProfilerActivity.CPU]) as prof:

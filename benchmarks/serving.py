@@ -12,6 +12,8 @@ from training.data import generate
 
 BACKENDS = ("transformer", "memsizer")
 
+MODULE = "benchmarks.serving"
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +34,7 @@ def main(argv=None):
             start = time.perf_counter()
             service.answer([question], name)
             single[name].append((time.perf_counter() - start) * 1e3)
-    result = {"environment": environment("cpu"), "torch_threads": args.threads, "single_ms": {}, "batched": {}}
+    result = {"environment": environment("cpu", MODULE, argv), "torch_threads": args.threads, "single_ms": {}, "batched": {}}
     for name in BACKENDS:
         result["single_ms"][name] = {**summary(single[name]), "p99": percentile(single[name], 0.99)}
     for size in map(int, args.batch_sizes.split(",")):

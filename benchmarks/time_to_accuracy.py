@@ -21,6 +21,8 @@ VARIANTS = {  # each changes one lever of the default recipe
     "constant-lr": ["--schedule", "constant", "--warmup-steps", "1"],
 }
 
+MODULE = "benchmarks.time_to_accuracy"
+
 
 def run(backend, variant, args, workdir) -> dict:
     run_dir = Path(workdir) / f"{backend}-{variant}"
@@ -91,7 +93,7 @@ def main(argv=None):
                       f"({r['seconds_to_target']} s); final {r['final_accuracy']:.4f} after {r['steps_run']} steps",
                       flush=True)
     device = runs[0]["hardware"]["device"]
-    result = {"environment": environment(device), "target": args.target, "max_steps": args.max_steps,
+    result = {"environment": environment(device, MODULE, argv), "target": args.target, "max_steps": args.max_steps,
               "bf16": args.bf16, "runs": runs}
     name = args.name or f"time_to_accuracy_{'gpu' if device.startswith('cuda') else 'cpu'}"
     out = args.out or RESULTS

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from benchmarks.common import RESULTS, environment, save, summary, sync
+from benchmarks.common import RESULTS, TINY_ARCH, environment, save, summary, sync
 from models.config import ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import Tokenizer
@@ -16,6 +16,8 @@ from training.data import training_batch
 from training.train import make_batch
 
 BACKENDS = ("transformer", "memsizer")
+
+MODULE = "benchmarks.train_throughput"
 
 
 def measure(device, precision, steps, warmup, batch_size, arch) -> dict:
@@ -62,8 +64,8 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="a tiny model, to smoke-test the script")
     parser.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
     args = parser.parse_args(argv)
-    arch = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, memsizer_k=8) if args.tiny else {}
-    result = {"environment": environment(args.device), "batch_size": args.batch_size, "steps": args.steps,
+    arch = TINY_ARCH if args.tiny else {}
+    result = {"environment": environment(args.device, MODULE, argv), "batch_size": args.batch_size, "steps": args.steps,
               "config": "tiny" if args.tiny else "paper", "precisions": {}}
     for precision in args.precisions.split(","):
         rows = measure(args.device, precision, args.steps, args.warmup, args.batch_size, arch)
