@@ -129,11 +129,13 @@ def accuracy_section() -> list[str]:
 
 def time_to_accuracy_section() -> list[str]:
     lines = ["## Time to accuracy (default recipe and single-lever variants)", ""]
-    for kind in ("gpu", "cpu"):
+    for kind in ("gpu", "gpu_fp32", "cpu"):
         data = load(f"time_to_accuracy_{kind}")
         if not data:
             continue
-        lines += [f"**{kind.upper()}** — {hardware_line(data['environment'])}. Command: `{data['environment']['command']}`",
+        precision = "bf16 autocast" if data["bf16"] else "fp32"
+        lines += [f"**{kind.split('_')[0].upper()}, {precision}** — {hardware_line(data['environment'])}. "
+                  f"Command: `{data['environment']['command']}`",
                   "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
                   f"| backend | variant | steps to {data['target']:.0%} | seconds to {data['target']:.0%} | final accuracy | steps run |",
                   "|---|---|---:|---:|---:|---:|"]
