@@ -44,6 +44,8 @@ class QAService:
             except CheckpointError as err:
                 self.load_errors[name] = str(err)
                 log.error("backend %s unavailable: %s", name, err)
+        for name in self.models:  # the first pass allocates and picks kernels: pay it before serving
+            self.answer([self.example_question(seed=0)], name)
 
     def ready(self, name: str | None = None) -> bool:
         return name in self.models if name else len(self.models) == len(BACKENDS)
