@@ -127,6 +127,21 @@ def accuracy_section() -> list[str]:
     return lines + [""]
 
 
+def levers_section() -> list[str]:
+    lines = []
+    for kind in ("cpu", "gpu"):
+        data = load(f"training_levers_{kind}")
+        if not data:
+            continue
+        lines += [f"**Training-throughput levers, {kind.upper()}** — {hardware_line(data['environment'])}. "
+                  f"Command: `{data['environment']['command']}`", "",
+                  "| lever (one at a time) | Transformer ex/s | MemSizer ex/s |", "|---|---:|---:|"]
+        lines += [f"| {r['lever']} | {r['transformer']:.1f} | {r['memsizer']:.1f} |" for r in data["levers"]]
+        lines += ["", f"Padding is {data['padding_share_batch64']:.1%} of source positions at batch 64: the most "
+                      "that bucketing batches by length could save of the encoder's work.", ""]
+    return lines
+
+
 def time_to_accuracy_section() -> list[str]:
     lines = ["## Time to accuracy (default recipe and single-lever variants)", ""]
     for kind in ("gpu", "gpu_fp32", "cpu"):
@@ -148,7 +163,7 @@ def time_to_accuracy_section() -> list[str]:
 
 def main():
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
-    lines = intro + [""] + size_section() + throughput_section() + time_to_accuracy_section() + serving_section() \
+    lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
         + http_section() + decode_section() + accuracy_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():

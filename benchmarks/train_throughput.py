@@ -20,13 +20,15 @@ BACKENDS = ("transformer", "memsizer")
 MODULE = "benchmarks.train_throughput"
 
 
-def measure(device, precision, steps, warmup, batch_size, arch) -> dict:
+def measure(device, precision, steps, warmup, batch_size, arch, optimizer_options=None) -> dict:
+    """Median step time per backend; `optimizer_options` override AdamW's implementation flags."""
     tokenizer = Tokenizer()
+    options = optimizer_options if optimizer_options is not None else {"fused": device.startswith("cuda")}
     models, optimizers = {}, {}
     for name in BACKENDS:
         torch.manual_seed(0)
         models[name] = Seq2Seq(ModelConfig(attention=name, **arch)).to(device).train()
-        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4, fused=device.startswith("cuda"))
+        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4, **options)
     step_times = {n: [] for n in BACKENDS}
     data_times = {n: [] for n in BACKENDS}
     for i in range(warmup + steps):

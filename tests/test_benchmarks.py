@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput
+from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput, training_levers
 
 pytestmark = pytest.mark.slow
 
@@ -38,3 +38,10 @@ def test_time_to_accuracy_tiny(tmp_path):
                            "--decoder-layers", "1"])
     runs = json.loads((tmp_path / "tta.json").read_text())["runs"]
     assert [r["backend"] for r in runs] == ["transformer", "memsizer"] and len(runs[0]["curve"]) == 2
+
+
+def test_training_levers_tiny(tmp_path):
+    training_levers.main(["--tiny", "--steps", "1", "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "training_levers_cpu_tiny.json").read_text())
+    assert [r["lever"] for r in data["levers"]][0] == "baseline fp32, batch 64" and len(data["levers"]) == 6
+    assert 0 < data["padding_share_batch64"] < 0.5
