@@ -39,9 +39,8 @@ def create_app(config=None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     from app.service import QAService  # torch is imported here, inside the worker, never at import time
-    from models.registry import BACKENDS
-    if app.config["DEFAULT_MODEL"] not in BACKENDS:
-        raise ValueError(f"DEFAULT_MODEL must be one of {BACKENDS}, got {app.config['DEFAULT_MODEL']!r}")
+    if app.config["DEFAULT_MODEL"] not in QAService.backends:
+        raise ValueError(f"DEFAULT_MODEL must be one of {QAService.backends}, got {app.config['DEFAULT_MODEL']!r}")
     app.extensions["qa_service"] = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"],
                                              app.config["MAX_ANSWER_CHARS"])
 

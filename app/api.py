@@ -3,6 +3,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app.errors import APIError
 from app.metrics import ERRORS, QUESTIONS, render_metrics
+from app.service import BackendUnavailable
 
 bp = Blueprint("api", __name__)
 
@@ -36,10 +37,9 @@ def parse_answer_request() -> tuple[list[str], str, bool]:
         fail(400, "invalid_json", "request body must be a JSON object")
     if not isinstance(body, dict):
         fail(400, "invalid_request", f"request body must be a JSON object, got {type(body).__name__}")
-    from models.registry import BACKENDS
     model = body.get("model", current_app.config["DEFAULT_MODEL"])
-    if not isinstance(model, str) or model not in BACKENDS:
-        fail(400, "unknown_model", f"model must be one of: {', '.join(BACKENDS)}")
+    if not isinstance(model, str) or model not in service().backends:
+        fail(400, "unknown_model", f"model must be one of: {', '.join(service().backends)}")
     g.model = model
     if ("question" in body) == ("questions" in body):
         fail(400, "invalid_request", 'give exactly one of "question" (a string) or "questions" (a list)')
@@ -60,7 +60,6 @@ def parse_answer_request() -> tuple[list[str], str, bool]:
 def answer():
     """Answer one question or a batch with the chosen backend."""
     questions, model, is_batch = parse_answer_request()
-    from app.service import BackendUnavailable
     try:
         answers, latency_ms = service().answer(questions, model)
     except BackendUnavailable as err:

@@ -26,6 +26,8 @@ class BackendUnavailable(Exception):
 class QAService:
     """Answers place-value questions with the Transformer or MemSizer checkpoint."""
 
+    backends = BACKENDS
+
     def __init__(self, checkpoint_dir, torch_threads: int = 1, max_answer_chars: int = 30):
         torch.set_num_threads(max(1, int(torch_threads)))
         self.tokenizer = Tokenizer()
