@@ -63,9 +63,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_server(tiny_checkpoints, tmp_path_factory):
-    """Real gunicorn (gunicorn.conf.py, 2 workers) on a free loopback port with tiny checkpoints."""
+def start_gunicorn(checkpoints, work_dir, **env_overrides):
+    """Real gunicorn (gunicorn.conf.py, 2 workers) on a free loopback port; returns (process, url, log)."""
     import os
     import subprocess
     import sys
@@ -74,19 +73,18 @@ def live_server(tiny_checkpoints, tmp_path_factory):
 
     import requests
     port = free_port()
-    root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", GUNICORN_ACCESSLOG="",
-               PLACEVALUE_CHECKPOINT_DIR=str(tiny_checkpoints), PLACEVALUE_MAX_CONTENT_LENGTH="4096",
-               PROMETHEUS_MULTIPROC_DIR=str(tmp_path_factory.mktemp("metrics")))
-    log = open(tmp_path_factory.mktemp("gunicorn") / "server.log", "w+")
+               PLACEVALUE_CHECKPOINT_DIR=str(checkpoints), PROMETHEUS_MULTIPROC_DIR=str(work_dir), **env_overrides)
+    log = open(Path(work_dir) / "server.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while True:
         try:
             if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                break
+                return process, url, log
         except requests.RequestException:  # refused, or accepted while workers still boot
             pass
         if process.poll() is not None or time.monotonic() > deadline:
@@ -94,6 +92,13 @@ def live_server(tiny_checkpoints, tmp_path_factory):
             log.seek(0)
             raise RuntimeError(f"gunicorn did not become ready:\n{log.read()[-3000:]}")
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_checkpoints, tmp_path_factory):
+    """Real gunicorn on loopback with tiny checkpoints, shut down (and checked) after the module."""
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path_factory.mktemp("gunicorn"),
+                                       PLACEVALUE_MAX_CONTENT_LENGTH="4096")
     yield {"url": url, "process": process, "log": log}
     process.terminate()
     assert process.wait(timeout=30) == 0, "gunicorn did not shut down cleanly"

@@ -13,7 +13,7 @@ import requests
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.tokenizer import Tokenizer
-from tests.conftest import tiny_model
+from tests.conftest import start_gunicorn, tiny_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,22 +48,6 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(tmp_path):
     assert config["weights"]["sha256"] == before
 
 
-def start_gunicorn(checkpoints, port, tmp_path):
-    env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", GUNICORN_ACCESSLOG="",
-               PLACEVALUE_CHECKPOINT_DIR=str(checkpoints), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return process, url
-        except requests.RequestException:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("gunicorn did not start")
-
-
 class Load(threading.Thread):
     """Sends valid questions until stopped; counts answers and failures."""
 
@@ -87,10 +71,9 @@ class Load(threading.Thread):
 
 def test_hup_reload_serves_retrained_weights_without_failed_requests(tiny_checkpoints, tmp_path):
     import shutil
-    from tests.conftest import free_port
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(tiny_checkpoints, checkpoints)
-    process, url = start_gunicorn(checkpoints, free_port(), tmp_path)
+    process, url, _ = start_gunicorn(checkpoints, tmp_path)
     try:
         old = {m["name"]: m["checkpoint_sha256"] for m in requests.get(url + "/models", timeout=5).json()["models"]}
         load = Load(url)
@@ -116,8 +99,7 @@ def test_hup_reload_serves_retrained_weights_without_failed_requests(tiny_checkp
 
 
 def test_killed_worker_is_replaced_and_requests_are_answered_or_refused(tiny_checkpoints, tmp_path):
-    from tests.conftest import free_port
-    process, url = start_gunicorn(tiny_checkpoints, free_port(), tmp_path)
+    process, url, _ = start_gunicorn(tiny_checkpoints, tmp_path)
     try:
         workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
                    (p / "stat").exists() and (p / "stat").read_text().split()[3] == str(process.pid)]
