@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint, save_checkpoint, write_json
+from models.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint, write_json
 from models.config import ATTENTIONS, ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import PAD, Tokenizer, pad_batch
@@ -169,7 +169,8 @@ def train(args) -> dict:
         step += 1
         progress["examples"] += args.batch_size * world
 
-        if step % 20 == 0 or step == args.max_steps:  # syncing with the device every step costs speed
+        evaluating = step % args.eval_every == 0 or step == args.max_steps
+        if step % 20 == 0 or evaluating:  # syncing with the device every step costs speed
             exact = ((logits.argmax(-1) == tgt_out) | (tgt_out == PAD)).all(dim=1).float().mean().item()
             running_acc = exact if running_acc is None else 0.9 * running_acc + 0.1 * exact
             running_loss = loss.item() if running_loss is None else 0.9 * running_loss + 0.1 * loss.item()
@@ -181,7 +182,7 @@ def train(args) -> dict:
         progress.update(step=step, wall_seconds=wall)
 
         stop = False
-        if step % args.eval_every == 0 or step == args.max_steps:
+        if evaluating:
             if rank == 0:
                 result = evaluate_examples(model, tokenizer, held_out, device=device)
                 progress["curve"].append({"step": step, "examples": progress["examples"], "wall_seconds": round(wall, 2),
@@ -218,12 +219,12 @@ def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, d
                       "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
                       "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
                       "world_size": world, "recipe": {k: v for k, v in vars(args).items() if k != "argv"}}
-        save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance})
+        config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance})
         stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
         final = evaluate_examples(stored_model, tokenizer, held_out, device=device)
         final_summary = {k: final[k] for k in ("accuracy", "correct", "total", "per_place")}
-        config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={
-            "provenance": provenance, "evaluation": {f"held_out_{args.eval_split}": final_summary}})
+        config["evaluation"] = {f"held_out_{args.eval_split}": final_summary}
+        write_json(Path(args.out) / CONFIG_FILE, config)
         report = {"provenance": provenance, "architecture": config["architecture"], "parameters": config["parameters"],
                   "weights_sha256": config["weights"]["sha256"], "curve": progress["curve"],
                   "final_accuracy": final["accuracy"], "final_evaluation": final_summary,
