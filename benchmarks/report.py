@@ -152,6 +152,7 @@ def time_to_accuracy_section() -> list[str]:
         lines += [f"**{kind.split('_')[0].upper()}, {precision}** — {hardware_line(data['environment'])}. "
                   f"Command: `{data['environment']['command']}`",
                   "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
+                  *([f"Note: {data['note']}.", ""] if data.get("note") else []),
                   f"| backend | variant | steps to {data['target']:.0%} | seconds to {data['target']:.0%} | final accuracy | steps run |",
                   "|---|---|---:|---:|---:|---:|"]
         for r in data["runs"]:
