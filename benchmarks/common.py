@@ -66,3 +66,12 @@ def save(name: str, data: dict, out_dir=RESULTS) -> Path:
 def sync(device) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def finish_figure(fig, title: str, env: dict, path) -> None:
+    """Title every plot with its hardware, date and command, then save it as PNG."""
+    import matplotlib.pyplot as plt
+    fig.suptitle(f"{title} — {env.get('gpu') or env['cpu']}, {env['date']}\n{env['command']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

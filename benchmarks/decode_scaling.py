@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from benchmarks.common import RESULTS, TINY_ARCH, environment, save, sync
+from benchmarks.common import RESULTS, TINY_ARCH, environment, finish_figure, save, sync
 from models.config import ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import BOS, Tokenizer
@@ -66,12 +66,7 @@ def plot(result, path):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    env = result["environment"]
-    fig.suptitle(f"Decoding scaling, {result['config']} config, batch 1 — {env.get('gpu') or env['cpu']}, "
-                 f"{env['date']}\n{env['command']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, f"Decoding scaling, {result['config']} config, batch 1", result["environment"], path)
 
 
 def main(argv=None):

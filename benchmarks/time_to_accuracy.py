@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, environment, save
+from benchmarks.common import RESULTS, environment, finish_figure, save
 
 BACKENDS = ("transformer", "memsizer")
 VARIANTS = {  # each changes one lever of the default recipe
@@ -62,12 +62,8 @@ def plot(result, path):
         ax.grid(alpha=0.3)
     axes[2].set_yscale("log")
     axes[0].legend(fontsize=8)
-    env = result["environment"]
-    fig.suptitle(f"Time to {result['target']:.0%} interpolate accuracy, paper config, batch 64 — "
-                 f"{env.get('gpu') or env['cpu']}, {env['date']}\n{env['command']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, f"Time to {result['target']:.0%} interpolate accuracy, paper config, batch 64",
+                  result["environment"], path)
 
 
 def main(argv=None):
