@@ -135,10 +135,16 @@ def levers_section() -> list[str]:
             continue
         lines += [f"**Training-throughput levers, {kind.upper()}** — {hardware_line(data['environment'])}. "
                   f"Command: `{data['environment']['command']}`", "",
-                  "| lever (one at a time) | Transformer ex/s | MemSizer ex/s |", "|---|---:|---:|"]
-        lines += [f"| {r['lever']} | {r['transformer']:.1f} | {r['memsizer']:.1f} |" for r in data["levers"]]
-        lines += ["", f"Padding is {data['padding_share_batch64']:.1%} of source positions at batch 64: the most "
-                      "that bucketing batches by length could save of the encoder's work.", ""]
+                  "| lever (one at a time) | Transformer ex/s | MemSizer ex/s | warmup / compile s (T, M) |",
+                  "|---|---:|---:|---:|"]
+        for r in data["levers"]:
+            warmup = r.get("warmup_seconds")
+            warmup = f"{warmup['transformer']:.0f}, {warmup['memsizer']:.0f}" if warmup else "-"
+            lines.append(f"| {r['lever']} | {r['transformer']:.1f} | {r['memsizer']:.1f} | {warmup} |")
+        lines += ["", f"Padding is {data['padding_share_batch64']:.1%} of source positions at batch 64"
+                  + (f", {data['padding_share_batch64_bucketed']:.1%} with length buckets"
+                     if "padding_share_batch64_bucketed" in data else "")
+                  + ": the most that bucketing batches by length could save of the encoder's work.", ""]
     return lines
 
 

@@ -20,25 +20,30 @@ BACKENDS = ("transformer", "memsizer")
 MODULE = "benchmarks.train_throughput"
 
 
-def measure(device, precision, steps, warmup, batch_size, arch, optimizer_options=None) -> dict:
-    """Median step time per backend; `optimizer_options` override AdamW's implementation flags."""
+def measure(device, precision, steps, warmup, batch_size, arch, optimizer_options=None, batches=training_batch,
+            compile=False) -> dict:
+    """Median step time per backend; `optimizer_options` override AdamW's implementation flags,
+    `batches(seed, rank, index, batch_size)` replaces the training stream, `compile` wraps the
+    model in torch.compile (its compilation falls in the warmup steps, timed separately)."""
     tokenizer = Tokenizer()
     options = optimizer_options if optimizer_options is not None else {"fused": device.startswith("cuda")}
-    models, optimizers = {}, {}
+    models, forwards, optimizers = {}, {}, {}
     for name in BACKENDS:
         torch.manual_seed(0)
         models[name] = Seq2Seq(ModelConfig(attention=name, **arch)).to(device).train()
+        forwards[name] = torch.compile(models[name], dynamic=True) if compile else models[name]
         optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4, **options)
     step_times = {n: [] for n in BACKENDS}
     data_times = {n: [] for n in BACKENDS}
+    warmup_seconds = {n: 0.0 for n in BACKENDS}
     for i in range(warmup + steps):
         order = BACKENDS if i % 2 == 0 else BACKENDS[::-1]  # alternate who goes first
         for name in order:
             start = time.perf_counter()
-            src, tgt_in, tgt_out = make_batch(training_batch(0, 0, i, batch_size), tokenizer, device)
+            src, tgt_in, tgt_out = make_batch(batches(0, 0, i, batch_size), tokenizer, device)
             generated = time.perf_counter()
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
-                _, loss = models[name](src, tgt_in, tgt_out)
+                _, loss = forwards[name](src, tgt_in, tgt_out)
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
             optimizers[name].step()
@@ -46,11 +51,16 @@ def measure(device, precision, steps, warmup, batch_size, arch, optimizer_option
             if i >= warmup:
                 step_times[name].append(time.perf_counter() - start)
                 data_times[name].append(generated - start)
+            else:
+                warmup_seconds[name] += time.perf_counter() - start
     rows = {}
     for name in BACKENDS:
         s = summary(step_times[name])
         rows[name] = {"step_seconds": s, "examples_per_second": batch_size / s["median"],
-                      "data_share": sum(data_times[name]) / sum(step_times[name])}
+                      # over all timed steps: the fair figure when batch shapes vary by design (bucketing)
+                      "examples_per_second_overall": batch_size * steps / sum(step_times[name]),
+                      "data_share": sum(data_times[name]) / sum(step_times[name]),
+                      "warmup_seconds": warmup_seconds[name]}
     rows["memsizer_over_transformer_step_time"] = (rows["memsizer"]["step_seconds"]["median"]
                                                    / rows["transformer"]["step_seconds"]["median"])
     return rows

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data import (PLACE_NAMES, SPLITS, generate, main, place_of, place_value_example, read_examples,
-                           training_batch, write_examples)
+from training import data
+from training.data import (PLACE_NAMES, SPLITS, bucketed_batch, generate, main, place_of, place_value_example,
+                           read_examples, training_batch, write_examples)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,6 +56,30 @@ def test_same_seed_same_data_and_batches_depend_on_index_only():
     assert generate("train", 50, seed=9) != generate("train", 50, seed=10)
     assert training_batch(0, 0, 7, 16) == training_batch(0, 0, 7, 16)
     assert training_batch(0, 0, 7, 16) != training_batch(0, 1, 7, 16) != training_batch(0, 0, 8, 16)
+
+
+def test_bucketing_regroups_the_same_examples_with_less_padding():
+    pool, size = 8, 64
+    for first in (0, 8):
+        plain = [e for i in range(first, first + pool) for e in training_batch(0, 0, i, size)]
+        buckets = [bucketed_batch(0, 0, i, size, pool=pool) for i in range(first, first + pool)]
+        assert all(len(batch) == size for batch in buckets)
+        assert sorted(e for batch in buckets for e in batch) == sorted(plain)  # same examples, each once
+
+        def padded(batches):
+            return sum(len(batches) * max(len(q) for q, _ in batches) for batches in batches)
+        assert padded(buckets) < 0.9 * padded([plain[i:i + size] for i in range(0, len(plain), size)])
+    # served in a shuffled order, not shortest first
+    lengths = [max(len(q) for q, _ in bucketed_batch(0, 0, i, size, pool=pool)) for i in range(pool)]
+    assert lengths != sorted(lengths)
+
+
+def test_bucketed_batch_depends_on_its_arguments_only():
+    """Resuming mid-pool (empty cache) must serve exactly what an uninterrupted run would."""
+    want = [bucketed_batch(1, 0, i, 16, pool=4) for i in range(8)]
+    data._length_sorted_pool.cache_clear()
+    assert [bucketed_batch(1, 0, i, 16, pool=4) for i in (5, 6, 7)] == want[5:]
+    assert bucketed_batch(1, 1, 5, 16, pool=4) != want[5]  # ranks draw different data
 
 
 def test_reader_parses_deepmind_fixture_file_and_directory():

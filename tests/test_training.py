@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from models.checkpoint import load_checkpoint
-from training import evaluate, train
+from training import data, evaluate, train
 from training.data import generate, write_examples
 
 TINY = ["--d-model", "64", "--d-ff", "256", "--heads", "4", "--encoder-layers", "2", "--decoder-layers", "1",
@@ -36,12 +36,15 @@ def test_default_recipe_learns_a_tiny_config(tmp_path, model):
     assert config["provenance"]["command"].startswith("python -m training.train --model")
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("data_order", [[], ["--bucket-pool", "3"]], ids=["plain", "bucketed"])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, data_order):
+    """Bucketed: step 8 is in the middle of a pool, which the resumed run must rebuild."""
     common = ["--lr", "1e-3", "--warmup-steps", "5", "--schedule", "constant", "--eval-every", "1000",
-              "--dropout", "0", "--weights-format", "float32", "--eval-size", "20"]
+              "--dropout", "0", "--weights-format", "float32", "--eval-size", "20", *data_order]
     straight, _, _ = run_train(tmp_path, "memsizer", *common, "--max-steps", "16", name="straight")
     _, state, first = run_train(tmp_path, "memsizer", *common, "--max-steps", "8", name="resumed")
     assert first["provenance"]["steps"] == 8
+    data._length_sorted_pool.cache_clear()  # as in a fresh process
     resumed, _, second = run_train(tmp_path, "memsizer", *common, "--max-steps", "16", "--resume", name="resumed")
     assert second["provenance"]["steps"] == 16 and second["provenance"]["examples_seen"] == 16 * 64
     want, got = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")

@@ -7,6 +7,7 @@ uniform on [3, 10] (easy / medium / hard are its thirds), interpolate is fixed a
 extrapolate (`place_value_big`) at 12. Files alternate lines: question, answer.
 """
 import argparse
+import functools
 import math
 import random
 import re
@@ -52,6 +53,24 @@ def training_batch(seed: int, rank: int, index: int, batch_size: int, split: str
     """Batch number `index` of a rank's stream: depends only on its arguments, so resuming
     at step N regenerates exactly the data an uninterrupted run would have seen."""
     return generate(split, batch_size, seed=f"train:{seed}:{rank}:{index}")
+
+
+def bucketed_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train", pool: int = 8):
+    """Batch `index` of the same stream regrouped by question length, to cut padding: the examples
+    of `pool` consecutive batches are sorted by length and cut into `pool` batches, served in a
+    seeded random order. Every example of the plain stream is seen once per pool, so the data
+    distribution is unchanged; only which examples share a batch differs."""
+    first = index - index % pool
+    examples = _length_sorted_pool(seed, rank, first, batch_size, split, pool)
+    order = random.Random(f"bucket:{seed}:{rank}:{first}").sample(range(pool), pool)
+    start = order[index % pool] * batch_size
+    return examples[start:start + batch_size]
+
+
+@functools.lru_cache(maxsize=2)  # the pool is built once and read by its `pool` steps
+def _length_sorted_pool(seed, rank, first, batch_size, split, pool) -> tuple:
+    examples = [e for i in range(first, first + pool) for e in training_batch(seed, rank, i, batch_size, split)]
+    return tuple(sorted(examples, key=lambda example: len(example[0])))
 
 
 def place_of(question: str) -> str:

@@ -26,7 +26,7 @@ from models.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint, wri
 from models.config import ATTENTIONS, ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import PAD, Tokenizer, pad_batch
-from training.data import SPLITS, generate, training_batch
+from training.data import SPLITS, bucketed_batch, generate, training_batch
 from training.evaluate import evaluate_examples
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
 
@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="after warmup: cosine decay to 10%% of peak at --max-steps, or constant")
     p.add_argument("--clip-norm", type=float, default=1.0)
     p.add_argument("--split", choices=[s for s in SPLITS if s.startswith("train")], default="train")
+    p.add_argument("--bucket-pool", type=int, default=1,
+                   help="regroup this many consecutive batches by question length to cut padding (1 = off)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations")
     p.add_argument("--eval-size", type=int, default=1000, help="held-out questions")
     p.add_argument("--eval-split", choices=list(SPLITS), default="interpolate",
@@ -69,7 +71,10 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
     args = p.parse_args(argv)
+    if args.bucket_pool < 1:
+        p.error("--bucket-pool must be at least 1")
     args.out = args.out or f"checkpoints/{args.model}"
     args.run_dir = args.run_dir or f"runs/{args.model}"
     return args
@@ -146,6 +151,8 @@ def train(args) -> dict:
         progress = load_train_state(args.run_dir, model, optimizer, device)
         log.info("resumed from %s at step %d", args.run_dir, progress["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # dynamic: question lengths vary per batch; static shapes would recompile for each new length
+    forward = torch.compile(ddp, dynamic=True) if args.compile else ddp
     held_out = generate(args.eval_split, args.eval_size, seed=HELD_OUT_SEED)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
 
@@ -158,10 +165,11 @@ def train(args) -> dict:
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
-        src, tgt_in, tgt_out = make_batch(training_batch(args.seed, rank, step, args.batch_size, args.split),
-                                          tokenizer, device)
+        batch = (bucketed_batch(args.seed, rank, step, args.batch_size, args.split, args.bucket_pool)
+                 if args.bucket_pool > 1 else training_batch(args.seed, rank, step, args.batch_size, args.split))
+        src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
         with autocast:
-            logits, loss = ddp(src, tgt_in, tgt_out)
+            logits, loss = forward(src, tgt_in, tgt_out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
