@@ -6,6 +6,7 @@ import platform
 import shlex
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -71,7 +72,8 @@ def sync(device) -> None:
 def finish_figure(fig, title: str, env: dict, path) -> None:
     """Title every plot with its hardware, date and command, then save it as PNG."""
     import matplotlib.pyplot as plt
-    fig.suptitle(f"{title} — {env.get('gpu') or env['cpu']}, {env['date']}\n{env['command']}", fontsize=9)
+    command = textwrap.fill(env["command"], width=180)  # long commands must not run off the figure
+    fig.suptitle(f"{title} — {env.get('gpu') or env['cpu']}, {env['date']}\n{command}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput, training_levers
+from training import train
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +39,23 @@ def test_time_to_accuracy_tiny(tmp_path):
                            "--decoder-layers", "1"])
     runs = json.loads((tmp_path / "tta.json").read_text())["runs"]
     assert [r["backend"] for r in runs] == ["transformer", "memsizer"] and len(runs[0]["curve"]) == 2
+
+
+def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
+    tiny = ["--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1", "--decoder-layers", "1",
+            "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--threads", "1"]
+    for backend in ("transformer", "memsizer"):
+        train.main(["--model", backend, *tiny, "--out", str(tmp_path / backend / "ckpt"),
+                    "--run-dir", str(tmp_path / backend)])
+    time_to_accuracy.main(["--from-runs", f"memsizer:bucketed={tmp_path / 'memsizer'}", f"transformer={tmp_path / 'transformer'}",
+                           "--target", "0", "--note", "shared cores", "--name", "done", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "done.json").read_text())
+    assert [(r["backend"], r["variant"]) for r in result["runs"]] == [("memsizer", "bucketed"), ("transformer", "default")]
+    assert result["note"] == "shared cores"
+    assert all(r["steps_to_target"] == 2 and r["command"].startswith("python -m training.train") for r in result["runs"])
+    assert (tmp_path / "done.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        time_to_accuracy.main(["--from-runs", "softmax=runs/x", "--out", str(tmp_path)])
 
 
 def test_training_levers_tiny(tmp_path):
