@@ -148,6 +148,12 @@ def levers_section() -> list[str]:
     return lines
 
 
+def wall_time(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds / 60:.1f} min" if seconds >= 600 else f"{seconds:.1f} s"
+
+
 def time_to_accuracy_section() -> list[str]:
     lines = ["## Time to accuracy (default recipe and single-lever variants)", ""]
     for kind in ("gpu", "gpu_fp32", "cpu"):
@@ -159,11 +165,14 @@ def time_to_accuracy_section() -> list[str]:
                   f"Command: `{data['environment']['command']}`",
                   "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
                   *([f"Note: {data['note']}.", ""] if data.get("note") else []),
-                  f"| backend | variant | steps to {data['target']:.0%} | seconds to {data['target']:.0%} | final accuracy | steps run |",
+                  f"| backend | variant | steps to {data['target']:.0%} | wall time to {data['target']:.0%} | final accuracy | steps run |",
                   "|---|---|---:|---:|---:|---:|"]
         for r in data["runs"]:
             lines.append(f"| {r['backend']} | {r['variant']} | {r['steps_to_target'] or 'not reached'} | "
-                         f"{r['seconds_to_target'] or '-'} | {r['final_accuracy']:.2%} | {r['steps_run']} |")
+                         f"{wall_time(r['seconds_to_target'])} | {r['final_accuracy']:.2%} | {r['steps_run']} |")
+        if "--from-runs" in data["environment"]["command"]:  # runs made separately: give each one's command
+            lines += ["", "Training commands:", *[f"- {r['backend']} ({r['variant']}): `{r['command']}`"
+                                                 for r in data["runs"]]]
         lines.append("")
     return lines
 
