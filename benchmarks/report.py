@@ -18,6 +18,11 @@ def load(name):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def heading(label: str, data: dict) -> str:
+    """A result's bold label, then where, when and how it was measured."""
+    return f"**{label}** — {hardware_line(data['environment'])}. Command: `{data['environment']['command']}`"
+
+
 def size_section() -> list[str]:
     lines = ["## 1. Model size", "", "| component | Transformer | MemSizer |", "|---|---:|---:|"]
     parts = {n: parameter_breakdown(ModelConfig(attention=n)) for n in BACKENDS}
@@ -39,7 +44,7 @@ def throughput_section() -> list[str]:
         data = load(f"train_throughput_{kind}")
         if not data:
             continue
-        lines += [f"**{kind.upper()}** — {hardware_line(data['environment'])}. Command: `{data['environment']['command']}`", "",
+        lines += [heading(kind.upper(), data), "",
                   "| precision | backend | median step (ms) | p10-p90 (ms) | examples/s | data-generation share |",
                   "|---|---|---:|---:|---:|---:|"]
         for precision, rows in data["precisions"].items():
@@ -93,7 +98,7 @@ def decode_section() -> list[str]:
         data = load(f"decode_scaling_{kind}")
         if not data:
             continue
-        lines += [f"**{kind.upper()}** — {hardware_line(data['environment'])}. Command: `{data['environment']['command']}`",
+        lines += [heading(kind.upper(), data),
                   "", f"![decode scaling {kind}](results/decode_scaling_{kind}.png)", "",
                   "| tokens | Transformer ms/token | Transformer state (MiB) | MemSizer ms/token | MemSizer state (MiB) |",
                   "|---:|---:|---:|---:|---:|"]
@@ -133,8 +138,7 @@ def levers_section() -> list[str]:
         data = load(f"training_levers_{kind}")
         if not data:
             continue
-        lines += [f"**Training-throughput levers, {kind.upper()}** — {hardware_line(data['environment'])}. "
-                  f"Command: `{data['environment']['command']}`", "",
+        lines += [heading(f"Training-throughput levers, {kind.upper()}", data), "",
                   "| lever (one at a time) | Transformer ex/s | MemSizer ex/s | warmup / compile s (T, M) |",
                   "|---|---:|---:|---:|"]
         for r in data["levers"]:
@@ -161,8 +165,7 @@ def time_to_accuracy_section() -> list[str]:
         if not data:
             continue
         precision = "bf16 autocast" if data["bf16"] else "fp32"
-        lines += [f"**{kind.split('_')[0].upper()}, {precision}** — {hardware_line(data['environment'])}. "
-                  f"Command: `{data['environment']['command']}`",
+        lines += [heading(f"{kind.split('_')[0].upper()}, {precision}", data),
                   "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
                   *([f"Note: {data['note']}.", ""] if data.get("note") else []),
                   f"| backend | variant | steps to {data['target']:.0%} | wall time to {data['target']:.0%} | final accuracy | steps run |",
