@@ -18,6 +18,14 @@ def load(name):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def results(name: str, kinds=("cpu", "gpu")):
+    """(kind, data) for each of `name`'s result files that exists, e.g. train_throughput_cpu."""
+    for kind in kinds:
+        data = load(f"{name}_{kind}")
+        if data:
+            yield kind, data
+
+
 def heading(label: str, data: dict) -> str:
     """A result's bold label, then where, when and how it was measured."""
     return f"**{label}** — {hardware_line(data['environment'])}. Command: `{data['environment']['command']}`"
@@ -40,10 +48,7 @@ def size_section() -> list[str]:
 
 def throughput_section() -> list[str]:
     lines = ["## 2. Training throughput (batch 64, real data pipeline, backends alternating)", ""]
-    for kind in ("cpu", "gpu"):
-        data = load(f"train_throughput_{kind}")
-        if not data:
-            continue
+    for kind, data in results("train_throughput"):
         lines += [heading(kind.upper(), data), "",
                   "| precision | backend | median step (ms) | p10-p90 (ms) | examples/s | data-generation share |",
                   "|---|---|---:|---:|---:|---:|"]
@@ -94,10 +99,7 @@ def http_section() -> list[str]:
 
 def decode_section() -> list[str]:
     lines = ["## 5. Decoding scaling (random weights, paper config, batch 1)", ""]
-    for kind in ("cpu", "gpu"):
-        data = load(f"decode_scaling_{kind}")
-        if not data:
-            continue
+    for kind, data in results("decode_scaling"):
         lines += [heading(kind.upper(), data),
                   "", f"![decode scaling {kind}](results/decode_scaling_{kind}.png)", "",
                   "| tokens | Transformer ms/token | Transformer state (MiB) | MemSizer ms/token | MemSizer state (MiB) |",
@@ -134,10 +136,7 @@ def accuracy_section() -> list[str]:
 
 def levers_section() -> list[str]:
     lines = []
-    for kind in ("cpu", "gpu"):
-        data = load(f"training_levers_{kind}")
-        if not data:
-            continue
+    for kind, data in results("training_levers"):
         lines += [heading(f"Training-throughput levers, {kind.upper()}", data), "",
                   "| lever (one at a time) | Transformer ex/s | MemSizer ex/s | warmup / compile s (T, M) |",
                   "|---|---:|---:|---:|"]
@@ -160,10 +159,7 @@ def wall_time(seconds) -> str:
 
 def time_to_accuracy_section() -> list[str]:
     lines = ["## Time to accuracy (default recipe and single-lever variants)", ""]
-    for kind in ("gpu", "gpu_fp32", "cpu"):
-        data = load(f"time_to_accuracy_{kind}")
-        if not data:
-            continue
+    for kind, data in results("time_to_accuracy", ("gpu", "gpu_fp32", "cpu")):
         precision = "bf16 autocast" if data["bf16"] else "fp32"
         lines += [heading(f"{kind.split('_')[0].upper()}, {precision}", data),
                   "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
