@@ -138,13 +138,15 @@ class Seq2Seq(nn.Module):
             state.position += T
         return self.lm_head(self.decoder_norm(y))
 
-    def forward(self, src, tgt_in, tgt_out=None):
-        """Teacher-forced logits (B, T, V) and, given tgt_out, the mean token cross-entropy."""
+    def forward(self, src, tgt_in, tgt_out=None, label_smoothing: float = 0.0):
+        """Teacher-forced logits (B, T, V) and, given tgt_out, the mean token cross-entropy
+        (against targets smoothed by `label_smoothing`, a training option)."""
         memory, src_pad = self.encode(src)
         logits = self.decode(tgt_in, memory, src_pad)
         loss = None
         if tgt_out is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD,
+                                   label_smoothing=label_smoothing)
         return logits, loss
 
     def start_decoding(self, src: torch.Tensor) -> DecodeState:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from training import data
-from training.data import (PLACE_NAMES, SPLITS, bucketed_batch, generate, main, place_of, place_value_example,
+from training.data import (PLACE_NAMES, SPLITS, bucketed_batch, curriculum_split, generate, main, place_of, place_value_example,
                            read_examples, training_batch, write_examples)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,3 +105,14 @@ def test_writer_and_cli_round_trip(tmp_path, capsys):
     main(["--split", "interpolate", "--n", "30", "--seed", "4", "--out", str(tmp_path / "b" / "c.txt")])
     assert read_examples(tmp_path / "b" / "c.txt") == generate("interpolate", 30, seed=4)
     assert "wrote 30" in capsys.readouterr().out
+
+
+def test_curriculum_walks_easy_medium_hard_then_the_full_split():
+    splits = [curriculum_split(step, 3, "train") for step in range(11)]
+    assert splits == ["train-easy"] * 3 + ["train-medium"] * 3 + ["train-hard"] * 3 + ["train"] * 2
+    assert {curriculum_split(step, 0, "train-easy") for step in range(50)} == {"train-easy"}  # 0 = off
+    # each phase's questions really come from its third: easy numbers have at most 6 digits
+    easy = [q for q, _ in generate(curriculum_split(0, 3), 500, seed=2)]
+    hard = [q for q, _ in generate(curriculum_split(6, 3), 500, seed=2)]
+    digits = lambda questions: max(len(q.split(" of ")[1].rstrip("?")) for q in questions)
+    assert digits(easy) <= 6 < digits(hard)

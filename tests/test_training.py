@@ -36,9 +36,11 @@ def test_default_recipe_learns_a_tiny_config(tmp_path, model):
     assert config["provenance"]["command"].startswith("python -m training.train --model")
 
 
-@pytest.mark.parametrize("data_order", [[], ["--bucket-pool", "3"]], ids=["plain", "bucketed"])
+@pytest.mark.parametrize("data_order", [[], ["--bucket-pool", "3"], ["--curriculum-steps", "3", "--label-smoothing", "0.1"]],
+                         ids=["plain", "bucketed", "curriculum"])
 def test_resume_continues_exactly_where_it_stopped(tmp_path, data_order):
-    """Bucketed: step 8 is in the middle of a pool, which the resumed run must rebuild."""
+    """Bucketed: step 8 is in the middle of a pool, which the resumed run must rebuild.
+    Curriculum: the run stops in the hard phase and resumes into the full split."""
     common = ["--lr", "1e-3", "--warmup-steps", "5", "--schedule", "constant", "--eval-every", "1000",
               "--dropout", "0", "--weights-format", "float32", "--eval-size", "20", *data_order]
     straight, _, _ = run_train(tmp_path, "memsizer", *common, "--max-steps", "16", name="straight")
@@ -51,6 +53,43 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, data_order):
     assert want.keys() == got.keys()
     for key in want:
         assert torch.allclose(want[key], got[key], atol=1e-6), key
+
+
+def test_label_smoothing_and_curriculum_are_recorded_and_change_training(tmp_path):
+    common = ["--max-steps", "6", "--eval-every", "1000", "--eval-size", "10", "--dropout", "0"]
+    _, _, plain = run_train(tmp_path, "transformer", *common, name="plain")
+    _, _, smoothed = run_train(tmp_path, "transformer", *common, "--label-smoothing", "0.2", name="smoothed")
+    _, _, staged = run_train(tmp_path, "transformer", *common, "--curriculum-steps", "2", name="staged")
+    assert smoothed["provenance"]["recipe"]["label_smoothing"] == 0.2
+    assert staged["provenance"]["recipe"]["curriculum_steps"] == 2
+    assert plain["weights_sha256"] != smoothed["weights_sha256"] != staged["weights_sha256"] != plain["weights_sha256"]
+
+
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy_over_answer_tokens():
+    """(1 - e) * NLL of the target + e * mean NLL over the vocabulary, padding excluded."""
+    from models.config import ModelConfig
+    from models.seq2seq import Seq2Seq
+    from models.tokenizer import PAD, Tokenizer
+    tokenizer = Tokenizer()
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(attention="transformer", vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64,
+                                n_heads=2, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0)).eval()
+    examples = [("What is the units digit of 5?", "5"), ("What is the tens digit of 1234567?", "6")]
+    src, tgt_in, tgt_out = train.make_batch(examples, tokenizer, torch.device("cpu"))
+    with torch.no_grad():
+        logits, plain = model(src, tgt_in, tgt_out)
+        _, smoothed = model(src, tgt_in, tgt_out, label_smoothing=0.1)
+    log_p = logits.float().log_softmax(-1)[tgt_out != PAD]
+    nll = -log_p.gather(1, tgt_out[tgt_out != PAD][:, None]).mean()
+    assert plain.item() == pytest.approx(nll.item(), rel=1e-5)
+    assert smoothed.item() == pytest.approx((0.9 * nll - 0.1 * log_p.mean(-1).mean()).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("flag", [["--curriculum-steps", "-1"], ["--label-smoothing", "1.0"], ["--bucket-pool", "0"]])
+def test_bad_recipe_options_are_rejected(flag, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "memsizer", *flag])
+    assert "must be" in capsys.readouterr().err
 
 
 def test_resume_without_state_is_a_clear_error(tmp_path):

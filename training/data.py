@@ -49,6 +49,18 @@ def generate(split: str, n: int, seed: int) -> list[tuple[str, str]]:
     return [place_value_example(rng, rng.uniform(low, high)) for _ in range(n)]
 
 
+CURRICULUM = ("train-easy", "train-medium", "train-hard")
+
+
+def curriculum_split(step: int, phase_steps: int, final_split: str = "train") -> str:
+    """The split step `step` draws from under a curriculum of DeepMind's thirds: `phase_steps`
+    steps each of easy, medium and hard, then `final_split` (0 phase steps = no curriculum).
+    A function of the step alone, so resumed runs see the same data."""
+    if phase_steps > 0 and step < len(CURRICULUM) * phase_steps:
+        return CURRICULUM[step // phase_steps]
+    return final_split
+
+
 def training_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train"):
     """Batch number `index` of a rank's stream: depends only on its arguments, so resuming
     at step N regenerates exactly the data an uninterrupted run would have seen."""

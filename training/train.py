@@ -26,7 +26,7 @@ from models.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint, wri
 from models.config import ATTENTIONS, ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import PAD, Tokenizer, pad_batch
-from training.data import SPLITS, bucketed_batch, generate, training_batch
+from training.data import SPLITS, bucketed_batch, curriculum_split, generate, training_batch
 from training.evaluate import evaluate_examples
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
 
@@ -54,6 +54,9 @@ def parse_args(argv=None):
                    help="after warmup: cosine decay to 10%% of peak at --max-steps, or constant")
     p.add_argument("--clip-norm", type=float, default=1.0)
     p.add_argument("--split", choices=[s for s in SPLITS if s.startswith("train")], default="train")
+    p.add_argument("--curriculum-steps", type=int, default=0,
+                   help="train this many steps each on train-easy, -medium and -hard before --split (0 = off)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (0 = off)")
     p.add_argument("--bucket-pool", type=int, default=1,
                    help="regroup this many consecutive batches by question length to cut padding (1 = off)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations")
@@ -75,6 +78,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.bucket_pool < 1:
         p.error("--bucket-pool must be at least 1")
+    if args.curriculum_steps < 0:
+        p.error("--curriculum-steps must be 0 (off) or positive")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        p.error("--label-smoothing must be in [0, 1)")
     args.out = args.out or f"checkpoints/{args.model}"
     args.run_dir = args.run_dir or f"runs/{args.model}"
     return args
@@ -165,11 +172,12 @@ def train(args) -> dict:
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
-        batch = (bucketed_batch(args.seed, rank, step, args.batch_size, args.split, args.bucket_pool)
-                 if args.bucket_pool > 1 else training_batch(args.seed, rank, step, args.batch_size, args.split))
+        split = curriculum_split(step, args.curriculum_steps, args.split)
+        batch = (bucketed_batch(args.seed, rank, step, args.batch_size, split, args.bucket_pool)
+                 if args.bucket_pool > 1 else training_batch(args.seed, rank, step, args.batch_size, split))
         src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
         with autocast:
-            logits, loss = forward(src, tgt_in, tgt_out)
+            logits, loss = forward(src, tgt_in, tgt_out, label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
