@@ -1,16 +1,21 @@
 """Steps and wall time to a target accuracy for each backend under the default recipe and under
-single-lever variants, each run with the project's own training CLI, one after another.
+single-lever variants, each run with the project's own training CLI.
 
     python -m benchmarks.time_to_accuracy [--variants default,start-positions] [--target 0.99] [--bf16]
+    python -m benchmarks.time_to_accuracy --variants default,curriculum --seeds 0,1,2 --jobs 2 -- --d-model 128
     python -m benchmarks.time_to_accuracy --from-runs transformer=runs/a memsizer=runs/b --name NAME
 
-Writes the curves (held-out interpolate accuracy and loss vs steps and vs wall time) as JSON + PNG.
+Writes the curves (held-out interpolate accuracy and loss vs steps and vs wall time) as JSON + PNG,
+and, per backend and variant, the median steps to the target over the seeds.
 """
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.common import RESULTS, environment, finish_figure, save
@@ -20,19 +25,27 @@ VARIANTS = {  # each changes one lever of the default recipe
     "default": [],
     "start-positions": ["--source-positions", "start"],
     "constant-lr": ["--schedule", "constant", "--warmup-steps", "1"],
+    # 100 steps each of easy, medium, hard: the first 300 steps, about where the default leaves the plateau
+    "curriculum": ["--curriculum-steps", "100"],
+    "label-smoothing": ["--label-smoothing", "0.1"],
+    "no-dropout": ["--dropout", "0"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"
 
 
-def run(backend, variant, args, workdir) -> dict:
-    run_dir = Path(workdir) / f"{backend}-{variant}"
-    cmd = [sys.executable, "-m", "training.train", "--model", backend, "--max-steps", str(args.max_steps),
+def run(backend, variant, seed, args, workdir) -> dict:
+    run_dir = Path(workdir) / f"{backend}-{variant}-{seed}"
+    if (run_dir / "report.json").exists():  # finished in an earlier, interrupted invocation (--work-dir)
+        return summarize(backend, variant, run_dir, args.target)
+    cmd = [sys.executable, "-m", "training.train", "--model", backend, "--seed", str(seed), "--max-steps", str(args.max_steps),
            "--target-accuracy", str(args.target), "--eval-every", str(args.eval_every),
            "--eval-size", str(args.eval_size), "--device", args.device, "--out", str(run_dir / "checkpoint"),
            "--run-dir", str(run_dir), "--save-every-minutes", "1000", *VARIANTS[variant], *args.extra]
     if args.bf16:
         cmd.append("--bf16")
+    if args.jobs > 1 and "--threads" not in args.extra:  # parallel runs split the cores between them
+        cmd += ["--threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return summarize(backend, variant, run_dir, args.target, " ".join(cmd[1:]))
 
@@ -41,7 +54,8 @@ def summarize(backend, variant, run_dir, target, command=None) -> dict:
     """One run's curve and its first evaluation at or above `target`, from its report.json."""
     report = json.loads((Path(run_dir) / "report.json").read_text())
     reached = next((p for p in report["curve"] if p["eval_accuracy"] >= target), None)
-    return {"backend": backend, "variant": variant, "command": command or report["provenance"]["command"],
+    return {"backend": backend, "variant": variant, "seed": report["provenance"]["seed"],
+            "command": command or report["provenance"]["command"],
             "curve": report["curve"],
             "steps_to_target": reached["step"] if reached else None,
             "seconds_to_target": reached["wall_seconds"] if reached else None,
@@ -49,7 +63,27 @@ def summarize(backend, variant, run_dir, target, command=None) -> dict:
             "hardware": report["provenance"]["hardware"]}
 
 
+def lever_table(runs) -> list[dict]:
+    """Per backend and variant: steps to the target of each seed and their median (a seed that
+    never reached the target counts as its steps run, so the median is a lower bound then)."""
+    rows = []
+    for backend in BACKENDS:
+        for variant in dict.fromkeys(r["variant"] for r in runs):
+            group = [r for r in runs if r["backend"] == backend and r["variant"] == variant]
+            if not group:
+                continue
+            steps = [r["steps_to_target"] or r["steps_run"] for r in group]
+            reached = [r for r in group if r["steps_to_target"]]
+            rows.append({"backend": backend, "variant": variant, "seeds": [r["seed"] for r in group],
+                         "steps_to_target": [r["steps_to_target"] for r in group],
+                         "median_steps": statistics.median(steps), "reached": len(reached), "runs": len(group),
+                         "median_seconds": statistics.median([r["seconds_to_target"] for r in reached]) if reached else None})
+    return rows
+
+
 def plot(result, path):
+    if len({r["seed"] for r in result["runs"]}) > 1:
+        return plot_levers(result, path)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -80,6 +114,30 @@ def plot(result, path):
                   result["environment"], path)
 
 
+def plot_levers(result, path):
+    """Several seeds: one panel per backend, colour = variant, line style = seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    backends = [b for b in BACKENDS if any(r["backend"] == b for r in result["runs"])]
+    variants = list(dict.fromkeys(r["variant"] for r in result["runs"]))
+    seeds = sorted({r["seed"] for r in result["runs"]})
+    fig, axes = plt.subplots(1, len(backends), figsize=(7.5 * len(backends), 4.8), squeeze=False)
+    for ax, backend in zip(axes[0], backends):
+        for r in (r for r in result["runs"] if r["backend"] == backend):
+            ax.plot([p["step"] for p in r["curve"]], [p["eval_accuracy"] for p in r["curve"]],
+                    ["-", "--", "-.", ":"][seeds.index(r["seed"]) % 4], color=f"C{variants.index(r['variant'])}",
+                    label=f"{r['variant']} (seed {r['seed']})", linewidth=1.2)
+        ax.axhline(result["target"], color="grey", linestyle=":", linewidth=1)
+        ax.set_title(backend)
+        ax.set_xlabel("steps")
+        ax.set_ylabel("held-out accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    finish_figure(fig, f"Steps to {result['target']:.0%} interpolate accuracy per recipe lever",
+                  result["environment"], path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="default,start-positions")
@@ -89,15 +147,27 @@ def main(argv=None):
     parser.add_argument("--eval-size", type=int, default=1000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds, each a separate run")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each given cores/jobs torch threads (steps to target do not depend "
+                             "on it; wall times then include the sharing)")
     parser.add_argument("--name", default=None, help="result file name (default time_to_accuracy_<device>)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--from-runs", nargs="+", metavar="BACKEND[:VARIANT]=RUN_DIR", default=None,
                         help="summarize finished training runs (their report.json) instead of training, e.g. "
                              "runs that took an hour in the background: transformer=runs/cpu-transformer "
                              "memsizer:bucketed=runs/cpu-memsizer-bucketed")
+    parser.add_argument("--work-dir", default=None,
+                        help="keep each run's state and report here; runs already finished there are not redone, "
+                             "so an interrupted study resumes (default: a temporary directory)")
     parser.add_argument("--note", default=None, help="a remark stored with the result (e.g. shared cores)")
     parser.add_argument("extra", nargs="*", help="more training CLI options after --, e.g. -- --d-model 64")
     args = parser.parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    unknown += [b for b in args.backends.split(",") if b not in BACKENDS]
+    if unknown:
+        parser.error(f"unknown variant or backend {', '.join(unknown)}: variants are {', '.join(VARIANTS)}")
     runs = []
     if args.from_runs:
         for spec in args.from_runs:
@@ -107,17 +177,22 @@ def main(argv=None):
                 parser.error(f"--from-runs takes BACKEND[:VARIANT]=RUN_DIR with BACKEND one of "
                              f"{', '.join(BACKENDS)}: {spec!r}")
             runs.append(summarize(backend, variant or "default", run_dir, args.target))
-    with tempfile.TemporaryDirectory() as workdir:
-        for variant in [] if args.from_runs else args.variants.split(","):
-            for backend in BACKENDS:
-                r = run(backend, variant, args, workdir)
-                runs.append(r)
-                print(f"{backend:<12} {variant:<16} steps to {args.target:.0%}: {r['steps_to_target']} "
-                      f"({r['seconds_to_target']} s); final {r['final_accuracy']:.4f} after {r['steps_run']} steps",
-                      flush=True)
+    plan = [] if args.from_runs else [(backend, variant, int(seed)) for variant in args.variants.split(",")
+                                      for seed in args.seeds.split(",") for backend in args.backends.split(",")]
+
+    def one(job):
+        r = run(*job, args, workdir)
+        print(f"{r['backend']:<12} {r['variant']:<16} seed {r['seed']}: steps to {args.target:.0%}: "
+              f"{r['steps_to_target']} ({r['seconds_to_target']} s); final {r['final_accuracy']:.4f} "
+              f"after {r['steps_run']} steps", flush=True)
+        return r
+
+    with tempfile.TemporaryDirectory() as temporary, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        workdir = args.work_dir or temporary
+        runs += list(pool.map(one, plan))  # in plan order, whatever order they finish in
     device = runs[0]["hardware"]["device"]
     result = {"environment": environment(device, MODULE, argv), "target": args.target, "max_steps": args.max_steps,
-              "bf16": args.bf16, "runs": runs}
+              "bf16": args.bf16, "runs": runs, "levers": lever_table(runs)}
     if args.note:
         result["note"] = args.note
     name = args.name or f"time_to_accuracy_{'gpu' if device.startswith('cuda') else 'cpu'}"

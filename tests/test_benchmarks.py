@@ -41,6 +41,28 @@ def test_time_to_accuracy_tiny(tmp_path):
     assert [r["backend"] for r in runs] == ["transformer", "memsizer"] and len(runs[0]["curve"]) == 2
 
 
+def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_path):
+    tiny = ["--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1", "--decoder-layers", "1"]
+    study = ["--variants", "default,label-smoothing", "--seeds", "0,1", "--backends", "memsizer", "--jobs", "2",
+             "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--target", "0", "--device", "cpu",
+             "--work-dir", str(tmp_path / "runs"), "--name", "study", "--out", str(tmp_path), "--", *tiny]
+    time_to_accuracy.main(study)
+    result = json.loads((tmp_path / "study.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in result["runs"]] == [("default", 0), ("default", 1),
+                                                                    ("label-smoothing", 0), ("label-smoothing", 1)]
+    assert "--label-smoothing 0.1" in result["runs"][2]["command"] and "--threads 1" in result["runs"][0]["command"]
+    assert [(row["variant"], row["seeds"], row["median_steps"], row["reached"]) for row in result["levers"]] == [
+        ("default", [0, 1], 2, 2), ("label-smoothing", [0, 1], 2, 2)]
+    assert (tmp_path / "study.png").stat().st_size > 0
+    reports = sorted((tmp_path / "runs").glob("*/report.json"))
+    assert len(reports) == 4
+    stamps = [p.stat().st_mtime_ns for p in reports]
+    time_to_accuracy.main(study)  # everything finished: nothing is trained again
+    assert [p.stat().st_mtime_ns for p in reports] == stamps
+    with pytest.raises(SystemExit):
+        time_to_accuracy.main(["--variants", "default,warp-speed", "--out", str(tmp_path)])
+
+
 def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
     tiny = ["--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1", "--decoder-layers", "1",
             "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--threads", "1"]
