@@ -21,10 +21,11 @@ MODULE = "benchmarks.train_throughput"
 
 
 def measure(device, precision, steps, warmup, batch_size, arch, optimizer_options=None, batches=training_batch,
-            compile=False) -> dict:
+            compile=False, accumulation=1) -> dict:
     """Median step time per backend; `optimizer_options` override AdamW's implementation flags,
     `batches(seed, rank, index, batch_size)` replaces the training stream, `compile` wraps the
-    model in torch.compile (its compilation falls in the warmup steps, timed separately)."""
+    model in torch.compile (its compilation falls in the warmup steps, timed separately), and a
+    step sums the gradients of `accumulation` micro-batches of `batch_size` before the update."""
     tokenizer = Tokenizer()
     options = optimizer_options if optimizer_options is not None else {"fused": device.startswith("cuda")}
     models, forwards, optimizers = {}, {}, {}
@@ -39,26 +40,29 @@ def measure(device, precision, steps, warmup, batch_size, arch, optimizer_option
     for i in range(warmup + steps):
         order = BACKENDS if i % 2 == 0 else BACKENDS[::-1]  # alternate who goes first
         for name in order:
-            start = time.perf_counter()
-            src, tgt_in, tgt_out = make_batch(batches(0, 0, i, batch_size), tokenizer, device)
-            generated = time.perf_counter()
-            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
-                _, loss = forwards[name](src, tgt_in, tgt_out)
+            start, generating = time.perf_counter(), 0.0
             optimizers[name].zero_grad(set_to_none=True)
-            loss.backward()
+            for micro in range(accumulation):
+                before = time.perf_counter()
+                src, tgt_in, tgt_out = make_batch(batches(0, 0, i * accumulation + micro, batch_size), tokenizer, device)
+                generating += time.perf_counter() - before
+                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    _, loss = forwards[name](src, tgt_in, tgt_out)
+                (loss / accumulation).backward()
             optimizers[name].step()
             sync(device)
             if i >= warmup:
                 step_times[name].append(time.perf_counter() - start)
-                data_times[name].append(generated - start)
+                data_times[name].append(generating)
             else:
                 warmup_seconds[name] += time.perf_counter() - start
     rows = {}
     for name in BACKENDS:
         s = summary(step_times[name])
-        rows[name] = {"step_seconds": s, "examples_per_second": batch_size / s["median"],
+        examples = batch_size * accumulation
+        rows[name] = {"step_seconds": s, "examples_per_second": examples / s["median"],
                       # over all timed steps: the fair figure when batch shapes vary by design (bucketing)
-                      "examples_per_second_overall": batch_size * steps / sum(step_times[name]),
+                      "examples_per_second_overall": examples * steps / sum(step_times[name]),
                       "data_share": sum(data_times[name]) / sum(step_times[name]),
                       "warmup_seconds": warmup_seconds[name]}
     rows["memsizer_over_transformer_step_time"] = (rows["memsizer"]["step_seconds"]["median"]

@@ -53,11 +53,14 @@ def main(argv=None):
     def bucketed(seed, rank, index, size):
         return bucketed_batch(seed, rank, index + BUCKET_POOL - args.warmup, size, pool=BUCKET_POOL)
 
-    baseline = dict(batch_size=64, threads=threads, optimizer=default_opt, batches=plain, compile=False)
+    baseline = dict(batch_size=64, threads=threads, optimizer=default_opt, batches=plain, compile=False,
+                    accumulation=1)
     levers = {
         "baseline: fp32 batch 64": {},
         "batch 128": dict(batch_size=128),
         "batch 256": dict(batch_size=256),
+        # the same 256 examples per update as batch 256, at batch 64's memory
+        "batch 256 as 4 x 64 accumulated": dict(accumulation=4),
         f"{max(1, threads // 2)} torch thread(s)": dict(threads=max(1, threads // 2)),
         "AdamW fused": dict(optimizer={"fused": True}),
         "AdamW for-loop (foreach off)": dict(optimizer={"foreach": False}),
@@ -73,7 +76,7 @@ def main(argv=None):
         lever = {**baseline, **levers[name]}
         torch.set_num_threads(lever["threads"])
         rows = measure(args.device, "fp32", args.steps, args.warmup, lever["batch_size"], arch, lever["optimizer"],
-                       lever["batches"], lever["compile"])
+                       lever["batches"], lever["compile"], lever["accumulation"])
         torch.set_num_threads(threads)
         result["levers"].append({"lever": name, **{n: rows[n]["examples_per_second_overall"] for n in BACKENDS},
                                  "warmup_seconds": {n: rows[n]["warmup_seconds"] for n in BACKENDS}})

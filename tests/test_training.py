@@ -55,6 +55,26 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, data_order):
         assert torch.allclose(want[key], got[key], atol=1e-6), key
 
 
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
+    """Two micro-batches of 8 make the same update as one batch of the same 16 examples (every
+    answer is one digit + end, so per-micro-batch token means average to the big batch's mean)."""
+    examples = generate("train", 16 * 3, seed=11)
+    monkeypatch.setattr(train, "training_batch",
+                        lambda seed, rank, index, size, split: examples[index * size:(index + 1) * size])
+    common = ["--max-steps", "3", "--eval-every", "1000", "--eval-size", "10", "--dropout", "0",
+              "--weights-format", "float32", "--lr", "1e-3", "--warmup-steps", "1"]
+    big, _, one = run_train(tmp_path, "memsizer", *common, "--batch-size", "16", name="big")
+    accumulated, _, two = run_train(tmp_path, "memsizer", *common, "--batch-size", "8", "--grad-accum", "2",
+                                    name="accumulated")
+    assert one["provenance"]["examples_seen"] == two["provenance"]["examples_seen"] == 3 * 16
+    want, got = load_file(big / "model.safetensors"), load_file(accumulated / "model.safetensors")
+    for key in want:
+        assert torch.allclose(want[key], got[key], atol=1e-5), key
+    small, _, _ = run_train(tmp_path, "memsizer", *common, "--batch-size", "8", name="small")
+    other = load_file(small / "model.safetensors")  # the comparison can tell different updates apart
+    assert any(not torch.allclose(want[key], other[key], atol=1e-5) for key in want)
+
+
 def test_label_smoothing_and_curriculum_are_recorded_and_change_training(tmp_path):
     common = ["--max-steps", "6", "--eval-every", "1000", "--eval-size", "10", "--dropout", "0"]
     _, _, plain = run_train(tmp_path, "transformer", *common, name="plain")
@@ -85,7 +105,8 @@ def test_label_smoothing_loss_is_the_smoothed_cross_entropy_over_answer_tokens()
     assert smoothed.item() == pytest.approx((0.9 * nll - 0.1 * log_p.mean(-1).mean()).item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("flag", [["--curriculum-steps", "-1"], ["--label-smoothing", "1.0"], ["--bucket-pool", "0"]])
+@pytest.mark.parametrize("flag", [["--curriculum-steps", "-1"], ["--label-smoothing", "1.0"], ["--bucket-pool", "0"],
+                                  ["--grad-accum", "0"]])
 def test_bad_recipe_options_are_rejected(flag, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--model", "memsizer", *flag])
@@ -121,9 +142,10 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     run_dir = tmp_path / "state"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "training.train", "--model", "memsizer", *TINY, "--max-steps", "6", "--eval-every", "1000",
-           "--eval-size", "10", "--batch-size", "8", "--out", str(tmp_path / "checkpoint"), "--run-dir", str(run_dir)]
+           "--eval-size", "10", "--batch-size", "8", "--grad-accum", "2",  # micro-batches skip the all-reduce
+           "--out", str(tmp_path / "checkpoint"), "--run-dir", str(run_dir)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((run_dir / "report.json").read_text())
     assert report["ddp"] == {"world_size": 2, "weights_identical_across_ranks": True}
-    assert report["provenance"]["examples_seen"] == 6 * 8 * 2
+    assert report["provenance"]["examples_seen"] == 6 * 8 * 2 * 2

@@ -47,7 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--source-positions", choices=["end", "start"], default=arch.source_positions)
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=64, help="examples per step per process")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per micro-batch per process")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches whose gradients are summed into one optimizer step (effective batch = "
+                        "batch size x this x processes)")
     p.add_argument("--warmup-steps", type=int, default=500)
     p.add_argument("--max-steps", type=int, default=30000, help="step budget; the schedule decays over it")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
@@ -78,6 +81,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.bucket_pool < 1:
         p.error("--bucket-pool must be at least 1")
+    if args.grad_accum < 1:
+        p.error("--grad-accum must be at least 1")
     if args.curriculum_steps < 0:
         p.error("--curriculum-steps must be 0 (off) or positive")
     if not 0.0 <= args.label_smoothing < 1.0:
@@ -173,17 +178,22 @@ def train(args) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
         split = curriculum_split(step, args.curriculum_steps, args.split)
-        batch = (bucketed_batch(args.seed, rank, step, args.batch_size, split, args.bucket_pool)
-                 if args.bucket_pool > 1 else training_batch(args.seed, rank, step, args.batch_size, split))
-        src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
-        with autocast:
-            logits, loss = forward(src, tgt_in, tgt_out, label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for micro in range(args.grad_accum):
+            index = step * args.grad_accum + micro  # the stream's batch number: unchanged without accumulation
+            batch = (bucketed_batch(args.seed, rank, index, args.batch_size, split, args.bucket_pool)
+                     if args.bucket_pool > 1 else training_batch(args.seed, rank, index, args.batch_size, split))
+            src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
+            # DDP all-reduces gradients on every backward; only the last micro-batch needs it
+            syncing = world == 1 or micro == args.grad_accum - 1
+            with nullcontext() if syncing else ddp.no_sync():
+                with autocast:
+                    logits, loss = forward(src, tgt_in, tgt_out, label_smoothing=args.label_smoothing)
+                (loss / args.grad_accum).backward()  # the step's gradient: the mean over micro-batches
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
         optimizer.step()
         step += 1
-        progress["examples"] += args.batch_size * world
+        progress["examples"] += args.batch_size * args.grad_accum * world
 
         evaluating = step % args.eval_every == 0 or step == args.max_steps
         if step % 20 == 0 or evaluating:  # syncing with the device every step costs speed
@@ -192,7 +202,7 @@ def train(args) -> dict:
             running_loss = loss.item() if running_loss is None else 0.9 * running_loss + 0.1 * loss.item()
             elapsed = time.perf_counter() - run_start
             bar.set_postfix(loss=f"{running_loss:.4f}", acc=f"{running_acc:.3f}",
-                            ex_s=f"{(step - start_step) * args.batch_size * world / elapsed:.0f}")
+                            ex_s=f"{(step - start_step) * args.batch_size * args.grad_accum * world / elapsed:.0f}")
             bar.update(step - bar.n)
         wall = wall_before + time.perf_counter() - run_start
         progress.update(step=step, wall_seconds=wall)
