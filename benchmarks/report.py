@@ -159,31 +159,58 @@ def wall_time(seconds) -> str:
 
 def time_to_accuracy_section() -> list[str]:
     lines = ["## Time to accuracy (default recipe and single-lever variants)", ""]
-    for kind, data in results("time_to_accuracy", ("gpu", "gpu_fp32", "cpu")):
+    for kind, data in results("time_to_accuracy", ("gpu", "gpu_fp32", "cpu", "levers_gpu", "levers_cpu")):
         precision = "bf16 autocast" if data["bf16"] else "fp32"
-        lines += [heading(f"{kind.split('_')[0].upper()}, {precision}", data),
-                  "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
-                  *([f"Note: {data['note']}.", ""] if data.get("note") else []),
-                  f"| backend | variant | steps to {data['target']:.0%} | wall time to {data['target']:.0%} | final accuracy | steps run |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for r in data["runs"]:
-            lines.append(f"| {r['backend']} | {r['variant']} | {r['steps_to_target'] or 'not reached'} | "
-                         f"{wall_time(r['seconds_to_target'])} | {r['final_accuracy']:.2%} | {r['steps_run']} |")
-        if "--from-runs" in data["environment"]["command"]:  # runs made separately: give each one's command
-            lines += ["", "Training commands:", *[f"- {r['backend']} ({r['variant']}): `{r['command']}`"
-                                                 for r in data["runs"]]]
+        device = "CPU" if kind.endswith("cpu") else "GPU"
+        label = f"{device}, {precision}" + (", recipe levers over seeds" if "levers" in kind else "")
+        lines += [heading(label, data), "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
+                  *([f"Note: {data['note']}.", ""] if data.get("note") else [])]
+        lines += lever_rows(data) if "levers" in kind else run_rows(data)
         lines.append("")
     return lines
 
 
-def main():
+def run_rows(data) -> list[str]:
+    target = f"{data['target']:.0%}"
+    lines = [f"| backend | variant | steps to {target} | wall time to {target} | final accuracy | steps run |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in data["runs"]:
+        lines.append(f"| {r['backend']} | {r['variant']} | {r['steps_to_target'] or 'not reached'} | "
+                     f"{wall_time(r['seconds_to_target'])} | {r['final_accuracy']:.2%} | {r['steps_run']} |")
+    if "--from-runs" in data["environment"]["command"]:  # runs made separately: give each one's command
+        lines += ["", "Training commands:", *[f"- {r['backend']} ({r['variant']}): `{r['command']}`"
+                                             for r in data["runs"]]]
+    return lines
+
+
+def lever_rows(data) -> list[str]:
+    """One row per backend and variant: each seed's steps to the target and their median."""
+    target = f"{data['target']:.0%}"
+    lines = [f"| backend | variant | steps to {target}, per seed | median steps | reached | median wall time |",
+             "|---|---|---|---:|---:|---:|"]
+    for row in data["levers"]:
+        per_seed = ", ".join(str(s) if s else "not reached" for s in row["steps_to_target"])
+        lines.append(f"| {row['backend']} | {row['variant']} | {per_seed} | {row['median_steps']:,.0f} | "
+                     f"{row['reached']}/{row['runs']} | {wall_time(row['median_seconds'])} |")
+    variants = dict.fromkeys(r["variant"] for r in data["runs"])
+    options = {v: next(r["command"] for r in data["runs"] if r["variant"] == v) for v in variants}
+    return lines + ["", "Training command of each variant (seed 0 shown where several ran):",
+                    *[f"- {v}: `{options[v]}`" for v in variants]]
+
+
+def render() -> str:
+    """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
         + http_section() + decode_section() + accuracy_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()
-    (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
     print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
 
 

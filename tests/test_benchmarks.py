@@ -89,3 +89,10 @@ def test_training_levers_tiny(tmp_path):
     assert [r["lever"] for r in data["levers"]] == levers.split(",")
     assert all(r[n] > 0 for r in data["levers"] for n in ("transformer", "memsizer"))
     assert 0 < data["padding_share_batch64_bucketed"] < 0.5 * data["padding_share_batch64"] < 0.25
+
+
+def test_results_md_is_generated_from_the_committed_result_files():
+    """RESULTS.md is an output: edit INTRO.md / ANALYSIS.md or the JSON, then run benchmarks.report."""
+    from benchmarks import report
+    assert (report.ROOT / "benchmarks" / "RESULTS.md").read_text() == report.render(), \
+        "benchmarks/RESULTS.md is stale: run python -m benchmarks.report"
