@@ -134,8 +134,8 @@ def plot_levers(result, path):
         ax.set_ylabel("held-out accuracy")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
-    finish_figure(fig, f"Steps to {result['target']:.0%} interpolate accuracy per recipe lever",
-                  result["environment"], path)
+    title = f"Steps to {result['target']:.0%} interpolate accuracy per recipe lever"
+    finish_figure(fig, title + (f" ({result['note']})" if result.get("note") else ""), result["environment"], path)
 
 
 def main(argv=None):
