@@ -3,6 +3,7 @@
     python -m benchmarks.report
 """
 import json
+import shlex
 from pathlib import Path
 
 from benchmarks.common import RESULTS, hardware_line
@@ -193,9 +194,10 @@ def lever_rows(data) -> list[str]:
         lines.append(f"| {row['backend']} | {row['variant']} | {per_seed} | {row['median_steps']:,.0f} | "
                      f"{row['reached']}/{row['runs']} | {wall_time(row['median_seconds'])} |")
     variants = dict.fromkeys(r["variant"] for r in data["runs"])
-    options = {v: next(r["command"] for r in data["runs"] if r["variant"] == v) for v in variants}
-    return lines + ["", "Training command of each variant (seed 0 shown where several ran):",
-                    *[f"- {v}: `{options[v]}`" for v in variants]]
+    return lines + ["", "Each run is `python -m training.train` with the options after `--` in the command above, "
+                        "`--seed`, and its variant's options:",
+                    *[f"- {v}: `{shlex.join(options)}`" if (options := data["variant_options"][v])
+                      else f"- {v}: none (the CLI defaults of the time)" for v in variants]]
 
 
 def render() -> str:

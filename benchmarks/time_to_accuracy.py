@@ -192,7 +192,9 @@ def main(argv=None):
         runs += list(pool.map(one, plan))  # in plan order, whatever order they finish in
     device = runs[0]["hardware"]["device"]
     result = {"environment": environment(device, MODULE, argv), "target": args.target, "max_steps": args.max_steps,
-              "bf16": args.bf16, "runs": runs, "levers": lever_table(runs)}
+              "bf16": args.bf16, "runs": runs, "levers": lever_table(runs),
+              # as they were when measured: the CLI's defaults, and so these options, can change later
+              "variant_options": {v: VARIANTS[v] for v in dict.fromkeys(r["variant"] for r in runs) if v in VARIANTS}}
     if args.note:
         result["note"] = args.note
     name = args.name or f"time_to_accuracy_{'gpu' if device.startswith('cuda') else 'cpu'}"

@@ -53,6 +53,7 @@ def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_p
     assert "--label-smoothing 0.1" in result["runs"][2]["command"] and "--threads 1" in result["runs"][0]["command"]
     assert [(row["variant"], row["seeds"], row["median_steps"], row["reached"]) for row in result["levers"]] == [
         ("default", [0, 1], 2, 2), ("label-smoothing", [0, 1], 2, 2)]
+    assert result["variant_options"] == {"default": [], "label-smoothing": ["--label-smoothing", "0.1"]}
     assert (tmp_path / "study.png").stat().st_size > 0
     reports = sorted((tmp_path / "runs").glob("*/report.json"))
     assert len(reports) == 4
