@@ -137,8 +137,8 @@ def accuracy_section() -> list[str]:
 
 def levers_section() -> list[str]:
     lines = []
-    for kind, data in results("training_levers"):
-        lines += [heading(f"Training-throughput levers, {kind.upper()}", data), "",
+    for kind, data in results("training_levers", ("cpu", "gpu", "cpu_accumulation")):
+        lines += [heading(f"Training-throughput levers, {kind.replace('_', ', ').upper()}", data), "",
                   "| lever (one at a time) | Transformer ex/s | MemSizer ex/s | warmup / compile s (T, M) |",
                   "|---|---:|---:|---:|"]
         for r in data["levers"]:

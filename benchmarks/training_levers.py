@@ -40,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--levers", default=None, help="comma-separated subset of the lever names")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--name", default=None,
+                        help="result file name (default training_levers_<device>); give a subset run its own")
     args = parser.parse_args(argv)
     arch = TINY_ARCH if args.tiny else {}
     threads = torch.get_num_threads()
@@ -84,8 +86,8 @@ def main(argv=None):
                                          f"(warmup {rows[n]['warmup_seconds']:.0f} s)" for n in BACKENDS), flush=True)
     print(f"padding share of source positions at batch 64: {result['padding_share_batch64']:.1%}, "
           f"bucketed: {result['padding_share_batch64_bucketed']:.1%}")
-    save(f"training_levers_{'gpu' if args.device.startswith('cuda') else 'cpu'}" + ("_tiny" if args.tiny else ""),
-         result, args.out or RESULTS)
+    name = args.name or f"training_levers_{'gpu' if args.device.startswith('cuda') else 'cpu'}" + ("_tiny" if args.tiny else "")
+    save(name, result, args.out or RESULTS)
 
 
 if __name__ == "__main__":

@@ -83,10 +83,10 @@ def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
 
 def test_training_levers_tiny(tmp_path):
     # torch.compile is left out: compiling takes minutes here, longer than the rest of the suite's file
-    levers = "baseline: fp32 batch 64,batch 128,length buckets (pool of 8 batches)"
+    levers = "baseline: fp32 batch 64,batch 128,batch 256 as 4 x 64 accumulated,length buckets (pool of 8 batches)"
     training_levers.main(["--tiny", "--steps", "2", "--warmup", "0", "--device", "cpu", "--levers", levers,
-                          "--out", str(tmp_path)])
-    data = json.loads((tmp_path / "training_levers_cpu_tiny.json").read_text())
+                          "--out", str(tmp_path), "--name", "subset"])
+    data = json.loads((tmp_path / "subset.json").read_text())
     assert [r["lever"] for r in data["levers"]] == levers.split(",")
     assert all(r[n] > 0 for r in data["levers"] for n in ("transformer", "memsizer"))
     assert 0 < data["padding_share_batch64_bucketed"] < 0.5 * data["padding_share_batch64"] < 0.25
