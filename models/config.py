@@ -16,7 +16,9 @@ class ModelConfig:
     n_heads: int = 8
     n_encoder_layers: int = 4
     n_decoder_layers: int = 4
-    dropout: float = 0.1
+    # 0: the training stream is generated afresh and never repeats, so there is nothing to
+    # overfit, and dropout's noise only delayed exact answers (benchmarks/ANALYSIS.md, "Dropout")
+    dropout: float = 0.0
     # Where source positions are counted from: "end" makes the final '?' position 0, so the
     # digit asked for sits at a fixed offset for a given place name.
     source_positions: str = "end"
