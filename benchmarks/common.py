@@ -72,8 +72,8 @@ def sync(device) -> None:
 def finish_figure(fig, title: str, env: dict, path) -> None:
     """Title every plot with its hardware, date and command, then save it as PNG."""
     import matplotlib.pyplot as plt
-    # long commands must not run off the figure: about 15 characters of 9-point text per inch
-    command = textwrap.fill(env["command"], width=int(fig.get_figwidth() * 15))
+    # long commands must not run off the figure: about 12 characters of 9-point text per inch
+    command = textwrap.fill(env["command"], width=int(fig.get_figwidth() * 12))
     fig.suptitle(f"{title} — {env.get('gpu') or env['cpu']}, {env['date']}\n{command}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
