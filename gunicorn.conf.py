@@ -6,6 +6,7 @@ intra-op threads (default: cores // workers) behind a per-worker lock, so worker
 threads never exceeds the cores however many request threads a worker has.
 """
 import os
+import shutil
 import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -18,8 +19,17 @@ preload_app = False
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 
 os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-# prometheus-client aggregates metrics across workers through files in this directory
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="placevalue-metrics-"))
+# prometheus-client aggregates metrics across workers through files in this directory; without
+# one given, a temporary one, removed when the master exits. The marker is an environment
+# variable because gunicorn re-reads this file on SIGHUP, after the directory exists.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="placevalue-metrics-")
+    os.environ["PLACEVALUE_METRICS_DIR_IS_TEMPORARY"] = "1"
+
+
+def on_exit(server):
+    if os.environ.get("PLACEVALUE_METRICS_DIR_IS_TEMPORARY") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):

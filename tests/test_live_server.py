@@ -41,3 +41,28 @@ def test_models_and_health(live_server):
     assert requests.get(url + "/healthz", timeout=10).json() == {"status": "ok"}
     rows = requests.get(url + "/models", timeout=10).json()["models"]
     assert [r["name"] for r in rows] == ["transformer", "memsizer"] and all(r["ready"] for r in rows)
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["metrics-dir-given", "metrics-dir-temporary"])
+def test_metrics_directory_is_not_leaked(tiny_checkpoints, tmp_path, given):
+    """A given PROMETHEUS_MULTIPROC_DIR is used as is; without one, gunicorn makes a temporary
+    directory for the metrics and removes it when it exits (one used to be left per start)."""
+    from tests.conftest import start_gunicorn
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    metrics = str(tmp_path / "metrics") if given else ""
+    if given:
+        (tmp_path / "metrics").mkdir()
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, TMPDIR=str(scratch), PROMETHEUS_MULTIPROC_DIR=metrics)
+    try:
+        assert requests.post(url + "/answer", json={"question": Q}, timeout=10).status_code == 200
+        assert "placevalue_questions_answered_total" in requests.get(url + "/metrics", timeout=10).text
+        made = list(scratch.glob("placevalue-metrics-*"))
+        assert len(made) == (0 if given else 1)
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        log.close()
+    assert not list(scratch.glob("placevalue-metrics-*"))
+    if given:
+        assert any((tmp_path / "metrics").iterdir())  # the workers' metric files went where we said
