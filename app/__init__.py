@@ -1,8 +1,8 @@
 """Flask application factory for the place-value Q&A service.
 
 Configuration: DEFAULTS, then environment variables prefixed PLACEVALUE_ (e.g.
-PLACEVALUE_CHECKPOINT_DIR, PLACEVALUE_DEFAULT_MODEL, PLACEVALUE_TORCH_THREADS), then the
-`config` mapping given to create_app.
+PLACEVALUE_CHECKPOINT_DIR, PLACEVALUE_DEFAULT_MODEL, PLACEVALUE_TORCH_THREADS,
+PLACEVALUE_REQUIRED_MODELS), then the `config` mapping given to create_app.
 """
 import logging
 import re
@@ -17,7 +17,8 @@ DEFAULTS = {
     "TORCH_THREADS": 1,
     "MAX_BATCH_QUESTIONS": 256,
     "MAX_CONTENT_LENGTH": 64 * 1024,  # bytes; Flask answers 413 above it
-    "MAX_ANSWER_CHARS": 30,
+    # backends /readyz waits for, comma-separated; empty: every backend whose checkpoint ships
+    "REQUIRED_MODELS": "",
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -30,7 +31,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def create_app(config=None) -> Flask:
-    """Build the app; loads both checkpoints into this process's QA service."""
+    """Build the app; loads every backend's checkpoint it finds into this process's QA service."""
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("PLACEVALUE")
@@ -39,10 +40,12 @@ def create_app(config=None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     from app.service import QAService  # torch is imported here, inside the worker, never at import time
-    if app.config["DEFAULT_MODEL"] not in QAService.backends:
-        raise ValueError(f"DEFAULT_MODEL must be one of {QAService.backends}, got {app.config['DEFAULT_MODEL']!r}")
-    app.extensions["qa_service"] = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"],
-                                             app.config["MAX_ANSWER_CHARS"])
+    required = app.config["REQUIRED_MODELS"]
+    required = [n.strip() for n in required.split(",") if n.strip()] if isinstance(required, str) else required
+    service = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"], required)
+    if app.config["DEFAULT_MODEL"] not in service.backends:
+        raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")
+    app.extensions["qa_service"] = service
 
     from app import api, errors, pages
     app.register_blueprint(pages.bp)

@@ -4,6 +4,8 @@ import logging
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from models.tokenizer import MAX_QUESTION_CHARS
+
 log = logging.getLogger(__name__)
 
 # HTTP status -> stable machine-readable code for errors raised by Flask/Werkzeug itself
@@ -26,7 +28,7 @@ def error_response(status: int, code: str, message: str):
 
 def wants_html() -> bool:
     """Browsers navigating to a page get HTML errors; API clients always get JSON."""
-    if request.path.startswith(("/answer", "/models", "/healthz", "/readyz", "/metrics", "/example")):
+    if request.path.startswith(("/answer", "/models", "/healthz", "/readyz", "/metrics", "/example", "/openapi")):
         return False
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "text/html" and request.accept_mimetypes[best] > request.accept_mimetypes["application/json"]
@@ -45,7 +47,8 @@ def register_error_handlers(app: Flask) -> None:
             message = f"request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
             if request.endpoint == "pages.ask":  # the form shows it next to the field, like any bad question
                 from app.pages import render_form
-                return render_form(error="Question is far too long (the limit is 160 characters).", status=413)
+                return render_form(error=f"Question is far too long (the limit is {MAX_QUESTION_CHARS} characters).",
+                                   status=413)
         if wants_html():
             return render_template("error.html", status=err.code, message=message), err.code
         response, status = error_response(err.code, code, message)

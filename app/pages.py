@@ -1,16 +1,46 @@
-"""HTML pages: the question form (works without JavaScript; app.js enhances it)."""
+"""HTML pages: the question form (works without JavaScript; app.js enhances it) and where each
+backend is reliable."""
 from flask import Blueprint, current_app, g, render_template, request
 
-from app.service import BackendUnavailable
+from app.charts import accuracy_chart, backend_colour
+from app.service import RELIABILITY_SPLITS, BackendUnavailable
+from models.task import assess
+from models.tokenizer import QuestionError
 
 bp = Blueprint("pages", __name__)
-CHOICES = (("transformer", "Transformer"), ("memsizer", "MemSizer"), ("both", "Compare both"))
+COMPARE = "all"  # the select's value for "every backend side by side"
+SPLIT_TITLES = {"interpolate": "Interpolate test (numbers of about 8 digits)",
+                "train": "Training distribution (numbers of 1-10 digits)",
+                "extrapolate": "Extrapolate test (12-digit numbers, longer than any in training)"}
 
 
-def render_form(question="", model=None, results=None, error=None, status=200):
-    qa = current_app.extensions["qa_service"]
+def service():
+    return current_app.extensions["qa_service"]
+
+
+def choices(models) -> list[tuple[str, str]]:
+    """(value, label) of the backend select: each backend, then all of them side by side."""
+    return [(m["name"], m["display_name"]) for m in models] + [
+        (COMPARE, "Compare both" if len(models) == 2 else "Compare all")]
+
+
+def reliability_charts(models) -> list:
+    """One chart per split from the evaluations recorded in each checkpoint's config.json."""
+    colours = {m["display_name"]: backend_colour(i) for i, m in enumerate(models)}
+    charts = []
+    for split in RELIABILITY_SPLITS:
+        series = {m["display_name"]: m["reliability"][split]["per_place"]
+                  for m in models if split in m.get("reliability", {})}
+        if series:
+            charts.append(accuracy_chart(SPLIT_TITLES[split], series, colours))
+    return charts
+
+
+def render_form(question="", model=None, results=None, check=None, error=None, status=200):
+    models = service().describe()
     return render_template("index.html", question=question, model=model or current_app.config["DEFAULT_MODEL"],
-                           choices=CHOICES, results=results or [], error=error, models=qa.describe()), status
+                           choices=choices(models), results=results or [], check=check, error=error,
+                           models=models, charts=reliability_charts(models)), status
 
 
 @bp.get("/")
@@ -21,25 +51,25 @@ def index():
 
 @bp.post("/")
 def ask():
-    """Answer the submitted question server-side (the no-JavaScript path)."""
-    qa = current_app.extensions["qa_service"]
+    """Answer the submitted question server-side (the no-JavaScript path, and app.js's too)."""
+    qa = service()
     question = request.form.get("question", "")
     model = request.form.get("model", current_app.config["DEFAULT_MODEL"])
     if request.form.get("action") == "example":
         return render_form(question=qa.example_question(), model=model)
-    if model not in dict(CHOICES):
-        return render_form(question, None, error="Choose Transformer, MemSizer or Compare both.", status=400)
+    if model not in dict(choices(qa.describe())):
+        return render_form(question, None, error="Choose a backend or Compare.", status=400)
     try:
-        qa.validate(question)
-    except ValueError as err:
-        message = str(err)
-        return render_form(question, model, error=message[:1].upper() + message[1:], status=400)
+        src = qa.encode([question])
+    except QuestionError as err:
+        return render_form(question, model, error=err.message[:1].upper() + err.message[1:], status=400)
     g.model = model
-    results = []
-    for name in (("transformer", "memsizer") if model == "both" else (model,)):
+    assessment, results = assess(question), []
+    for name in qa.backends if model == COMPARE else (model,):
         try:
-            (answer,), latency_ms = qa.answer([question], name)
-            results.append({"model": name, "answer": answer, "latency_ms": latency_ms})
+            (answer,), latency_ms = qa.run(src, name)
+            results.append({"model": name, "answer": answer, "latency_ms": latency_ms,
+                            "correct": assessment.check(answer)["correct"]})
         except BackendUnavailable as err:
             results.append({"model": name, "error": f"{name} is unavailable: {err}"})
-    return render_form(question, model, results=results)
+    return render_form(question, model, results=results, check=assessment)

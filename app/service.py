@@ -1,4 +1,5 @@
-"""The question-answering service: both checkpoints loaded once per worker, batched greedy answers.
+"""The question-answering service: every registered backend's checkpoint loaded once per worker,
+batched greedy answers, each answer checked against the exact place value.
 
 This is the only app module that imports torch. One lock per service serialises inference
 inside a worker, so gunicorn workers x torch threads bounds the cores in use whatever the
@@ -11,84 +12,112 @@ from pathlib import Path
 
 import torch
 
+from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
-from models.registry import BACKENDS, DISPLAY_NAMES
-from models.tokenizer import Tokenizer, pad_batch
-from training.data import generate
+from models.task import PLACE_NAMES, SPLITS, generate
+from models.tokenizer import MAX_ANSWER_CHARS, QuestionError, Tokenizer, pad_batch
 
 log = logging.getLogger(__name__)
+# the evaluations the page and /models show per place, in this order ("train": the training distribution)
+RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
 
 
 class BackendUnavailable(Exception):
     """The requested backend has no loaded checkpoint."""
 
 
+def train_command(name: str) -> str:
+    return f"python -m training.train --model {name}"
+
+
 class QAService:
-    """Answers place-value questions with the Transformer or MemSizer checkpoint."""
+    """Answers place-value questions with whichever backends' checkpoints it finds."""
 
-    backends = BACKENDS
-
-    def __init__(self, checkpoint_dir, torch_threads: int = 1, max_answer_chars: int = 30):
+    def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None):
         torch.set_num_threads(max(1, int(torch_threads)))
         self.tokenizer = Tokenizer()
-        self.max_answer_chars = max_answer_chars
+        self.backends = registry.names()
+        # ready means these are loaded; by default every backend whose checkpoint ships
+        self.required = tuple(required or (b.name for b in registry.backends() if b.shipped))
+        unknown = set(self.required) - set(self.backends)
+        if unknown:
+            raise ValueError(f"required models {sorted(unknown)} are not registered backends: {self.backends}")
         self.models, self.configs, self.load_errors = {}, {}, {}
         self._lock = threading.Lock()
-        for name in BACKENDS:
+        for name in self.backends:
             directory = Path(checkpoint_dir) / name
             try:
                 model, tokenizer, config = load_checkpoint(directory)
                 if config.get("model") != name:
                     raise CheckpointError(f"{directory}: holds a {config.get('model')!r} model, not {name!r}")
-                self.models[name], self.configs[name] = model, config
-                self.tokenizer = tokenizer
-                log.info("loaded %s from %s (sha256 %s)", name, directory, config["weights"]["sha256"][:12])
             except CheckpointError as err:
-                self.load_errors[name] = str(err)
-                log.error("backend %s unavailable: %s", name, err)
+                shipped = registry.get(name).shipped
+                self.load_errors[name] = (str(err) if shipped or directory.exists() else
+                                          f"no checkpoint ships for {name}: train one with `{train_command(name)}`")
+                (log.error if name in self.required else log.info)("backend %s unavailable: %s", name, err)
+                continue
+            self.models[name], self.configs[name], self.tokenizer = model, config, tokenizer
+            log.info("loaded %s from %s (sha256 %s)", name, directory, config["weights"]["sha256"][:12])
         for name in self.models:  # the first pass allocates and picks kernels: pay it before serving
             self.answer([self.example_question(seed=0)], name)
 
     def ready(self, name: str | None = None) -> bool:
-        return name in self.models if name else len(self.models) == len(BACKENDS)
+        """Whether `name`, or without one every required backend, is loaded."""
+        return name in self.models if name else all(n in self.models for n in self.required)
 
-    def validate(self, question) -> None:
-        """Raise ValueError naming the problem with a question (type, length, characters)."""
-        self.tokenizer.validate(question)
+    def encode(self, questions: list) -> torch.Tensor:
+        """Validate every question once and pad them into one batch (B, S); QuestionError names
+        the first bad one by its index."""
+        ids = []
+        for index, question in enumerate(questions):
+            try:
+                ids.append(self.tokenizer.encode(question))
+            except QuestionError as err:
+                raise QuestionError(err.code, err.message, index) from None
+        return pad_batch(ids)
 
-    def answer(self, questions: list[str], name: str) -> tuple[list[str], float]:
-        """Answers for `questions` from one batched greedy pass, and its latency in ms."""
+    def run(self, src: torch.Tensor, name: str) -> tuple[list[str], float]:
+        """Answers for an encoded batch from one greedy pass of backend `name`, and its latency in ms."""
         if name not in self.models:
             raise BackendUnavailable(self.load_errors.get(name, f"backend {name!r} is not loaded"))
-        src = pad_batch([self.tokenizer.encode(q) for q in questions])
         with self._lock, torch.inference_mode():
             start = time.perf_counter()
-            rows = self.models[name].generate(src, max_len=self.max_answer_chars).tolist()
+            rows = self.models[name].generate(src, max_len=MAX_ANSWER_CHARS).tolist()
             latency_ms = (time.perf_counter() - start) * 1000
         return [self.tokenizer.decode(row) for row in rows], latency_ms
 
+    def answer(self, questions: list[str], name: str) -> tuple[list[str], float]:
+        """Answers for `questions` from one batched greedy pass, and its latency in ms."""
+        return self.run(self.encode(questions), name)
+
     def describe(self) -> list[dict]:
-        """What /models reports for each backend."""
+        """What /models and the page report for each backend."""
         rows = []
-        for name in BACKENDS:
-            row = {"name": name, "display_name": DISPLAY_NAMES[name], "ready": name in self.models}
+        for spec in registry.backends():
+            name = spec.name
+            row = {"name": name, "display_name": spec.display_name, "paper": spec.paper, "summary": spec.summary,
+                   "shipped": spec.shipped, "required": name in self.required, "ready": name in self.models,
+                   "train_command": train_command(name)}
             config = self.configs.get(name)
             if config is None:
                 row["error"] = self.load_errors.get(name)
-            else:
-                arch, evaluation = config["architecture"], config.get("evaluation", {})
-                interpolate = next((v for k, v in evaluation.items() if k.startswith("interpolate")), None)
-                row.update({
-                    "parameters": config["parameters"],
-                    "architecture": {k: arch[k] for k in ("attention", "n_encoder_layers", "n_decoder_layers",
-                                                          "d_model", "d_ff", "n_heads")},
-                    "checkpoint_sha256": config["weights"]["sha256"],
-                    "checkpoint_bytes": config["weights"]["bytes"],
-                    "weights_format": config["weights"]["format"],
-                    "training_steps": config.get("provenance", {}).get("steps"),
-                    "accuracy": {k: v["accuracy"] for k, v in evaluation.items()},
-                    "interpolate_accuracy": interpolate["accuracy"] if interpolate else None,
-                })
+                rows.append(row)
+                continue
+            arch, evaluation = config["architecture"], config.get("evaluation", {})
+            reliability = per_place_reliability(evaluation)
+            row.update({
+                "parameters": config["parameters"],
+                "architecture": {"backend": name, **{k: arch[k] for k in (
+                    "n_encoder_layers", "n_decoder_layers", "d_model", "d_ff", "n_heads")},
+                    "settings": arch.get("settings") or {}},
+                "checkpoint_sha256": config["weights"]["sha256"],
+                "checkpoint_bytes": config["weights"]["bytes"],
+                "weights_format": config["weights"]["format"],
+                "training_steps": config.get("provenance", {}).get("steps"),
+                "accuracy": {k: v["accuracy"] for k, v in evaluation.items()},
+                "interpolate_accuracy": reliability.get("interpolate", {}).get("accuracy"),
+                "reliability": reliability,
+            })
             rows.append(row)
         return rows
 
@@ -98,3 +127,29 @@ class QAService:
         (question, _), = generate("interpolate", 1, seed=seed if seed is not None else time.time_ns())
         return question
 
+
+def evaluation_split(name: str, record: dict) -> str | None:
+    """The split an evaluation record measured: its "split" field, or the split its name starts with."""
+    split = record.get("split") or next((s for s in sorted(SPLITS, key=len, reverse=True)
+                                         if name.startswith(s)), None)
+    return "train" if split and split.startswith("train") else split
+
+
+def per_place_reliability(evaluation: dict) -> dict:
+    """{split: {evaluation, accuracy, total, per_place: {place: accuracy}}} from the largest recorded
+    evaluation of each of RELIABILITY_SPLITS, places in DeepMind's order."""
+    best = {}
+    for name, record in evaluation.items():
+        split = evaluation_split(name, record)
+        if split in RELIABILITY_SPLITS and record.get("per_place") and \
+                record["total"] > best.get(split, (None, {"total": -1}))[1]["total"]:
+            best[split] = (name, record)
+    out = {}
+    for split in RELIABILITY_SPLITS:
+        if split in best:
+            name, record = best[split]
+            places = [p for p in PLACE_NAMES if p in record["per_place"]]
+            out[split] = {"evaluation": name, "accuracy": record["accuracy"], "total": record["total"],
+                          "per_place": {p: record["per_place"][p]["accuracy"] for p in places},
+                          "per_place_total": {p: record["per_place"][p]["total"] for p in places}}
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from benchmarks.common import RESULTS, environment, percentile, save
-from training.data import generate
+from models.task import generate
 
 BACKENDS = ("transformer", "memsizer")
 ROOT = Path(__file__).resolve().parent.parent

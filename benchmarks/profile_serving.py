@@ -8,7 +8,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from app.service import QAService
 from benchmarks.common import RESULTS, environment, hardware_line
-from training.data import generate
+from models.task import generate
 
 MODULE = "benchmarks.profile_serving"
 

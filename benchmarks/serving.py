@@ -8,7 +8,7 @@ import time
 
 from app.service import QAService
 from benchmarks.common import RESULTS, environment, percentile, save, summary
-from training.data import generate
+from models.task import generate
 
 BACKENDS = ("transformer", "memsizer")
 

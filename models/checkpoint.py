@@ -97,7 +97,7 @@ def save_checkpoint(model: Seq2Seq, directory, tokenizer: Tokenizer, weights_for
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": weights_format}))
     config = dict(extra or {})
     config.update({
-        "model": model.config.attention,
+        "model": model.config.backend,
         "architecture": model.config.to_dict(),
         "tokenizer": tokenizer.to_dict(),
         "parameters": model.num_parameters(),

@@ -1,15 +1,23 @@
-"""The one configuration dataclass that drives both backends (paper config by default)."""
-from dataclasses import asdict, dataclass, fields
+"""The one configuration dataclass that drives every backend (paper config by default).
 
-ATTENTIONS = ("transformer", "memsizer")
+`backend` names a registered backend; `settings` is that backend's own settings dataclass
+(e.g. MemSizer's memory slots), so backend-specific fields live with their backend.
+"""
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
 POSITION_MODES = ("end", "start")
+# field names of checkpoints written before backends were plug-ins -> today's
+_LEGACY_FIELDS = {"attention": "backend"}
+_LEGACY_SETTINGS = {"memsizer_k": ("memsizer", "k"), "memsizer_causal_k": ("memsizer", "causal_k")}
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of a character-level encoder-decoder; `attention` selects the backend."""
+    """Architecture of a character-level encoder-decoder; `backend` selects the plug-in."""
 
-    attention: str = "transformer"
+    backend: str = "transformer"
     vocab_size: int = 98
     d_model: int = 512
     d_ff: int = 2048
@@ -24,23 +32,47 @@ class ModelConfig:
     source_positions: str = "end"
     max_source_len: int = 160
     max_target_len: int = 32
-    # MemSizer memory slots (Zhang & Cai 2022): non-causal modules and causal self-attention.
-    memsizer_k: int = 32
-    memsizer_causal_k: int = 4
+    # the backend's settings dataclass; a dict of its fields, or None for its defaults
+    settings: Any = None
 
     def __post_init__(self):
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTIONS)}")
+        from models import registry  # the registry imports the backends, which use this module
+        spec = registry.get(self.backend)
+        if self.settings is None:
+            self.settings = spec.settings()
+        elif isinstance(self.settings, dict):
+            known = {f.name for f in fields(spec.settings)}
+            if set(self.settings) - known:
+                raise ValueError(f"unknown {self.backend} settings {sorted(set(self.settings) - known)}; "
+                                 f"it has {sorted(known) or 'none'}")
+            self.settings = spec.settings(**self.settings)
+        elif not isinstance(self.settings, spec.settings):
+            raise ValueError(f"settings must be a {spec.settings.__name__} for backend {self.backend!r}")
         if self.source_positions not in POSITION_MODES:
             raise ValueError(f"source_positions must be one of {POSITION_MODES}, got {self.source_positions!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 
+    @property
+    def spec(self):
+        """The registered description of this config's backend."""
+        from models import registry
+        return registry.get(self.backend)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        data = dict(data)
+        for old, new in _LEGACY_FIELDS.items():
+            if old in data:
+                data[new] = data.pop(old)
+        for old, (backend, name) in _LEGACY_SETTINGS.items():
+            if old in data:
+                value = data.pop(old)
+                if data.get("backend") == backend:
+                    data.setdefault("settings", {})[name] = value
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -7,25 +7,55 @@ A query position reads out mean_over_heads(softmax_k(Phi y)) @ S. No output proj
 Causal decoder self-attention uses t**-0.5 * the running sum over the prefix, so decoding
 keeps a fixed-size state (B, k, d) per layer instead of a cache that grows.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import ModelConfig
+from models.backend import ROLES, AttentionState, Backend
 
 # The official implementation initialises projections with gain init_scale**-0.5, init_scale = 8.
 INIT_GAIN = 8 ** -0.5
 
 
+@dataclass(frozen=True)
+class MemSizerSettings:
+    """Memory slots: k for non-causal modules (encoder, cross), causal_k for decoder self-attention."""
+
+    k: int = 32
+    causal_k: int = 4
+
+    def __post_init__(self):
+        if self.k < 1 or self.causal_k < 1:
+            raise ValueError(f"memory slots must be positive, got k={self.k}, causal_k={self.causal_k}")
+
+
+@dataclass
+class RunningSum(AttentionState):
+    """Causal self-attention state: the unscaled sum of k_j^T v_j (B, k, d) and the step count."""
+
+    total: torch.Tensor | None = None
+    count: int = 0
+
+
+@dataclass
+class SourceMemory(AttentionState):
+    """Cross-attention state: the encoder output's memory S (B, k, d), computed once per question."""
+
+    memory: torch.Tensor | None = None
+
+
 class MemSizerAttention(nn.Module):
     """Key-value memory attention; `role` is "encoder", "causal" or "cross"."""
 
-    def __init__(self, config: ModelConfig, role: str):
+    def __init__(self, config, role: str):
         super().__init__()
-        assert role in ("encoder", "causal", "cross"), f"unknown attention role {role!r}"
+        assert role in ROLES, f"unknown attention role {role!r}"
         self.role = role
         self.n_heads = config.n_heads
-        self.k = config.memsizer_causal_k if role == "causal" else config.memsizer_k
+        settings = config.settings
+        self.k = settings.causal_k if role == "causal" else settings.k
         d = config.d_model
         self.q_proj = nn.Linear(d, self.n_heads * self.k)  # Phi: memory keys for every head
         self.k_proj = nn.Linear(d, self.k)  # W_l
@@ -36,6 +66,9 @@ class MemSizerAttention(nn.Module):
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(proj.weight, gain=INIT_GAIN)
             nn.init.zeros_(proj.bias)
+
+    def new_state(self) -> AttentionState:
+        return RunningSum() if self.role == "causal" else SourceMemory()
 
     def read_weights(self, y: torch.Tensor) -> torch.Tensor:
         """Slot weights a_t = mean over heads of softmax_k(Phi y_t): (B, T, d) -> (B, T, k)."""
@@ -54,33 +87,41 @@ class MemSizerAttention(nn.Module):
         n = (~pad).sum(dim=1).clamp(min=1).to(keys.dtype)  # (B,)
         return keys.transpose(1, 2) @ values * n.rsqrt()[:, None, None]
 
-    def forward(self, x, context=None, context_pad=None, cache=None):
-        """Read from the memory for every position of x (B, T, d); `cache` keeps decoding state."""
+    def forward(self, x, context=None, context_pad=None, state: AttentionState | None = None):
+        """Read from the memory for every position of x (B, T, d); `state` keeps decoding state."""
         a = self.read_weights(x)  # (B, T, k)
         if self.role == "encoder":
             return a @ self.source_memory(x, context_pad)
         if self.role == "cross":
-            # the memory of the encoder output is computed once per question and reused
-            if cache is not None and "memory" in cache:
-                memory = cache["memory"]
-            else:
-                memory = self.source_memory(context, context_pad)
-                if cache is not None:
-                    cache["memory"] = memory
+            if state is not None and state.memory is not None:
+                return a @ state.memory
+            memory = self.source_memory(context, context_pad)
+            if state is not None:
+                state.memory = memory
             return a @ memory
         keys, values = self.keys_values(x)  # (B, T, k), (B, T, d)
         T = x.shape[1]
-        if cache is None:
+        if state is None:
             # all prefixes in parallel: out_t = t**-0.5 * sum_{j<=t} (a_t . k_j) v_j
             scores = (a @ keys.transpose(1, 2)).tril()  # (B, T, T)
             t = torch.arange(1, T + 1, device=x.device, dtype=a.dtype)
             return (scores @ values) * t.rsqrt()[None, :, None]
         # recurrent form: the unscaled running sum and the step count are the whole state
-        running = cache.get("sum")
         sums = torch.cumsum(keys[:, :, :, None] * values[:, :, None, :], dim=1)  # (B, T, k, d)
-        if running is not None:
-            sums = sums + running[:, None]
-        count = cache.get("count", 0)
-        cache["sum"], cache["count"] = sums[:, -1], count + T
+        if state.total is not None:
+            sums = sums + state.total[:, None]
+        count = state.count
+        state.total, state.count = sums[:, -1], count + T
         t = torch.arange(count + 1, count + T + 1, device=x.device, dtype=a.dtype)
         return torch.einsum("btk,btkd->btd", a, sums) * t.rsqrt()[None, :, None]
+
+
+BACKEND = Backend(
+    name="memsizer",
+    display_name="MemSizer",
+    paper="Zhang & Cai, EMNLP 2022, \"Linearizing Transformers with Key-Value Memory\" (arXiv 2203.12644)",
+    summary="Key-value memory attention: k learned memory slots instead of attending over every position; "
+            "decoding keeps a fixed-size state.",
+    attention=MemSizerAttention,
+    settings=MemSizerSettings,
+)

@@ -1,9 +1,42 @@
-"""Maps the backend names used everywhere (config, CLI, API, checkpoints, UI) to attention classes."""
-from models.config import ATTENTIONS
-from models.memsizer import MemSizerAttention
-from models.transformer import SoftmaxAttention
+"""The registered backends, by name. Adding a backend: one module exporting `BACKEND`, one line here.
 
-ATTENTION_CLASSES = {"transformer": SoftmaxAttention, "memsizer": MemSizerAttention}
-assert tuple(ATTENTION_CLASSES) == ATTENTIONS, "registry and config disagree on backend names"
-BACKENDS = ATTENTIONS
-DISPLAY_NAMES = {"transformer": "Transformer", "memsizer": "MemSizer"}
+Everything else (config, CLIs, API, page, benchmarks, tests) loops over this registry.
+"""
+from models import memsizer, transformer
+from models.backend import Backend
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    """Add a backend (tests register throwaway ones); its name must be new and lower-case."""
+    if backend.name in _BACKENDS:
+        raise ValueError(f"backend {backend.name!r} is already registered")
+    if not backend.name.isidentifier() or backend.name != backend.name.lower():
+        raise ValueError(f"backend names are lower-case identifiers, got {backend.name!r}")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def unregister(name: str) -> None:
+    _BACKENDS.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def backends() -> tuple[Backend, ...]:
+    return tuple(_BACKENDS.values())
+
+
+def get(name: str) -> Backend:
+    """The backend called `name`, or a ValueError that lists the known ones."""
+    try:
+        return _BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(_BACKENDS)}") from None
+
+
+for _module in (transformer, memsizer):
+    register(_module.BACKEND)

@@ -1,17 +1,18 @@
-"""Pre-LayerNorm character-level encoder-decoder shared by both backends.
+"""Pre-LayerNorm character-level encoder-decoder shared by every backend.
 
-Only the attention modules differ between backends; they are built from the registry by
-name and the stack never asks which one it holds. Incremental decoding state (KV caches
-or MemSizer running sums) lives in `DecodeState`, filled by the attention modules.
+What a backend replaces (the attention in each role, optionally the feed-forward) comes from
+its registered description (`config.spec`); the stack never asks which backend it holds.
+Incremental decoding keeps one typed `AttentionState` per attention module in `DecodeState`.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.backend import AttentionState
 from models.config import ModelConfig
-from models.registry import ATTENTION_CLASSES
 from models.tokenizer import BOS, EOS, PAD
 
 
@@ -26,6 +27,8 @@ def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
 
 
 class FeedForward(nn.Module):
+    """The shared ReLU feed-forward d -> d_ff -> d, for backends that keep it."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.up = nn.Linear(config.d_model, config.d_ff)
@@ -40,9 +43,9 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.self_norm = nn.LayerNorm(config.d_model)
-        self.self_attn = ATTENTION_CLASSES[config.attention](config, "encoder")
+        self.self_attn = config.spec.attention(config, "encoder")
         self.ff_norm = nn.LayerNorm(config.d_model)
-        self.ff = FeedForward(config)
+        self.ff = (config.spec.feed_forward or FeedForward)(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, pad):
@@ -53,40 +56,49 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        attention = ATTENTION_CLASSES[config.attention]
+        attention = config.spec.attention
         self.self_norm = nn.LayerNorm(config.d_model)
         self.self_attn = attention(config, "causal")
         self.cross_norm = nn.LayerNorm(config.d_model)
         self.cross_attn = attention(config, "cross")
         self.ff_norm = nn.LayerNorm(config.d_model)
-        self.ff = FeedForward(config)
+        self.ff = (config.spec.feed_forward or FeedForward)(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, y, memory, src_pad, cache=None):
-        self_cache = cross_cache = None
-        if cache is not None:
-            self_cache, cross_cache = cache["self"], cache["cross"]
-        y = y + self.dropout(self.self_attn(self.self_norm(y), cache=self_cache))
-        y = y + self.dropout(self.cross_attn(self.cross_norm(y), memory, src_pad, cache=cross_cache))
+    def new_state(self) -> "LayerState":
+        return LayerState(self.self_attn.new_state(), self.cross_attn.new_state())
+
+    def forward(self, y, memory, src_pad, state: "LayerState | None" = None):
+        self_state, cross_state = (state.self_attn, state.cross_attn) if state is not None else (None, None)
+        y = y + self.dropout(self.self_attn(self.self_norm(y), state=self_state))
+        y = y + self.dropout(self.cross_attn(self.cross_norm(y), memory, src_pad, state=cross_state))
         return y + self.dropout(self.ff(self.ff_norm(y)))
 
 
+@dataclass
+class LayerState:
+    """One decoder layer's decoding state: its self-attention's and its cross-attention's."""
+
+    self_attn: AttentionState
+    cross_attn: AttentionState
+
+
+@dataclass
 class DecodeState:
     """Everything incremental decoding carries between steps for one batch of questions."""
 
-    def __init__(self, memory, src_pad, n_layers: int):
-        self.memory, self.src_pad = memory, src_pad
-        self.layers = [{"self": {}, "cross": {}} for _ in range(n_layers)]
-        self.position = 0  # number of target tokens consumed so far
+    memory: torch.Tensor  # encoder output (B, S, d)
+    src_pad: torch.Tensor  # (B, S), True at padding
+    layers: list[LayerState]
+    position: int = 0  # number of target tokens consumed so far
 
     def self_attention_nbytes(self) -> int:
         """Bytes held by the decoder self-attention state (grows for softmax, fixed for MemSizer)."""
-        return sum(t.numel() * t.element_size() for layer in self.layers
-                   for t in layer["self"].values() if torch.is_tensor(t))
+        return sum(layer.self_attn.nbytes() for layer in self.layers)
 
 
 class Seq2Seq(nn.Module):
-    """Encoder-decoder over characters; `config.attention` picks the backend."""
+    """Encoder-decoder over characters; `config.backend` picks the plug-in."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -126,16 +138,15 @@ class Seq2Seq(nn.Module):
             x = layer(x, pad)
         return self.encoder_norm(x), pad
 
-    def decode(self, tgt_in, memory, src_pad, state: DecodeState | None = None):
-        """Logits (B, T, V) for target tokens; with `state`, tgt_in holds only the new tokens."""
-        start = state.position if state is not None else 0
-        T = tgt_in.shape[1]
-        positions = torch.arange(start, start + T, device=tgt_in.device)[None, :]
+    def decode(self, tgt_in, memory, src_pad):
+        """Logits (B, T, V) for a whole target sequence in parallel (teacher forcing)."""
+        return self._decoder(tgt_in, memory, src_pad, start=0, layer_states=[None] * len(self.decoder))
+
+    def _decoder(self, tgt_in, memory, src_pad, start: int, layer_states):
+        positions = torch.arange(start, start + tgt_in.shape[1], device=tgt_in.device)[None, :]
         y = self._embed(tgt_in, positions)
-        for i, layer in enumerate(self.decoder):
-            y = layer(y, memory, src_pad, cache=state.layers[i] if state is not None else None)
-        if state is not None:
-            state.position += T
+        for layer, layer_state in zip(self.decoder, layer_states):
+            y = layer(y, memory, src_pad, layer_state)
         return self.lm_head(self.decoder_norm(y))
 
     def forward(self, src, tgt_in, tgt_out=None, label_smoothing: float = 0.0):
@@ -152,11 +163,13 @@ class Seq2Seq(nn.Module):
     def start_decoding(self, src: torch.Tensor) -> DecodeState:
         """Encode the questions once and return an empty incremental-decoding state."""
         memory, src_pad = self.encode(src)
-        return DecodeState(memory, src_pad, len(self.decoder))
+        return DecodeState(memory, src_pad, [layer.new_state() for layer in self.decoder])
 
     def decode_step(self, tokens: torch.Tensor, state: DecodeState) -> torch.Tensor:
-        """Logits (B, V) for the next position after feeding `tokens` (B, 1)."""
-        return self.decode(tokens, state.memory, state.src_pad, state)[:, -1]
+        """Logits (B, V) for the next position after feeding `tokens` (B, T), usually T = 1."""
+        logits = self._decoder(tokens, state.memory, state.src_pad, state.position, state.layers)
+        state.position += tokens.shape[1]
+        return logits[:, -1]
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, max_len: int = 30) -> torch.Tensor:

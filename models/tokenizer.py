@@ -14,6 +14,15 @@ MAX_QUESTION_CHARS = 160
 MAX_ANSWER_CHARS = 30
 
 
+class QuestionError(ValueError):
+    """Text the models cannot take, with a stable code for clients: invalid_type, empty_question,
+    question_too_long or invalid_character. `index` names the question within a batch."""
+
+    def __init__(self, code: str, message: str, index: int | None = None):
+        super().__init__(message)
+        self.code, self.message, self.index = code, message, index
+
+
 class Tokenizer:
     """Maps text to token ids and back; rejects text the models were never trained on."""
 
@@ -27,17 +36,17 @@ class Tokenizer:
         return len(self.itos)
 
     def validate(self, text: str, what: str = "question", max_chars: int = MAX_QUESTION_CHARS) -> None:
-        """Raise ValueError naming the problem if `text` cannot be encoded."""
+        """Raise QuestionError naming the problem if `text` cannot be encoded."""
         if not isinstance(text, str):
-            raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+            raise QuestionError("invalid_type", f"{what} must be a string, got {type(text).__name__}")
         if not text.strip():
-            raise ValueError(f"{what} is empty")
+            raise QuestionError("empty_question", f"{what} is empty")
         if len(text) > max_chars:
-            raise ValueError(f"{what} is {len(text)} characters long; the limit is {max_chars}")
+            raise QuestionError("question_too_long", f"{what} is {len(text)} characters long; the limit is {max_chars}")
         for position, ch in enumerate(text):
             if ch not in self.stoi:
-                raise ValueError(
-                    f"{what} contains the character {ch!r} (U+{ord(ch):04X}) at position {position}, "
+                raise QuestionError(
+                    "invalid_character", f"{what} contains the character {ch!r} (U+{ord(ch):04X}) at position {position}, "
                     "outside the supported set (space, ASCII letters, digits, punctuation)"
                 )
 

@@ -5,19 +5,40 @@ One module serves three roles in the encoder-decoder: non-causal self-attention
 ("cross"). Incremental decoding keeps a per-layer key/value cache that grows by one
 position per generated token.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import ModelConfig
+from models.backend import ROLES, AttentionState, Backend
+
+
+@dataclass
+class KVCache(AttentionState):
+    """Keys and values (B, H, T, dh) seen so far; T grows by one per decoded token."""
+
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def append(self, keys, values):
+        """Add this step's keys/values and return the whole cache's."""
+        if self.keys is not None:
+            keys, values = torch.cat([self.keys, keys], dim=2), torch.cat([self.values, values], dim=2)
+        self.keys, self.values = keys, values
+        return keys, values
 
 
 class SoftmaxAttention(nn.Module):
     """Multi-head softmax attention with Q/K/V/output projections."""
 
-    def __init__(self, config: ModelConfig, role: str):
+    def __init__(self, config, role: str):
         super().__init__()
-        assert role in ("encoder", "causal", "cross"), f"unknown attention role {role!r}"
+        assert role in ROLES, f"unknown attention role {role!r}"
         self.role = role
         self.n_heads = config.n_heads
         self.dropout = config.dropout
@@ -27,21 +48,24 @@ class SoftmaxAttention(nn.Module):
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
+    def new_state(self) -> KVCache:
+        return KVCache()
+
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, d = x.shape
         return x.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, T, dh)
 
-    def forward(self, x, context=None, context_pad=None, cache=None):
-        """Attend from x (B, T, d); `cache` (a dict) holds keys/values across decoding steps."""
+    def forward(self, x, context=None, context_pad=None, state: KVCache | None = None):
+        """Attend from x (B, T, d); `state` holds keys/values across decoding steps."""
         B, T, d = x.shape
         q = self._split_heads(self.q_proj(x))
         if self.role == "cross":
-            if cache is not None and "k" in cache:
-                k, v = cache["k"], cache["v"]
+            if state is not None and state.keys is not None:  # the encoder's keys/values, once per question
+                k, v = state.keys, state.values
             else:
                 k, v = self._split_heads(self.k_proj(context)), self._split_heads(self.v_proj(context))
-                if cache is not None:
-                    cache["k"], cache["v"] = k, v
+                if state is not None:
+                    state.append(k, v)
             mask = ~context_pad[:, None, None, :]  # (B, 1, 1, S): True where a key may be attended
         elif self.role == "encoder":
             k, v = self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
@@ -49,14 +73,20 @@ class SoftmaxAttention(nn.Module):
         else:
             k, v = self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
             past = 0
-            if cache is not None:
-                if "k" in cache:
-                    past = cache["k"].shape[2]
-                    k = torch.cat([cache["k"], k], dim=2)
-                    v = torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+            if state is not None:
+                past = state.length
+                k, v = state.append(k, v)
             # query i sits at absolute position past + i and sees keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, dh)
         return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
+
+
+BACKEND = Backend(
+    name="transformer",
+    display_name="Transformer",
+    paper="Vaswani et al., NeurIPS 2017, \"Attention Is All You Need\"",
+    summary="Multi-head softmax attention; decoding keeps a key/value cache that grows with every token.",
+    attention=SoftmaxAttention,
+)

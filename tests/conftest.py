@@ -1,12 +1,15 @@
-"""Shared fixtures: a tokenizer and tiny float32 configs of both backends."""
+"""Shared fixtures: a tokenizer and tiny float32 configs of every registered backend."""
 import pytest
 import torch
 
+from models import registry
 from models.config import ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import Tokenizer
 
-BACKENDS = ("transformer", "memsizer")
+BACKENDS = registry.names()
+# backend settings scaled down with the tiny width (defaults elsewhere)
+TINY_SETTINGS = {"memsizer": {"k": 8}}
 
 
 @pytest.fixture
@@ -14,16 +17,16 @@ def tokenizer():
     return Tokenizer()
 
 
-def tiny_config(attention: str, **overrides) -> ModelConfig:
-    settings = dict(attention=attention, d_model=32, d_ff=64, n_heads=4, n_encoder_layers=2,
-                    n_decoder_layers=2, dropout=0.0, memsizer_k=8, memsizer_causal_k=4)
-    settings.update(overrides)
-    return ModelConfig(**settings)
+def tiny_config(backend: str, **overrides) -> ModelConfig:
+    fields = dict(backend=backend, d_model=32, d_ff=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2,
+                  dropout=0.0, settings=dict(TINY_SETTINGS.get(backend, {})))
+    fields.update(overrides)
+    return ModelConfig(**fields)
 
 
-def tiny_model(attention: str, seed: int = 0, **overrides) -> Seq2Seq:
+def tiny_model(backend: str, seed: int = 0, **overrides) -> Seq2Seq:
     torch.manual_seed(seed)
-    model = Seq2Seq(tiny_config(attention, **overrides)).eval()
+    model = Seq2Seq(tiny_config(backend, **overrides)).eval()
     # random init leaves MemSizer's LayerNorms and biases at identity/zero; perturb everything so
     # the equivalence tests exercise every parameter
     with torch.no_grad():
@@ -32,15 +35,28 @@ def tiny_model(attention: str, seed: int = 0, **overrides) -> Seq2Seq:
     return model
 
 
+def _record(split, per_place):
+    correct, total = sum(c for c, _ in per_place.values()), sum(t for _, t in per_place.values())
+    return {"split": split, "accuracy": correct / total, "correct": correct, "total": total,
+            "per_place": {p: {"correct": c, "total": t, "accuracy": c / t} for p, (c, t) in per_place.items()}}
+
+
+# what `training.evaluate --record` stores, for the page's reliability charts
+TINY_EVALUATION = {
+    "interpolate_test": _record("interpolate", {"units": (1, 2), "tens": (1, 2)}),
+    "train_per_place": _record("train", {"units": (3, 4), "billions": (1, 4)}),
+    "extrapolate_test": _record("extrapolate", {"hundreds": (0, 2), "ten billions": (1, 2)}),
+}
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
-    """A checkpoint directory with tiny, untrained models of both backends."""
+    """A checkpoint directory with tiny, untrained models of every registered backend."""
     from models.checkpoint import save_checkpoint
     root = tmp_path_factory.mktemp("checkpoints")
     for backend in BACKENDS:
         save_checkpoint(tiny_model(backend), root / backend, Tokenizer(), "int8",
-                        extra={"provenance": {"steps": 7},
-                               "evaluation": {"interpolate_test": {"accuracy": 0.5, "correct": 1, "total": 2}}})
+                        extra={"provenance": {"steps": 7}, "evaluation": TINY_EVALUATION})
     return root
 
 

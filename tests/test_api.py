@@ -1,6 +1,8 @@
 """The JSON API through Flask's test client (tiny checkpoints)."""
 import pytest
 
+from tests.conftest import BACKENDS
+
 Q = "What is the tens digit of 89290?"
 
 
@@ -8,6 +10,11 @@ Q = "What is the tens digit of 89290?"
     (b"{not json", "invalid_json"),
     (b"\xff\xfe\x00", "invalid_json"),
     (b"", "invalid_json"),
+    (b"[" * 4000, "invalid_json"),  # deeper than the parser's recursion limit
+    (b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "body_too_large"),
+    (b'{"question": 1e99999}', "invalid_type"),
+    (b'{"question": NaN}', "invalid_type"),
+    (b'{"question": "\\ud800"}', "invalid_character"),  # a lone surrogate
     (b"[1, 2]", "invalid_request"),
     (b'"just a string"', "invalid_request"),
     (b"{}", "invalid_request"),
@@ -31,27 +38,56 @@ Q = "What is the tens digit of 89290?"
 ])
 def test_bad_requests_get_400_and_the_error_shape(client, body, code):
     response = client.post("/answer", data=body, content_type="application/json")
-    assert response.status_code == 400
+    assert response.status_code == (413 if code == "body_too_large" else 400)
     error = response.json["error"]
     assert error["code"] == code and error["message"] and error["request_id"]
+
+
+@pytest.mark.parametrize("body", [b'{"question": ' + b"9" * 5000 + b"}",  # beyond Python's int-parsing limit
+                                  b"[" * 60_000, b'{"question": "' + b"\\u0041" * 10_000 + b'"}'])
+def test_pathological_bodies_under_the_size_limit_get_400(client, app, body):
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    response = client.post("/answer", data=body, content_type="application/json")
+    assert response.status_code == 400 and response.json["error"]["code"] in ("invalid_json", "question_too_long")
 
 
 def test_messages_say_what_is_wrong(client):
     bad_char = client.post("/answer", json={"question": "What is the tens digit of 5\u20ac?"}).json["error"]["message"]
     assert "'\u20ac'" in bad_char and "position 27" in bad_char
     unknown = client.post("/answer", json={"question": Q, "model": "gpt"}).json["error"]["message"]
-    assert "transformer" in unknown and "memsizer" in unknown
+    assert all(name in unknown for name in BACKENDS)
     batch = client.post("/answer", json={"questions": [Q, ""]}).json["error"]["message"]
     assert batch.startswith("questions[1]")
 
 
-@pytest.mark.parametrize("model", ["transformer", "memsizer"])
-def test_single_answer(client, model):
+@pytest.mark.parametrize("model", BACKENDS)
+def test_single_answer_is_checked(client, model):
     response = client.post("/answer", json={"question": Q, "model": model})
     assert response.status_code == 200
     body = response.json
     assert body["model"] == model and isinstance(body["answer"], str) and body["latency_ms"] > 0
     assert len(body["answer"]) <= 30
+    assert body["check"] == {"expected": "9", "correct": body["answer"] == "9", "in_distribution": True, "reasons": []}
+
+
+@pytest.mark.parametrize("question, expected, codes", [
+    ("What is the billions digit of 98765432101?", "8", ["number_too_long", "place_rare"]),
+    ("hello there", None, ["not_task_form"]),
+    ("What is the hundreds digit of 7?", "0", ["place_beyond_number"]),
+])
+def test_the_issue_questions_are_flagged(client, question, expected, codes):
+    check = client.post("/answer", json={"question": question}).json["check"]
+    assert check["expected"] == expected and [r["code"] for r in check["reasons"]] == codes
+    assert check["in_distribution"] is False and all(r["message"] for r in check["reasons"])
+    assert check["correct"] is (None if expected is None else check["correct"])
+
+
+def test_batch_checks_each_question(client):
+    questions = ["What is the units digit of 7?", "what is the units digit of 7?", "seven"]
+    body = client.post("/answer", json={"questions": questions}).json
+    assert [c["expected"] for c in body["checks"]] == ["7", "7", None]
+    assert [c["in_distribution"] for c in body["checks"]] == [True, False, False]
+    assert [c["correct"] for c in body["checks"]][:2] == [a == "7" for a in body["answers"][:2]]
 
 
 def test_default_model_applies(client, app):
@@ -68,12 +104,17 @@ def test_batch_answers_match_single_answers(client):
 
 def test_models_endpoint_fields(client):
     rows = {row["name"]: row for row in client.get("/models").json["models"]}
-    assert set(rows) == {"transformer", "memsizer"}
-    for row in rows.values():
+    assert tuple(rows) == BACKENDS
+    for name, row in rows.items():
         assert row["ready"] is True and row["parameters"] > 0 and len(row["checkpoint_sha256"]) == 64
         assert row["architecture"]["d_model"] == 32 and row["training_steps"] == 7
+        assert row["architecture"]["backend"] == name and row["display_name"] and row["paper"]
         assert row["interpolate_accuracy"] == 0.5
-    assert rows["memsizer"]["architecture"]["attention"] == "memsizer"
+        reliability = row["reliability"]
+        assert set(reliability) == {"interpolate", "train", "extrapolate"}
+        assert reliability["train"]["per_place"] == {"units": 0.75, "billions": 0.25}
+        assert reliability["extrapolate"]["per_place_total"] == {"hundreds": 2, "ten billions": 2}
+    assert rows["memsizer"]["architecture"]["settings"] == {"k": 8, "causal_k": 4}
     assert rows["memsizer"]["parameters"] < rows["transformer"]["parameters"]
 
 
@@ -82,6 +123,7 @@ def test_health_ready_example(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["ready"] is True
     assert client.get("/example").json["question"].startswith("What is the ")
+    assert ready.json["required"] == list(BACKENDS)
 
 
 def test_404_405_413_use_the_error_shape(client):

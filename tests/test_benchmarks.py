@@ -35,14 +35,14 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
 def test_time_to_accuracy_tiny(tmp_path):
     time_to_accuracy.main(["--variants", "default", "--max-steps", "4", "--eval-every", "2", "--eval-size", "5",
                            "--device", "cpu", "--name", "tta", "--out", str(tmp_path), "--",
-                           "--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1",
-                           "--decoder-layers", "1"])
+                           "--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", 
+                           "--n-decoder-layers", "1"])
     runs = json.loads((tmp_path / "tta.json").read_text())["runs"]
     assert [r["backend"] for r in runs] == ["transformer", "memsizer"] and len(runs[0]["curve"]) == 2
 
 
 def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_path):
-    tiny = ["--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1", "--decoder-layers", "1"]
+    tiny = ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", "--n-decoder-layers", "1"]
     study = ["--variants", "default,label-smoothing", "--seeds", "0,1", "--backends", "memsizer", "--jobs", "2",
              "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--target", "0", "--device", "cpu",
              "--work-dir", str(tmp_path / "runs"), "--name", "study", "--out", str(tmp_path), "--", *tiny]
@@ -65,7 +65,7 @@ def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_p
 
 
 def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
-    tiny = ["--d-model", "32", "--d-ff", "64", "--heads", "4", "--encoder-layers", "1", "--decoder-layers", "1",
+    tiny = ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", "--n-decoder-layers", "1",
             "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--threads", "1"]
     for backend in ("transformer", "memsizer"):
         train.main(["--model", backend, *tiny, "--out", str(tmp_path / backend / "ckpt"),

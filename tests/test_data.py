@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from training import data
-from training.data import (PLACE_NAMES, SPLITS, bucketed_batch, curriculum_split, generate, main, place_of, place_value_example,
-                           read_examples, training_batch, write_examples)
+from models.task import PLACE_NAMES, SPLITS, generate, place_of, place_value_example
+from training.data import bucketed_batch, curriculum_split, main, read_examples, training_batch, write_examples
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

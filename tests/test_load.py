@@ -11,7 +11,7 @@ import requests
 
 from benchmarks.http_load import worker_rss_mib
 from models.checkpoint import load_checkpoint
-from training.data import generate
+from models.task import generate
 from training.evaluate import predict
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from models.checkpoint import load_checkpoint, sha256_file
-from training.data import generate
+from models.task import generate
 from training.evaluate import evaluate_examples
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"

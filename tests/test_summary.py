@@ -20,8 +20,8 @@ def test_paper_config_counts_match_formulas(capsys):
     shared = vocab * d + ffn + norms + (d * vocab + vocab)
     transformer = shared + 12 * softmax_attention_params(d)
     memsizer = shared + 8 * memsizer_attention_params(d, heads, 32) + 4 * memsizer_attention_params(d, heads, 4)
-    assert parameter_breakdown(ModelConfig(attention="transformer"))["total"] == transformer == 29_528_162
-    assert parameter_breakdown(ModelConfig(attention="memsizer"))["total"] == memsizer == 21_341_202
+    assert parameter_breakdown(ModelConfig(backend="transformer"))["total"] == transformer == 29_528_162
+    assert parameter_breakdown(ModelConfig(backend="memsizer"))["total"] == memsizer == 21_341_202
     main(["--json"])
     table = json.loads(capsys.readouterr().out)
     assert table["memsizer"]["attention"] < table["transformer"]["attention"] / 2

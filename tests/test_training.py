@@ -9,9 +9,10 @@ from safetensors.torch import load_file
 
 from models.checkpoint import load_checkpoint
 from training import data, evaluate, train
-from training.data import generate, write_examples
+from models.task import generate
+from training.data import write_examples
 
-TINY = ["--d-model", "64", "--d-ff", "256", "--heads", "4", "--encoder-layers", "2", "--decoder-layers", "1",
+TINY = ["--d-model", "64", "--d-ff", "256", "--n-heads", "4", "--n-encoder-layers", "2", "--n-decoder-layers", "1",
         "--threads", "1", "--eval-size", "200", "--save-every-minutes", "0.5"]
 
 
@@ -91,7 +92,7 @@ def test_label_smoothing_loss_is_the_smoothed_cross_entropy_over_answer_tokens()
     from models.tokenizer import PAD, Tokenizer
     tokenizer = Tokenizer()
     torch.manual_seed(0)
-    model = Seq2Seq(ModelConfig(attention="transformer", vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64,
+    model = Seq2Seq(ModelConfig(backend="transformer", vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64,
                                 n_heads=2, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0)).eval()
     examples = [("What is the units digit of 5?", "5"), ("What is the tens digit of 1234567?", "6")]
     src, tgt_in, tgt_out = train.make_batch(examples, tokenizer, torch.device("cpu"))

@@ -1,53 +1,13 @@
-"""DeepMind mathematics dataset, module `numbers__place_value` (Saxton et al., ICLR 2019).
-
-Reproduces the generator's distribution without the `mathematics_dataset` package:
-`What is the {place_name} digit of {integer}?` with integer uniform on
-[1, ceil(10**entropy + 1)] and place uniform on [1, number of digits]. Train entropy is
-uniform on [3, 10] (easy / medium / hard are its thirds), interpolate is fixed at 8 and
-extrapolate (`place_value_big`) at 12. Files alternate lines: question, answer.
+"""Training data for DeepMind's `numbers__place_value` (the task itself: `models.task`):
+resumable training streams, DeepMind's file format (lines alternate: question, answer) and a
+command that writes generated splits in it.
 """
 import argparse
 import functools
-import math
 import random
-import re
 from pathlib import Path
 
-_FIRSTS = ("", "ten ", "hundred ")
-_SECONDS = ("thousands", "millions", "billions", "trillions", "quadrillions", "quintillions",
-            "sextillions", "septillions", "octillions", "nonillions", "decillions")
-PLACE_NAMES = ("units", "tens", "hundreds") + tuple(f + s for s in _SECONDS for f in _FIRSTS)
-
-TRAIN_ENTROPY = (3.0, 10.0)
-_THIRD = (TRAIN_ENTROPY[1] - TRAIN_ENTROPY[0]) / 3
-SPLITS = {
-    "train": TRAIN_ENTROPY,
-    "train-easy": (TRAIN_ENTROPY[0], TRAIN_ENTROPY[0] + _THIRD),
-    "train-medium": (TRAIN_ENTROPY[0] + _THIRD, TRAIN_ENTROPY[0] + 2 * _THIRD),
-    "train-hard": (TRAIN_ENTROPY[0] + 2 * _THIRD, TRAIN_ENTROPY[1]),
-    "interpolate": (8.0, 8.0),
-    "extrapolate": (12.0, 12.0),
-}
-QUESTION_RE = re.compile(r"^What is the (?P<place>[a-z ]+) digit of (?P<integer>\d+)\?$")
-
-
-def place_value_example(rng: random.Random, entropy: float) -> tuple[str, str]:
-    """One (question, answer) pair at the given entropy, as DeepMind's generator samples it."""
-    integer = rng.randint(1, math.ceil(10 ** entropy + 1))
-    digits = str(integer)
-    place = rng.randint(1, len(digits))  # 1 = units
-    question = f"What is the {PLACE_NAMES[place - 1]} digit of {integer}?"
-    return question, digits[len(digits) - place]
-
-
-def generate(split: str, n: int, seed: int) -> list[tuple[str, str]]:
-    """`n` examples of a split, reproducible from `seed`."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    low, high = SPLITS[split]
-    rng = random.Random(seed)
-    return [place_value_example(rng, rng.uniform(low, high)) for _ in range(n)]
-
+from models.task import SPLITS, generate
 
 CURRICULUM = ("train-easy", "train-medium", "train-hard")
 
@@ -83,12 +43,6 @@ def bucketed_batch(seed: int, rank: int, index: int, batch_size: int, split: str
 def _length_sorted_pool(seed, rank, first, batch_size, split, pool) -> tuple:
     examples = [e for i in range(first, first + pool) for e in training_batch(seed, rank, i, batch_size, split)]
     return tuple(sorted(examples, key=lambda example: len(example[0])))
-
-
-def place_of(question: str) -> str:
-    """The place name a question asks for, or "other" for a question of another shape."""
-    match = QUESTION_RE.match(question)
-    return match.group("place") if match else "other"
 
 
 def data_files(path) -> list[Path]:

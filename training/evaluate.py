@@ -17,7 +17,8 @@ import torch
 
 from models.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, read_config, write_json
 from models.tokenizer import pad_batch
-from training.data import PLACE_NAMES, place_of, read_examples
+from models.task import PLACE_NAMES, place_of
+from training.data import read_examples
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Train a place-value encoder-decoder (Transformer or MemSizer) on generated DeepMind data.
+"""Train a place-value encoder-decoder (any registered backend) on generated DeepMind data.
 
     python -m training.train --model memsizer                 # paper config, default recipe
     torchrun --nproc_per_node 2 -m training.train --model transformer   # data parallel (DDP)
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -23,10 +24,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from models.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint, write_json
-from models.config import ATTENTIONS, ModelConfig
+from models import registry
+from models.config import POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import PAD, Tokenizer, pad_batch
-from training.data import SPLITS, bucketed_batch, curriculum_split, generate, training_batch
+from models.task import SPLITS, generate
+from training.data import bucketed_batch, curriculum_split, training_batch
 from training.evaluate import evaluate_examples
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
 
@@ -34,17 +37,39 @@ log = logging.getLogger("training.train")
 HELD_OUT_SEED = 1_000_003  # the periodic-evaluation sample; never used to draw training batches
 
 
+# ModelConfig fields that are not flags of their own: --model names the backend, the tokenizer
+# fixes the vocabulary, and each backend's settings get flags of their own below
+NOT_FLAGS = ("backend", "vocab_size", "settings")
+ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in NOT_FLAGS)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per config field, named and typed after it: --d-model, --n-heads, ...; and
+    --<backend>-<field> for each registered backend's own settings, e.g. --memsizer-k."""
+    group = p.add_argument_group("architecture (models.config.ModelConfig)")
+    defaults = ModelConfig()
+    for name in ARCH_FIELDS:
+        default = getattr(defaults, name)
+        choices = POSITION_MODES if name == "source_positions" else None
+        group.add_argument(flag(name), type=type(default), default=default, choices=choices,
+                           help=f"default {default}")
+    for spec in registry.backends():
+        settings = spec.settings()
+        for field in fields(settings):
+            default = getattr(settings, field.name)
+            group.add_argument(flag(f"{spec.name}_{field.name}"), dest=f"{spec.name}__{field.name}",
+                               type=type(default), default=default,
+                               help=f"{spec.display_name} only: {field.name} (default {default})")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=ATTENTIONS, required=True)
-    arch = ModelConfig()
-    p.add_argument("--d-model", type=int, default=arch.d_model)
-    p.add_argument("--d-ff", type=int, default=arch.d_ff)
-    p.add_argument("--heads", type=int, default=arch.n_heads)
-    p.add_argument("--encoder-layers", type=int, default=arch.n_encoder_layers)
-    p.add_argument("--decoder-layers", type=int, default=arch.n_decoder_layers)
-    p.add_argument("--dropout", type=float, default=arch.dropout)
-    p.add_argument("--source-positions", choices=["end", "start"], default=arch.source_positions)
+    p.add_argument("--model", choices=registry.names(), required=True, help="the backend to train")
+    add_config_flags(p)
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=64, help="examples per micro-batch per process")
@@ -93,10 +118,9 @@ def parse_args(argv=None):
 
 
 def model_config(args, tokenizer) -> ModelConfig:
-    return ModelConfig(attention=args.model, vocab_size=tokenizer.vocab_size, d_model=args.d_model,
-                       d_ff=args.d_ff, n_heads=args.heads, n_encoder_layers=args.encoder_layers,
-                       n_decoder_layers=args.decoder_layers, dropout=args.dropout,
-                       source_positions=args.source_positions)
+    settings = {f.name: getattr(args, f"{args.model}__{f.name}") for f in fields(registry.get(args.model).settings)}
+    return ModelConfig(backend=args.model, vocab_size=tokenizer.vocab_size, settings=settings,
+                       **{name: getattr(args, name) for name in ARCH_FIELDS})
 
 
 def learning_rate(step: int, args) -> float:

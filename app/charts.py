@@ -1,0 +1,52 @@
+"""Server-rendered SVG charts (no script, so the page's CSP stays 'self'): geometry only, the
+template draws it. One chart per split: accuracy per place name, one bar colour per backend."""
+from dataclasses import dataclass
+
+PALETTE = ("#2b6cb0", "#dd6b20", "#2f855a", "#9b2c2c", "#6b46c1", "#b7791f")
+WIDTH, HEIGHT = 680, 230
+LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 88  # room for the y ticks and the slanted place names
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    title: str  # the tooltip: backend, place, accuracy
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    width: int
+    height: int
+    bars: tuple
+    ticks: tuple  # (y, label) for the accuracy axis
+    labels: tuple  # (x, y, text) for the place names
+    legend: tuple  # (colour, name)
+
+
+def backend_colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def accuracy_chart(title: str, series: dict, colours: dict) -> Chart:
+    """Grouped bars: `series` maps a backend's display name to {place: accuracy in [0, 1]}."""
+    places = list(dict.fromkeys(p for per_place in series.values() for p in per_place))
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    group = plot_w / max(1, len(places))
+    bar_w = group * 0.8 / max(1, len(series))
+    bars = []
+    for s, (name, per_place) in enumerate(series.items()):
+        for i, place in enumerate(places):
+            if place not in per_place:
+                continue
+            accuracy = per_place[place]
+            height = plot_h * accuracy
+            bars.append(Bar(round(LEFT + i * group + group * 0.1 + s * bar_w, 2), round(TOP + plot_h - height, 2),
+                            round(bar_w, 2), round(height, 2), colours[name], f"{name}, {place}: {accuracy:.1%}"))
+    ticks = tuple((round(TOP + plot_h * (1 - f), 2), f"{f:.0%}") for f in (0, 0.25, 0.5, 0.75, 1.0))
+    labels = tuple((round(LEFT + (i + 0.5) * group, 2), TOP + plot_h + 12, p) for i, p in enumerate(places))
+    return Chart(title, WIDTH, HEIGHT, tuple(bars), ticks, labels, tuple((colours[n], n) for n in series))

@@ -1,0 +1,128 @@
+"""The OpenAPI 3.1 description of the JSON API, built from the registered backends and the app's limits."""
+from models.tokenizer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
+
+ERROR_CODES = ("invalid_json", "invalid_request", "invalid_type", "empty_question", "question_too_long",
+               "invalid_character", "unknown_model", "too_many_questions", "not_found", "method_not_allowed",
+               "body_too_large", "model_unavailable", "unsupported_media_type", "bad_request", "http_error",
+               "unavailable", "internal_error")
+REASON_CODES = ("not_task_form", "unknown_place_name", "irregular_wording", "leading_zeros", "number_too_long",
+                "place_unseen", "place_rare", "place_beyond_number")
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+def _schemas(backends, max_batch: int) -> dict:
+    model = {"type": "string", "enum": list(backends), "description": "the backend; the server's default if omitted"}
+    question = {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS,
+                "description": "space plus printable ASCII letters, digits and punctuation",
+                "example": "What is the tens digit of 89290?"}
+    answer = {"type": "string", "maxLength": MAX_ANSWER_CHARS}
+    return {
+        "SingleRequest": {"type": "object", "required": ["question"], "additionalProperties": True,
+                          "properties": {"question": question, "model": model}},
+        "BatchRequest": {"type": "object", "required": ["questions"], "additionalProperties": True,
+                         "properties": {"questions": {"type": "array", "items": question, "minItems": 1,
+                                                      "maxItems": max_batch}, "model": model}},
+        "Reason": {"type": "object", "required": ["code", "message"], "additionalProperties": False,
+                   "properties": {"code": {"type": "string", "enum": list(REASON_CODES)},
+                                  "message": {"type": "string"}}},
+        "Check": {"type": "object", "additionalProperties": False,
+                  "required": ["expected", "correct", "in_distribution", "reasons"],
+                  "description": "the exact answer computed in code, whether the backend got it, and why the "
+                                 "question lies outside the training distribution (no reasons: inside it)",
+                  "properties": {"expected": {"type": ["string", "null"],
+                                              "description": "null when the question is not the task's form"},
+                                 "correct": {"type": ["boolean", "null"]},
+                                 "in_distribution": {"type": "boolean"},
+                                 "reasons": {"type": "array", "items": _ref("Reason")}}},
+        "SingleAnswer": {"type": "object", "additionalProperties": False,
+                         "required": ["answer", "check", "question", "model", "latency_ms"],
+                         "properties": {"answer": answer, "check": _ref("Check"), "question": {"type": "string"},
+                                        "model": model, "latency_ms": {"type": "number", "minimum": 0}}},
+        "BatchAnswer": {"type": "object", "additionalProperties": False,
+                        "required": ["answers", "checks", "model", "count", "latency_ms"],
+                        "properties": {"answers": {"type": "array", "items": answer},
+                                       "checks": {"type": "array", "items": _ref("Check")}, "model": model,
+                                       "count": {"type": "integer", "minimum": 1},
+                                       "latency_ms": {"type": "number", "minimum": 0}}},
+        "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+                  "properties": {"error": {
+                      "type": "object", "required": ["code", "message", "request_id"], "additionalProperties": False,
+                      "properties": {"code": {"type": "string", "enum": list(ERROR_CODES)},
+                                     "message": {"type": "string"},
+                                     "request_id": {"type": ["string", "null"]}}}}},
+        "Model": {"type": "object", "required": ["name", "display_name", "ready", "shipped", "train_command"],
+                  "properties": {"name": {"type": "string"}, "display_name": {"type": "string"},
+                                 "paper": {"type": "string"}, "summary": {"type": "string"},
+                                 "ready": {"type": "boolean"}, "shipped": {"type": "boolean"},
+                                 "required": {"type": "boolean"}, "train_command": {"type": "string"},
+                                 "error": {"type": ["string", "null"]},
+                                 "parameters": {"type": "integer"}, "architecture": {"type": "object"},
+                                 "checkpoint_sha256": {"type": "string"}, "checkpoint_bytes": {"type": "integer"},
+                                 "weights_format": {"type": "string"}, "training_steps": {"type": ["integer", "null"]},
+                                 "accuracy": {"type": "object", "additionalProperties": {"type": "number"}},
+                                 "interpolate_accuracy": {"type": ["number", "null"]},
+                                 "reliability": {"type": "object", "description": "per split (interpolate, train, "
+                                                 "extrapolate): the recorded evaluation's accuracy per place name",
+                                                 "additionalProperties": _ref("Reliability")}}},
+        "Reliability": {"type": "object", "required": ["evaluation", "accuracy", "total", "per_place"],
+                        "properties": {"evaluation": {"type": "string"}, "accuracy": {"type": "number"},
+                                       "total": {"type": "integer"},
+                                       "per_place": {"type": "object", "additionalProperties": {"type": "number"}},
+                                       "per_place_total": {"type": "object",
+                                                           "additionalProperties": {"type": "integer"}}}},
+    }
+
+
+def openapi_document(backends, config) -> dict:
+    """The whole document; `backends` fills the model enums, `config` the batch limit."""
+    json_object = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Place-value Q&A", "version": "1.0.0",
+                 "description": "Answers DeepMind numbers__place_value questions with interchangeable "
+                                "encoder-decoder backends; every answer carries an exact-answer check."},
+        "paths": {
+            "/answer": {"post": {
+                "summary": "Answer one question or a batch (one batched pass) with one backend",
+                "operationId": "answer",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "oneOf": [_ref("SingleRequest"), _ref("BatchRequest")]}}}},
+                "responses": {
+                    "200": _json({"oneOf": [_ref("SingleAnswer"), _ref("BatchAnswer")]}, "the answers, checked"),
+                    "400": _error("bad JSON, a missing, empty, too long or unencodable question, an unknown "
+                                  "model, too many questions"),
+                    "413": _error(f"body over {config['MAX_CONTENT_LENGTH']} bytes"),
+                    "503": _error("the backend's checkpoint is not loaded")}}},
+            "/models": {"get": {"summary": "Every backend: readiness, size, checkpoint, accuracy per place",
+                                "operationId": "models", "responses": {"200": _json({
+                                    "type": "object", "required": ["models", "default_model"],
+                                    "properties": {"models": {"type": "array", "items": _ref("Model")},
+                                                   "default_model": {"type": "string"}}}, "the backends")}}},
+            "/example": {"get": {"summary": "A freshly generated example question", "operationId": "example",
+                                 "responses": {"200": _json({"type": "object", "required": ["question"],
+                                                             "properties": {"question": {"type": "string"}}},
+                                                            "a question")}}},
+            "/healthz": {"get": {"summary": "The process is alive", "operationId": "healthz",
+                                 "responses": {"200": _json(json_object, "alive")}}},
+            "/readyz": {"get": {"summary": "Whether every required backend is loaded", "operationId": "readyz",
+                                "responses": {"200": _json(json_object, "ready"),
+                                              "503": _json(json_object, "a required backend is not loaded")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {
+                    "type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                      "responses": {"200": _json(json_object, "OpenAPI 3.1")}}},
+        },
+        "components": {"schemas": _schemas(backends, config["MAX_BATCH_QUESTIONS"])},
+    }

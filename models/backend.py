@@ -1,0 +1,49 @@
+"""The plug-in boundary: what a backend module exports and what its decoding state looks like.
+
+A backend is one module under `models/` exporting one `Backend` description: its name (the
+only spelling, used by the config, CLIs, API, checkpoint directory and UI), how to show and
+cite it, its own settings dataclass, and factories for what it replaces in the shared stack
+(the attention in each role and, optionally, the feed-forward). The stack in `seq2seq.py`
+asks the description, never the name.
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+ROLES = ("encoder", "causal", "cross")  # encoder self-attention, decoder self-attention, cross-attention
+
+
+class AttentionState:
+    """What one attention module keeps between decoding steps (a KV cache, a running sum...).
+
+    Subclasses are dataclasses of tensors (and counters); `nbytes` counts the tensors, so the
+    decode-memory tests and benchmarks measure every backend the same way."""
+
+    def nbytes(self) -> int:
+        tensors = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """A backend with nothing of its own to set."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend's description; `models.registry` holds one per backend module."""
+
+    name: str  # lower-case identifier, e.g. "memsizer"
+    display_name: str  # how the page and plots label it, e.g. "MemSizer"
+    paper: str  # the reference it implements
+    summary: str  # one sentence for the page: what it changes in the shared encoder-decoder
+    # attention(config, role) -> module with forward(x, context=None, context_pad=None, state=None)
+    # and new_state() -> AttentionState
+    attention: Callable[..., nn.Module]
+    settings: type = NoSettings  # a frozen dataclass; its fields become `--<name>-<field>` CLI flags
+    feed_forward: Callable[..., nn.Module] | None = None  # None: the shared ReLU feed-forward
+    # False for a backend whose checkpoint does not ship: the service does not wait for it
+    shipped: bool = True
