@@ -48,7 +48,7 @@ clean:
 bench: $(STAMP)
 	$(PY) -m models.summary
 	$(PY) -m benchmarks.train_throughput --device cpu --precisions fp32 --steps 8
-	$(PY) -m benchmarks.training_levers --device cpu
+	$(PY) -m benchmarks.train_throughput --device cpu --levers all --steps 8 --warmup 1
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.http_load
 	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1

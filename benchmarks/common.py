@@ -13,7 +13,7 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # `--tiny`: a model small enough to smoke-test a script in seconds
-TINY_ARCH = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, memsizer_k=8)
+TINY_ARCH = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1)
 
 
 def cpu_model() -> str:

@@ -1,5 +1,5 @@
 """Decoding scaling (MemSizer's headline claim): per-token decode time and decoder self-attention
-state memory vs generated length, both backends, random weights, batch 1.
+state memory vs generated length, every backend, random weights, batch 1.
 
 MemSizer keeps a fixed (k, d) running sum per layer; the Transformer's KV cache grows by one
 position per token. Backends alternate at every checkpoint length.
@@ -15,8 +15,8 @@ from benchmarks.common import RESULTS, TINY_ARCH, environment, finish_figure, sa
 from models.config import ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import BOS, Tokenizer
+from models import registry
 
-BACKENDS = ("transformer", "memsizer")
 WINDOW = 16  # tokens timed at each checkpoint length
 
 MODULE = "benchmarks.decode_scaling"
@@ -55,7 +55,7 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in BACKENDS:
+    for name in registry.names():
         rows = result["backends"][name]
         x = [r["length"] for r in rows]
         left.plot(x, [r["ms_per_token"] for r in rows], marker="o", label=name)
@@ -80,33 +80,38 @@ def main(argv=None):
     lengths = lengths_up_to(args.max_length)
     arch = TINY_ARCH if args.tiny else {}
     models = {}
-    for name in BACKENDS:
+    for name in registry.names():
         torch.manual_seed(0)
-        config = ModelConfig(attention=name, max_target_len=args.max_length + 1, dropout=0.0, **arch)
+        config = ModelConfig(backend=name, max_target_len=args.max_length + 1, dropout=0.0, **arch)
         models[name] = Seq2Seq(config).to(args.device).eval()
     src = Tokenizer().batch_questions(["What is the hundred thousands digit of 41853604?"]).to(args.device)
-    runs = {name: [] for name in BACKENDS}
+    runs = {name: [] for name in registry.names()}
     for repeat in range(args.repeats):
-        for name in (BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]):
+        for name in (registry.names() if repeat % 2 == 0 else registry.names()[::-1]):
             runs[name].append(decode_run(models[name], src, lengths, args.device))
     result = {"environment": environment(args.device, MODULE, argv), "config": "tiny" if args.tiny else "paper",
               "window_tokens": WINDOW, "repeats": args.repeats, "backends": {}}
-    for name in BACKENDS:
+    for name in registry.names():
         result["backends"][name] = [
             {"length": length, "state_bytes": runs[name][0][i]["state_bytes"],
              "ms_per_token": sorted(run[i]["ms_per_token"] for run in runs[name])[len(runs[name]) // 2]}
             for i, length in enumerate(lengths)]
-    last = {n: result["backends"][n][-1] for n in BACKENDS}
-    result["speedup_at_max_length"] = last["transformer"]["ms_per_token"] / last["memsizer"]["ms_per_token"]
+    baseline = registry.names()[0]
+    last = {n: result["backends"][n][-1]["ms_per_token"] for n in registry.names()}
+    # how many times faster per token than the baseline backend at the longest length
+    result["speedup_vs_baseline_at_max_length"] = {"baseline": baseline,
+                                                    **{n: last[baseline] / last[n] for n in registry.names()}}
     for i, length in enumerate(lengths):
-        t, m = result["backends"]["transformer"][i], result["backends"]["memsizer"][i]
-        print(f"{length:>5} tokens: transformer {t['ms_per_token']:.2f} ms/token {t['state_bytes'] / 2**20:.2f} MiB | "
-              f"memsizer {m['ms_per_token']:.2f} ms/token {m['state_bytes'] / 2**20:.3f} MiB")
+        print(f"{length:>5} tokens: " + " | ".join(
+            f"{n} {result['backends'][n][i]['ms_per_token']:.2f} ms/token "
+            f"{result['backends'][n][i]['state_bytes'] / 2**20:.3f} MiB" for n in registry.names()))
     kind = ("gpu" if args.device.startswith("cuda") else "cpu") + ("_tiny" if args.tiny else "")
     out = args.out or RESULTS
     save(f"decode_scaling_{kind}", result, out)
     plot(result, f"{out}/decode_scaling_{kind}.png")
-    print(f"memsizer is {result['speedup_at_max_length']:.2f}x faster per token at {lengths[-1]} tokens")
+    for n in registry.names()[1:]:
+        print(f"{n} is {result['speedup_vs_baseline_at_max_length'][n]:.2f}x as fast per token as {baseline} "
+              f"at {lengths[-1]} tokens")
 
 
 if __name__ == "__main__":

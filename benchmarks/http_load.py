@@ -19,7 +19,6 @@ import requests
 from benchmarks.common import RESULTS, environment, percentile, save
 from models.task import generate
 
-BACKENDS = ("transformer", "memsizer")
 ROOT = Path(__file__).resolve().parent.parent
 
 MODULE = "benchmarks.http_load"
@@ -106,9 +105,10 @@ def main(argv=None):
     try:
         result = {"environment": environment("cpu", MODULE, argv), "workers": args.workers, "levels": {},
                   "rss_before_mib": worker_rss_mib(process.pid)}
+        names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
         for i, level in enumerate(map(int, args.concurrency.split(","))):
             result["levels"][level] = {}
-            for model in (BACKENDS if i % 2 == 0 else BACKENDS[::-1]):
+            for model in (names if i % 2 == 0 else names[::-1]):
                 row = load(url, model, questions, level, args.requests, args.max_seconds)
                 result["levels"][level][model] = row
                 print(f"{level:>3} clients {model:<12} {row['answers_per_second']:6.1f} answers/s  p50 "

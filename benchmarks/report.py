@@ -7,11 +7,10 @@ import shlex
 from pathlib import Path
 
 from benchmarks.common import RESULTS, hardware_line
-from models.config import ModelConfig
-from models.summary import parameter_breakdown
+from models import registry
+from models.summary import PARTS, paper_config_table
 
 ROOT = RESULTS.parent.parent
-BACKENDS = ("transformer", "memsizer")
 
 
 def load(name):
@@ -32,35 +31,50 @@ def heading(label: str, data: dict) -> str:
     return f"**{label}** — {hardware_line(data['environment'])}. Command: `{data['environment']['command']}`"
 
 
+def present(*tables) -> list[str]:
+    """The registered backends that have results in every one of `tables` (dicts keyed by backend)."""
+    return [n for n in registry.names() if all(n in t for t in tables)]
+
+
+def display(name: str) -> str:
+    return registry.get(name).display_name
+
+
+def table(header: list[str], rows: list[list], align: str = "l") -> list[str]:
+    """A markdown table; the first column left-aligned, the others right-aligned."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
 def size_section() -> list[str]:
-    lines = ["## 1. Model size", "", "| component | Transformer | MemSizer |", "|---|---:|---:|"]
-    parts = {n: parameter_breakdown(ModelConfig(attention=n)) for n in BACKENDS}
-    for part in parts["transformer"]:
-        lines.append(f"| {part} | {parts['transformer'][part]:,} | {parts['memsizer'][part]:,} |")
-    for n in BACKENDS:
+    parts = paper_config_table()
+    names = list(parts)
+    for n in names:
         config_path = ROOT / "checkpoints" / n / "config.json"
         if config_path.exists():
             weights = json.loads(config_path.read_text())["weights"]
             parts[n]["disk"] = f"{weights['bytes'] / 1e6:.1f} MB ({weights['format']})"
-    lines.append(f"| shipped weights on disk | {parts['transformer'].get('disk', '-')} | {parts['memsizer'].get('disk', '-')} |")
-    lines += ["", "Command: `python -m models.summary`.", ""]
-    return lines
+    rows = [[part, *(f"{parts[n][part]:,}" for n in names)] for part in (*PARTS, "total")]
+    rows.append(["shipped weights on disk", *(parts[n].get("disk", "not shipped") for n in names)])
+    return ["## 1. Model size", "", *table(["component", *map(display, names)], rows), "",
+            "Command: `python -m models.summary`.", ""]
 
 
 def throughput_section() -> list[str]:
     lines = ["## 2. Training throughput (batch 64, real data pipeline, backends alternating)", ""]
     for kind, data in results("train_throughput"):
-        lines += [heading(kind.upper(), data), "",
-                  "| precision | backend | median step (ms) | p10-p90 (ms) | examples/s | data-generation share |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for precision, rows in data["precisions"].items():
-            for n in BACKENDS:
-                s = rows[n]["step_seconds"]
-                lines.append(f"| {precision} | {n} | {s['median'] * 1e3:.1f} | {s['p10'] * 1e3:.1f}-{s['p90'] * 1e3:.1f} | "
-                             f"{rows[n]['examples_per_second']:.1f} | {rows[n]['data_share']:.1%} |")
-            lines.append(f"| {precision} | **MemSizer / Transformer step time** | "
-                         f"**{rows['memsizer_over_transformer_step_time']:.2f}** | | | |")
-        lines.append("")
+        rows = []
+        for precision, by_backend in data["precisions"].items():
+            names = present(by_backend)
+            first = by_backend[names[0]]["step_seconds"]["median"]
+            for n in names:
+                s = by_backend[n]["step_seconds"]
+                rows.append([precision, n, f"{s['median'] * 1e3:.1f}", f"{s['p10'] * 1e3:.1f}-{s['p90'] * 1e3:.1f}",
+                             f"{by_backend[n]['examples_per_second']:.1f}", f"{by_backend[n]['data_share']:.1%}",
+                             f"**{s['median'] / first:.2f}**"])
+        lines += [heading(kind.upper(), data), "", *table(
+            ["precision", "backend", "median step (ms)", "p10-p90 (ms)", "examples/s", "data-generation share",
+             f"step time / {names[0]}'s"], rows), ""]
     return lines
 
 
@@ -69,15 +83,13 @@ def serving_section() -> list[str]:
     lines = ["## 3. Serving latency in process (shipped checkpoints)", ""]
     if not data:
         return lines + ["Not measured yet: `python -m benchmarks.serving`.", ""]
-    lines += [f"{hardware_line(data['environment'])}; {data['torch_threads']} torch thread(s) as each gunicorn worker uses. "
-              f"Command: `{data['environment']['command']}`", "",
-              "| backend | single p50 (ms) | single p99 (ms) | " + " | ".join(f"batch {b} answers/s" for b in data["batched"]) + " |",
-              "|---|---:|---:|" + "---:|" * len(data["batched"])]
-    for n in BACKENDS:
-        s = data["single_ms"][n]
-        lines.append(f"| {n} | {s['median']:.1f} | {s['p99']:.1f} | " +
-                     " | ".join(f"{data['batched'][b][n]['answers_per_second']:.0f}" for b in data["batched"]) + " |")
-    return lines + [""]
+    rows = [[n, f"{data['single_ms'][n]['median']:.1f}", f"{data['single_ms'][n]['p99']:.1f}",
+             *(f"{data['batched'][b][n]['answers_per_second']:.0f}" for b in data["batched"])]
+            for n in present(data["single_ms"])]
+    return lines + [f"{hardware_line(data['environment'])}; {data['torch_threads']} torch thread(s) as each gunicorn "
+                    f"worker uses. Command: `{data['environment']['command']}`", "", *table(
+                        ["backend", "single p50 (ms)", "single p99 (ms)",
+                         *(f"batch {b} answers/s" for b in data["batched"])], rows), ""]
 
 
 def http_section() -> list[str]:
@@ -85,67 +97,62 @@ def http_section() -> list[str]:
     lines = ["## 4. HTTP serving (gunicorn on loopback, shipped checkpoints)", ""]
     if not data:
         return lines + ["Not measured yet: `python -m benchmarks.http_load`.", ""]
-    lines += [f"{hardware_line(data['environment'])}; {data['workers']} workers. Command: `{data['environment']['command']}`", "",
-              "| clients | backend | answers/s | p50 (ms) | p99 (ms) | errors | wrong answers | requests |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for level, rows in data["levels"].items():
-        for n in BACKENDS:
-            r = rows[n]
-            lines.append(f"| {level} | {n} | {r['answers_per_second']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                         f"{r['errors']} | {r['wrong_answers']} | {r['requests']} |")
+    rows = [[level, n, f"{r['answers_per_second']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", r["errors"],
+             r["wrong_answers"], r["requests"]]
+            for level, by_backend in data["levels"].items() for n in present(by_backend) for r in [by_backend[n]]]
     before = ", ".join(f"{v:.0f}" for v in data["rss_before_mib"].values())
     after = ", ".join(f"{v:.0f}" for v in data["rss_after_mib"].values())
-    return lines + ["", f"Worker RSS (MiB) before: {before}; after: {after}.", ""]
+    return lines + [f"{hardware_line(data['environment'])}; {data['workers']} workers. "
+                    f"Command: `{data['environment']['command']}`", "", *table(
+                        ["clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "wrong answers",
+                         "requests"], rows), "", f"Worker RSS (MiB) before: {before}; after: {after}.", ""]
 
 
 def decode_section() -> list[str]:
     lines = ["## 5. Decoding scaling (random weights, paper config, batch 1)", ""]
     for kind, data in results("decode_scaling"):
-        lines += [heading(kind.upper(), data),
-                  "", f"![decode scaling {kind}](results/decode_scaling_{kind}.png)", "",
-                  "| tokens | Transformer ms/token | Transformer state (MiB) | MemSizer ms/token | MemSizer state (MiB) |",
-                  "|---:|---:|---:|---:|---:|"]
-        for t, m in zip(data["backends"]["transformer"], data["backends"]["memsizer"]):
-            lines.append(f"| {t['length']} | {t['ms_per_token']:.2f} | {t['state_bytes'] / 2**20:.2f} | "
-                         f"{m['ms_per_token']:.2f} | {m['state_bytes'] / 2**20:.3f} |")
-        lines += ["", f"Transformer / MemSizer per-token time at {data['backends']['memsizer'][-1]['length']} tokens: "
-                      f"**{data['speedup_at_max_length']:.2f}x**.", ""]
+        names = present(data["backends"])
+        rows = [[row["length"], *(f"{data['backends'][n][i]['ms_per_token']:.2f} / "
+                                  f"{data['backends'][n][i]['state_bytes'] / 2**20:.3f}" for n in names)]
+                for i, row in enumerate(data["backends"][names[0]])]
+        last = {n: data["backends"][n][-1]["ms_per_token"] for n in names}
+        ratios = ", ".join(f"{display(n)} **{last[names[0]] / last[n]:.2f}x**" for n in names[1:])
+        lines += [heading(kind.upper(), data), "", f"![decode scaling {kind}](results/decode_scaling_{kind}.png)", "",
+                  *table(["tokens", *(f"{display(n)} ms/token / state MiB" for n in names)], rows), "",
+                  f"Per-token speed relative to {display(names[0])} at {rows[-1][0]} tokens: {ratios}.", ""]
     return lines
 
 
 def accuracy_section() -> list[str]:
-    lines = ["## 6. Accuracy of the shipped checkpoints (`training.evaluate`, stored int8 files)", ""]
-    configs = {n: json.loads((ROOT / "checkpoints" / n / "config.json").read_text()) for n in BACKENDS}
-    names = sorted({k for c in configs.values() for k in c.get("evaluation", {})})
-    lines += ["| evaluation | Transformer | MemSizer |", "|---|---:|---:|"]
-    for name in names:
-        cells = []
-        for n in BACKENDS:
-            e = configs[n]["evaluation"].get(name)
-            cells.append(f"{e['accuracy']:.2%} ({e['correct']}/{e['total']})" if e else "-")
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
-    extrapolate = next((k for k in names if k.startswith("extrapolate")), None)
-    if extrapolate:
-        lines += ["", f"Per place name, {extrapolate} (place names above *ten billions* never occur in training):", "",
-                  "| place | Transformer | MemSizer |", "|---|---:|---:|"]
-        for place in configs["transformer"]["evaluation"][extrapolate]["per_place"]:
-            cells = [f"{configs[n]['evaluation'][extrapolate]['per_place'].get(place, {}).get('accuracy', 0):.1%}"
-                     for n in BACKENDS]
-            lines.append(f"| {place} | {cells[0]} | {cells[1]} |")
+    lines = ["## 6. Accuracy of the shipped checkpoints (`training.evaluate`, stored files)", ""]
+    configs = {n: json.loads(path.read_text()) for n in registry.names()
+               if (path := ROOT / "checkpoints" / n / "config.json").exists()}
+    names = list(configs)
+    evaluations = sorted({k for c in configs.values() for k in c.get("evaluation", {})})
+    rows = [[e, *(f"{r['accuracy']:.2%} ({r['correct']}/{r['total']})" if (r := configs[n]["evaluation"].get(e))
+                  else "-" for n in names)] for e in evaluations]
+    lines += table(["evaluation", *map(display, names)], rows)
+    for evaluation in evaluations:
+        per_place = {n: configs[n]["evaluation"].get(evaluation, {}).get("per_place", {}) for n in names}
+        places = list(dict.fromkeys(p for n in names for p in per_place[n]))
+        if len(places) > 8:  # the per-place tables worth reading: splits with the rare and long places
+            rows = [[p, *(f"{per_place[n][p]['accuracy']:.1%}" if p in per_place[n] else "-" for n in names)]
+                    for p in places]
+            lines += ["", f"Per place name, {evaluation}:", "", *table(["place", *map(display, names)], rows)]
     return lines + [""]
 
 
 def levers_section() -> list[str]:
     lines = []
     for kind, data in results("training_levers", ("cpu", "gpu", "cpu_accumulation")):
+        names = present(*data["levers"])
+        rows = [[r["lever"], *(f"{r[n]:.1f}" for n in names),
+                 ", ".join(f"{r['warmup_seconds'][n]:.0f}" for n in names) if r.get("warmup_seconds") else "-"]
+                for r in data["levers"]]
         lines += [heading(f"Training-throughput levers, {kind.replace('_', ', ').upper()}", data), "",
-                  "| lever (one at a time) | Transformer ex/s | MemSizer ex/s | warmup / compile s (T, M) |",
-                  "|---|---:|---:|---:|"]
-        for r in data["levers"]:
-            warmup = r.get("warmup_seconds")
-            warmup = f"{warmup['transformer']:.0f}, {warmup['memsizer']:.0f}" if warmup else "-"
-            lines.append(f"| {r['lever']} | {r['transformer']:.1f} | {r['memsizer']:.1f} | {warmup} |")
-        lines += ["", f"Padding is {data['padding_share_batch64']:.1%} of source positions at batch 64"
+                  *table(["lever (one at a time)", *(f"{display(n)} ex/s" for n in names),
+                          "warmup / compile s (" + ", ".join(map(display, names)) + ")"], rows),
+                  "", f"Padding is {data['padding_share_batch64']:.1%} of source positions at batch 64"
                   + (f", {data['padding_share_batch64_bucketed']:.1%} with length buckets"
                      if "padding_share_batch64_bucketed" in data else "")
                   + ": the most that bucketing batches by length could save of the encoder's work.", ""]

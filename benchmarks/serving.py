@@ -1,4 +1,4 @@
-"""In-process serving latency of the shipped checkpoints, Transformer vs MemSizer side by side:
+"""In-process serving latency of the shipped checkpoints, every loaded backend side by side:
 single-question p50/p99 and batched answers/s, with the torch thread count the server uses.
 
     python -m benchmarks.serving [--checkpoints checkpoints] [--threads 1] [--questions 100]
@@ -10,7 +10,6 @@ from app.service import QAService
 from benchmarks.common import RESULTS, environment, percentile, save, summary
 from models.task import generate
 
-BACKENDS = ("transformer", "memsizer")
 
 MODULE = "benchmarks.serving"
 
@@ -25,28 +24,29 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     service = QAService(args.checkpoints, torch_threads=args.threads)
+    names = tuple(service.models)  # the backends whose checkpoints loaded
     questions = [q for q, _ in generate("interpolate", max(args.questions, 256), seed=4242)]
-    for name in BACKENDS:  # warm-up
+    for name in names:  # warm-up
         service.answer(questions[:8], name)
-    single = {n: [] for n in BACKENDS}
+    single = {n: [] for n in names}
     for i, question in enumerate(questions[:args.questions]):
-        for name in (BACKENDS if i % 2 == 0 else BACKENDS[::-1]):
+        for name in (names if i % 2 == 0 else names[::-1]):
             start = time.perf_counter()
             service.answer([question], name)
             single[name].append((time.perf_counter() - start) * 1e3)
     result = {"environment": environment("cpu", MODULE, argv), "torch_threads": args.threads, "single_ms": {}, "batched": {}}
-    for name in BACKENDS:
+    for name in names:
         result["single_ms"][name] = {**summary(single[name]), "p99": percentile(single[name], 0.99)}
     for size in map(int, args.batch_sizes.split(",")):
-        times = {n: [] for n in BACKENDS}
+        times = {n: [] for n in names}
         for r in range(args.batch_repeats):
-            for name in (BACKENDS if r % 2 == 0 else BACKENDS[::-1]):
+            for name in (names if r % 2 == 0 else names[::-1]):
                 start = time.perf_counter()
                 service.answer(questions[:size], name)
                 times[name].append(time.perf_counter() - start)
         result["batched"][size] = {n: {"seconds": summary(times[n]),
-                                       "answers_per_second": size / summary(times[n])["median"]} for n in BACKENDS}
-    for name in BACKENDS:
+                                       "answers_per_second": size / summary(times[n])["median"]} for n in names}
+    for name in names:
         s = result["single_ms"][name]
         batched = ", ".join(f"batch {b}: {result['batched'][b][name]['answers_per_second']:.0f}/s" for b in result["batched"])
         print(f"{name:<12} single p50 {s['median']:.1f} ms p99 {s['p99']:.1f} ms; {batched}")

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.common import RESULTS, environment, finish_figure, save
+from models import registry
 
-BACKENDS = ("transformer", "memsizer")
 VARIANTS = {  # each changes one lever of the default recipe
     "default": [],
     "start-positions": ["--source-positions", "start"],
@@ -68,7 +68,7 @@ def lever_table(runs) -> list[dict]:
     """Per backend and variant: steps to the target of each seed and their median (a seed that
     never reached the target counts as its steps run, so the median is a lower bound then)."""
     rows = []
-    for backend in BACKENDS:
+    for backend in registry.names():
         for variant in dict.fromkeys(r["variant"] for r in runs):
             group = [r for r in runs if r["backend"] == backend and r["variant"] == variant]
             if not group:
@@ -95,7 +95,7 @@ def plot(result, path):
     variants = list(dict.fromkeys(r["variant"] for r in result["runs"]))
     for r in result["runs"]:
         style = ["-", "--", "-.", ":"][variants.index(r["variant"]) % 4]  # color = backend, line = variant
-        color = f"C{BACKENDS.index(r['backend'])}"
+        color = f"C{registry.names().index(r['backend'])}"
         label = f"{r['backend']} ({r['variant']})"
         steps = [p["step"] for p in r["curve"]]
         axes[0].plot(steps, [p["eval_accuracy"] for p in r["curve"]], style, marker=".", color=color, label=label)
@@ -120,7 +120,7 @@ def plot_levers(result, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    backends = [b for b in BACKENDS if any(r["backend"] == b for r in result["runs"])]
+    backends = [b for b in registry.names() if any(r["backend"] == b for r in result["runs"])]
     variants = list(dict.fromkeys(r["variant"] for r in result["runs"]))
     seeds = sorted({r["seed"] for r in result["runs"]})
     fig, axes = plt.subplots(1, len(backends), figsize=(7.5 * len(backends), 4.8), squeeze=False)
@@ -149,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds, each a separate run")
-    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backends", default=",".join(registry.names()))
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each given cores/jobs torch threads (steps to target do not depend "
                              "on it; wall times then include the sharing)")
@@ -166,7 +166,7 @@ def main(argv=None):
     parser.add_argument("extra", nargs="*", help="more training CLI options after --, e.g. -- --d-model 64")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
-    unknown += [b for b in args.backends.split(",") if b not in BACKENDS]
+    unknown += [b for b in args.backends.split(",") if b not in registry.names()]
     if unknown:
         parser.error(f"unknown variant or backend {', '.join(unknown)}: variants are {', '.join(VARIANTS)}")
     runs = []
@@ -174,9 +174,9 @@ def main(argv=None):
         for spec in args.from_runs:
             name, _, run_dir = spec.partition("=")
             backend, _, variant = name.partition(":")
-            if backend not in BACKENDS or not run_dir:
+            if backend not in registry.names() or not run_dir:
                 parser.error(f"--from-runs takes BACKEND[:VARIANT]=RUN_DIR with BACKEND one of "
-                             f"{', '.join(BACKENDS)}: {spec!r}")
+                             f"{', '.join(registry.names())}: {spec!r}")
             runs.append(summarize(backend, variant or "default", run_dir, args.target))
     plan = [] if args.from_runs else [(backend, variant, int(seed)) for variant in args.variants.split(",")
                                       for seed in args.seeds.split(",") for backend in args.backends.split(",")]

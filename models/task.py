@@ -133,7 +133,8 @@ def assess(question: str) -> Assessment:
     place = PLACE_NAMES.index(place_name) + 1
     expected = digits[-place] if place <= len(digits) else "0"
     train, reasons = support("train"), []
-    if not QUESTION_RE.match(question):
+    strict = QUESTION_RE.match(question)
+    if not strict or strict.group("place") != place_name:
         reasons.append(Reason("irregular_wording", "the wording differs from training's exact form "
                               "(capitals or extra spaces); answers may change"))
     if digits != written:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput, training_levers
+from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput
 from training import train
 
 pytestmark = pytest.mark.slow
@@ -13,6 +13,7 @@ def test_train_throughput_and_decode_scaling_tiny(tmp_path):
     train_throughput.main(["--tiny", "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(tmp_path)])
     data = json.loads((tmp_path / "train_throughput_cpu_tiny.json").read_text())
     assert set(data["precisions"]) == {"fp32", "bf16"} and data["precisions"]["fp32"]["memsizer"]["step_seconds"]["n"] == 2
+    assert data["precisions"]["fp32"]["transformer"]["step_time_vs_baseline"] == 1.0
     decode_scaling.main(["--tiny", "--max-length", "64", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "decode_scaling_cpu_tiny.json").read_text())["backends"]
     assert [r["length"] for r in rows["memsizer"]] == [16, 32, 64]
@@ -84,8 +85,8 @@ def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
 def test_training_levers_tiny(tmp_path):
     # torch.compile is left out: compiling takes minutes here, longer than the rest of the suite's file
     levers = "baseline: fp32 batch 64,batch 128,batch 256 as 4 x 64 accumulated,length buckets (pool of 8 batches)"
-    training_levers.main(["--tiny", "--steps", "2", "--warmup", "0", "--device", "cpu", "--levers", levers,
-                          "--out", str(tmp_path), "--name", "subset"])
+    train_throughput.main(["--tiny", "--steps", "2", "--warmup", "0", "--device", "cpu", "--levers", levers,
+                           "--out", str(tmp_path), "--name", "subset"])
     data = json.loads((tmp_path / "subset.json").read_text())
     assert [r["lever"] for r in data["levers"]] == levers.split(",")
     assert all(r[n] > 0 for r in data["levers"] for n in ("transformer", "memsizer"))

@@ -1,0 +1,84 @@
+"""The exact-answer check and the training-distribution limits, derived from the sampler."""
+import random
+
+import pytest
+
+from models.task import PLACE_NAMES, RARE_SHARE, assess, generate, place_value_example, support
+
+LONG = "1" + "0" * 40
+
+
+@pytest.mark.parametrize("question, expected, codes", [
+    ("What is the tens digit of 89290?", "9", []),
+    ("What is the units digit of 7?", "7", []),  # 1-digit numbers
+    ("What is the units digit of 0?", "0", []),
+    ("What is the tens digit of 7?", "0", ["place_beyond_number"]),
+    ("What is the hundreds digit of 7?", "0", ["place_beyond_number"]),
+    ("What is the tens digit of 007?", "0", ["leading_zeros", "place_beyond_number"]),
+    ("What is the units digit of 0012?", "2", ["leading_zeros"]),
+    ("What is the thousands digit of 0012?", "0", ["leading_zeros", "place_beyond_number"]),
+    ("What is the billions digit of 98765432101?", "8", ["number_too_long", "place_rare"]),
+    ("What is the billions digit of 9876543210?", "9", ["place_rare"]),
+    ("What is the hundred millions digit of 987654321?", "9", ["place_rare"]),
+    ("What is the ten millions digit of 987654321?", "8", []),
+    ("What is the ten billions digit of 98765432101?", "9", ["number_too_long", "place_unseen"]),
+    ("What is the hundreds digit of 123456789012?", "0", ["number_too_long"]),
+    (f"What is the units digit of {LONG}?", "0", ["number_too_long"]),
+    ("What is the hundred decillions digit of 1" + "0" * 35 + "?", "1", ["number_too_long", "place_unseen"]),
+    (f"What is the hundred decillions digit of {LONG}?", "0", ["number_too_long", "place_unseen"]),
+    ("What is the hundred decillions digit of 5?", "0", ["place_unseen", "place_beyond_number"]),
+    ("What  is the tens digit of 12?", "1", ["irregular_wording"]),
+    (" What is the tens digit of 12 ? ", "1", ["irregular_wording"]),
+    ("what is the TENS digit of 12?", "1", ["irregular_wording"]),
+    ("What is the ten  thousands digit of 12345?", "1", ["irregular_wording"]),
+    ("What is the tens digit of 12", None, ["not_task_form"]),
+    ("What is the tens digit of -12?", None, ["not_task_form"]),
+    ("What is the tens digit of 1.5?", None, ["not_task_form"]),
+    ("What is the tens digit of twelve?", None, ["not_task_form"]),
+    ("hello there", None, ["not_task_form"]),
+    ("What is the zillions digit of 12?", None, ["unknown_place_name"]),
+    ("What is the thousand digit of 12345?", None, ["unknown_place_name"]),
+])
+def test_check_table(question, expected, codes):
+    result = assess(question)
+    assert result.expected == expected
+    assert [r.code for r in result.reasons] == codes
+    check = result.check(expected or "x")
+    assert check["in_distribution"] is (not codes)
+    assert check["correct"] is (None if expected is None else True)
+
+
+@pytest.mark.parametrize("place", range(1, len(PLACE_NAMES) + 1))
+def test_every_place_name_against_integer_arithmetic(place):
+    integer = random.Random(place).randint(10 ** 40, 10 ** 41)
+    question = f"What is the {PLACE_NAMES[place - 1]} digit of {integer}?"
+    assert assess(question).expected == str(integer // 10 ** (place - 1) % 10)
+
+
+def test_generated_questions_are_checked_right_and_training_questions_are_in_distribution():
+    rng = random.Random(0)
+    for _ in range(2000):
+        question, answer = place_value_example(rng, rng.uniform(3, 10))
+        result = assess(question)
+        assert result.expected == answer
+        # the only reason a training question may carry: its place is rarely asked
+        assert {r.code for r in result.reasons} <= {"place_rare"}
+    for question, answer in generate("extrapolate", 200, seed=1):
+        assert assess(question).expected == answer
+        digits = question.rsplit(" ", 1)[1][:-1]
+        assert ("number_too_long" in {r.code for r in assess(question).reasons}) == (len(digits) > 10)
+
+
+def test_support_matches_sampled_frequencies():
+    train = support("train")
+    assert train.max_digits == 10
+    assert abs(sum(train.place_share.values()) - 1) < 1e-6 and abs(sum(train.length_share.values()) - 1) < 1e-6
+    counts = {}
+    for question, _ in generate("train", 40_000, seed=3):
+        place = question.split(" digit")[0][len("What is the "):]
+        counts[place] = counts.get(place, 0) + 1
+    for place, share in train.place_share.items():
+        assert abs(counts.get(place, 0) / 40_000 - share) < 0.01, place
+    rare = [p for p, share in train.place_share.items() if share < RARE_SHARE]
+    assert rare == ["hundred millions", "billions", "ten billions"]
+    assert support("interpolate").max_digits == 8  # 100000000 and 100000001 only: effectively never
