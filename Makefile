@@ -30,9 +30,9 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 serve: $(STAMP)
-	@test -f checkpoints/transformer/config.json -a -f checkpoints/memsizer/config.json || \
-	  { echo "checkpoints/transformer and checkpoints/memsizer are missing: train them with" \
-	         "'$(PY) -m training.train --model transformer' (and --model memsizer) first."; exit 1; }
+	@ls checkpoints/*/config.json >/dev/null 2>&1 || \
+	  { echo "checkpoints/ holds no trained model: train one with '$(PY) -m training.train --model NAME'" \
+	         "(NAME: any backend in models/registry.py) first."; exit 1; }
 	GUNICORN_BIND=$(HOST):$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Fresh DeepMind-format test files (seeds never used by training).

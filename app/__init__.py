@@ -13,7 +13,7 @@ from flask import Flask, g, request
 
 DEFAULTS = {
     "CHECKPOINT_DIR": "checkpoints",
-    "DEFAULT_MODEL": "memsizer",
+    "DEFAULT_MODEL": None,  # None: the registry's default backend
     "TORCH_THREADS": 1,
     "MAX_BATCH_QUESTIONS": 256,
     "MAX_CONTENT_LENGTH": 64 * 1024,  # bytes; Flask answers 413 above it
@@ -43,6 +43,7 @@ def create_app(config=None) -> Flask:
     required = app.config["REQUIRED_MODELS"]
     required = [n.strip() for n in required.split(",") if n.strip()] if isinstance(required, str) else required
     service = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"], required)
+    app.config["DEFAULT_MODEL"] = app.config["DEFAULT_MODEL"] or service.default_backend
     if app.config["DEFAULT_MODEL"] not in service.backends:
         raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")
     app.extensions["qa_service"] = service

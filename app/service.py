@@ -37,6 +37,7 @@ class QAService:
         torch.set_num_threads(max(1, int(torch_threads)))
         self.tokenizer = Tokenizer()
         self.backends = registry.names()
+        self.default_backend = registry.DEFAULT
         # ready means these are loaded; by default every backend whose checkpoint ships
         self.required = tuple(required or (b.name for b in registry.backends() if b.shipped))
         unknown = set(self.required) - set(self.backends)

@@ -1,1 +1,1 @@
-"""Side-by-side Transformer vs MemSizer benchmarks; `make bench` regenerates RESULTS.md."""
+"""Side-by-side benchmarks of every registered backend; `make bench` regenerates RESULTS.md."""

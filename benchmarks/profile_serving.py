@@ -24,7 +24,7 @@ def main(argv=None):
     questions = [q for q, _ in generate("interpolate", args.questions, seed=99)]
     sections = [f"Profile of {args.questions} single-question answers per backend; "
                 f"{hardware_line(environment('cpu', MODULE, argv))}; {args.threads} torch thread(s).", ""]
-    for name in ("transformer", "memsizer"):
+    for name in service.models:  # every backend whose checkpoint loaded
         service.answer(questions[:2], name)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for question in questions:

@@ -1,1 +1,1 @@
-"""Character-level encoder-decoders with interchangeable attention: softmax or MemSizer."""
+"""Character-level encoder-decoders with plug-in backends (see `backend.py` and `registry.py`)."""

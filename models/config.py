@@ -8,16 +8,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 POSITION_MODES = ("end", "start")
-# field names of checkpoints written before backends were plug-ins -> today's
-_LEGACY_FIELDS = {"attention": "backend"}
-_LEGACY_SETTINGS = {"memsizer_k": ("memsizer", "k"), "memsizer_causal_k": ("memsizer", "causal_k")}
 
 
 @dataclass
 class ModelConfig:
     """Architecture of a character-level encoder-decoder; `backend` selects the plug-in."""
 
-    backend: str = "transformer"
+    backend: str  # a registered backend's name
     vocab_size: int = 98
     d_model: int = 512
     d_ff: int = 2048
@@ -64,15 +61,6 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        data = dict(data)
-        for old, new in _LEGACY_FIELDS.items():
-            if old in data:
-                data[new] = data.pop(old)
-        for old, (backend, name) in _LEGACY_SETTINGS.items():
-            if old in data:
-                value = data.pop(old)
-                if data.get("backend") == backend:
-                    data.setdefault("settings", {})[name] = value
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

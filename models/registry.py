@@ -6,6 +6,8 @@ from models import memsizer, transformer
 from models.backend import Backend
 
 _BACKENDS: dict[str, Backend] = {}
+# answers requests that name no backend (PLACEVALUE_DEFAULT_MODEL overrides it): the most accurate shipped one
+DEFAULT = "memsizer"
 
 
 def register(backend: Backend) -> Backend:

@@ -60,6 +60,22 @@ def generate(split: str, n: int, seed) -> list[tuple[str, str]]:
     return [place_value_example(rng, rng.uniform(low, high)) for _ in range(n)]
 
 
+def generate_per_place(split: str, per_place: int, seed) -> list[tuple[str, str]]:
+    """`per_place` examples of every place name the split asks (in more than UNSEEN_SHARE of its
+    questions), drawn from the split's own sampler and kept by place: the split's distribution
+    within each place, with rare places as well measured as common ones."""
+    wanted = {p: per_place for p, share in support(split).place_share.items() if share >= UNSEEN_SHARE}
+    low, high = SPLITS[split]
+    rng, kept = random.Random(seed), []
+    while any(wanted.values()):
+        question, answer = place_value_example(rng, rng.uniform(low, high))
+        place = place_of(question)
+        if wanted.get(place):
+            wanted[place] -= 1
+            kept.append((question, answer))
+    return kept
+
+
 def place_of(question: str) -> str:
     """The place name a question asks for, or "other" for a question of another shape."""
     match = QUESTION_RE.match(question)
@@ -142,7 +158,7 @@ def assess(question: str) -> Assessment:
                               "which no training question has"))
     if len(digits) > train.max_digits:
         reasons.append(Reason("number_too_long", f"the number has {len(digits)} digits; training numbers "
-                              f"have at most {train.max_digits}"))
+                              f"have at most {train.max_digits} digits"))
     share = train.place_share.get(place_name, 0.0)
     if share < UNSEEN_SHARE:
         reasons.append(Reason("place_unseen", f'the "{place_name}" digit is never asked in training'))

@@ -1,6 +1,9 @@
 """The page in real headless Chromium (Debian's, driven by Playwright) against real gunicorn."""
+import os
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -8,6 +11,12 @@ from playwright.sync_api import expect, sync_playwright
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 Q = "What is the tens digit of 89290?"
+# screenshots of the page as a user sees it, kept after the run (outside the checkout)
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(tempfile.gettempdir()) / "placevalue-test-artifacts"))
+# the issue's three questions: an expected answer or none, and the warning's words
+ISSUE_QUESTIONS = [("What is the billions digit of 98765432101?", "8", "training numbers have at most 10 digits"),
+                   ("hello there", None, "Not a place-value question"),
+                   ("What is the hundreds digit of 7?", "0", "its hundreds digit is 0")]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,7 @@ def page(browser, live_server):
     assert not errors, f"JavaScript errors or CSP violations: {errors}"
 
 
-@pytest.mark.parametrize("model, cards", [("transformer", 1), ("memsizer", 1), ("both", 2)])
+@pytest.mark.parametrize("model, cards", [("transformer", 1), ("memsizer", 1), ("all", 2)])
 def test_answers_appear_without_reload(page, model, cards, tmp_path):
     page.evaluate("window.__marker = 1")  # survives only if the page is not reloaded
     page.fill("#question", Q)
@@ -68,7 +77,49 @@ def test_form_works_with_javascript_disabled(browser, live_server):
     page = context.new_page()
     page.goto(live_server["url"] + "/")
     page.fill("#question", Q)
-    page.select_option("#model", "both")
+    page.select_option("#model", "all")
     page.click("#submit")
     expect(page.locator("#results .result")).to_have_count(2)
     context.close()
+
+
+def ask_and_check(page, question, expected, warning, shot: str):
+    """Ask with every backend; the page must show the exact answer once, a mark per card and the warning."""
+    page.fill("#question", question)
+    page.select_option("#model", "all")
+    page.click("#submit")
+    expect(page.locator("#results .result")).to_have_count(2)
+    expect(page.locator("#ood-warning")).to_contain_text(warning)
+    if expected is None:
+        expect(page.locator("#expected")).to_have_count(0)
+        assert page.locator("#results .mark").count() == 0
+    else:
+        expect(page.locator("#expected")).to_have_text(expected)
+        answers = [a.split()[0] for a in page.locator("#results .answer").all_text_contents()]
+        marks = page.locator("#results .mark").all_text_contents()
+        assert marks == ["✓" if a == expected else "✗" for a in answers]
+        expect(page.locator("#agreement")).to_be_visible()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+
+
+@pytest.mark.parametrize("question, expected, warning", ISSUE_QUESTIONS)
+def test_issue_questions_show_check_and_warning_with_javascript(page, question, expected, warning):
+    page.evaluate("window.__marker = 1")
+    ask_and_check(page, question, expected, warning, f"js-{ISSUE_QUESTIONS.index((question, expected, warning))}.png")
+    assert page.evaluate("window.__marker") == 1  # answered in place
+
+
+@pytest.mark.parametrize("question, expected, warning", ISSUE_QUESTIONS)
+def test_issue_questions_show_check_and_warning_without_javascript(browser, live_server, question, expected, warning):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(live_server["url"] + "/")
+    ask_and_check(page, question, expected, warning, f"nojs-{ISSUE_QUESTIONS.index((question, expected, warning))}.png")
+    context.close()
+
+
+def test_reliability_charts_render(page):
+    expect(page.locator("#reliability svg[role=img]")).to_have_count(3)
+    box = page.locator("#reliability svg[role=img]").first.bounding_box()
+    assert box["width"] > 300 and box["height"] > 80

@@ -7,7 +7,7 @@ import functools
 import random
 from pathlib import Path
 
-from models.task import SPLITS, generate
+from models.task import SPLITS, generate, generate_per_place
 
 CURRICULUM = ("train-easy", "train-medium", "train-hard")
 
@@ -85,11 +85,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Write generated place-value questions in DeepMind's file format.")
     parser.add_argument("--split", choices=list(SPLITS), default="interpolate")
     parser.add_argument("--n", type=int, default=10000, help="number of question/answer pairs")
+    parser.add_argument("--per-place", type=int, default=None,
+                        help="instead of --n: this many pairs of every place name the split asks, from its sampler")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--out", required=True, help="output file, e.g. data/interpolate/numbers__place_value.txt")
     args = parser.parse_args(argv)
-    write_examples(generate(args.split, args.n, args.seed), args.out)
-    print(f"wrote {args.n} {args.split} examples (seed {args.seed}) to {args.out}")
+    examples = (generate_per_place(args.split, args.per_place, args.seed) if args.per_place
+                else generate(args.split, args.n, args.seed))
+    write_examples(examples, args.out)
+    print(f"wrote {len(examples)} {args.split} examples (seed {args.seed}) to {args.out}")
 
 
 if __name__ == "__main__":

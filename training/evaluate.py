@@ -72,6 +72,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--record", metavar="NAME", help="store the result in config.json under evaluation.NAME")
+    parser.add_argument("--split", choices=["interpolate", "train", "extrapolate"], default=None,
+                        help="the distribution the data comes from, stored with --record (the page's per-place "
+                             "charts group evaluations by it; default: the split NAME starts with)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
@@ -85,8 +88,9 @@ def main(argv=None):
               **evaluate_examples(model, tokenizer, examples, args.batch_size, device)}
     if args.record:
         stored = read_config(args.checkpoint)
+        split = args.split or next((s for s in ("interpolate", "train", "extrapolate") if args.record.startswith(s)), None)
         stored.setdefault("evaluation", {})[args.record] = {
-            k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256")}
+            "split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256")}}
         write_json(Path(args.checkpoint) / CONFIG_FILE, stored)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
 

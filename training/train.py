@@ -51,7 +51,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per config field, named and typed after it: --d-model, --n-heads, ...; and
     --<backend>-<field> for each registered backend's own settings, e.g. --memsizer-k."""
     group = p.add_argument_group("architecture (models.config.ModelConfig)")
-    defaults = ModelConfig()
+    defaults = ModelConfig(backend=registry.names()[0])  # the shared fields' defaults
     for name in ARCH_FIELDS:
         default = getattr(defaults, name)
         choices = POSITION_MODES if name == "source_positions" else None
@@ -272,7 +272,8 @@ def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, d
         config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance})
         stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
         final = evaluate_examples(stored_model, tokenizer, held_out, device=device)
-        final_summary = {k: final[k] for k in ("accuracy", "correct", "total", "per_place")}
+        final_summary = {"split": args.eval_split.partition("-")[0],
+                         **{k: final[k] for k in ("accuracy", "correct", "total", "per_place")}}
         config["evaluation"] = {f"held_out_{args.eval_split}": final_summary}
         write_json(Path(args.out) / CONFIG_FILE, config)
         report = {"provenance": provenance, "architecture": config["architecture"], "parameters": config["parameters"],
