@@ -21,6 +21,8 @@ def test_bad_input_and_body_limit(live_server):
     url = live_server["url"]
     bad = requests.post(url + "/answer", data=b"{oops", headers={"Content-Type": "application/json"}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    deep = requests.post(url + "/answer", data=b"[" * 4000, headers={"Content-Type": "application/json"}, timeout=10)
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "invalid_json"
     big = requests.post(url + "/answer", data=b'{"question": "' + b"1" * 10000 + b'"}',
                         headers={"Content-Type": "application/json"}, timeout=10)
     assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
@@ -66,3 +68,11 @@ def test_metrics_directory_is_not_leaked(tiny_checkpoints, tmp_path, given):
     assert not list(scratch.glob("placevalue-metrics-*"))
     if given:
         assert any((tmp_path / "metrics").iterdir())  # the workers' metric files went where we said
+
+
+def test_nothing_is_written_into_the_checkout(live_server):
+    """Metrics files and logs go to temporary directories, never into the repository."""
+    from pathlib import Path
+    requests.get(live_server["url"] + "/metrics", timeout=10)
+    root = Path(__file__).resolve().parent.parent
+    assert not list(root.glob("*.db")) and not list(root.glob("*.log"))

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from models import registry
 from models.checkpoint import load_checkpoint, sha256_file
 from models.task import generate
 from training.evaluate import evaluate_examples
@@ -10,11 +11,11 @@ from training.evaluate import evaluate_examples
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
-@pytest.mark.parametrize("backend", ["transformer", "memsizer"])
+@pytest.mark.parametrize("backend", [b.name for b in registry.backends() if b.shipped])
 def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     model, tokenizer, config = load_checkpoint(CHECKPOINTS / backend)  # verifies sha256 and shapes
     arch = config["architecture"]
-    assert (arch["attention"], arch["n_encoder_layers"], arch["n_decoder_layers"], arch["d_model"],
+    assert (arch["backend"], arch["n_encoder_layers"], arch["n_decoder_layers"], arch["d_model"],
             arch["d_ff"], arch["n_heads"]) == (backend, 4, 4, 512, 2048, 8), "paper config"
     assert config["weights"]["format"] == "int8"
     assert config["evaluation"]["interpolate_10k_seed777"]["accuracy"] >= 0.999
