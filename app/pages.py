@@ -57,7 +57,7 @@ def ask():
     model = request.form.get("model", current_app.config["DEFAULT_MODEL"])
     if request.form.get("action") == "example":
         return render_form(question=qa.example_question(), model=model)
-    if model not in dict(choices(qa.describe())):
+    if model not in (*qa.backends, COMPARE):
         return render_form(question, None, error="Choose a backend or Compare.", status=400)
     try:
         src = qa.encode([question])
