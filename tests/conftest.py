@@ -9,7 +9,7 @@ from models.tokenizer import Tokenizer
 
 BACKENDS = registry.names()
 # backend settings scaled down with the tiny width (defaults elsewhere)
-TINY_SETTINGS = {"memsizer": {"k": 8}}
+TINY_SETTINGS = {"memsizer": {"k": 8}, "performer": {"features": 32}}
 
 
 @pytest.fixture
