@@ -45,5 +45,8 @@ class Backend:
     attention: Callable[..., nn.Module]
     settings: type = NoSettings  # a frozen dataclass; its fields become `--<name>-<field>` CLI flags
     feed_forward: Callable[..., nn.Module] | None = None  # None: the shared ReLU feed-forward
+    # True when the decoder self-attention state grows with every decoded token (a KV cache);
+    # False promises a fixed-size state, which tests/test_models.py holds every such backend to
+    decode_state_grows: bool = False
     # False for a backend whose checkpoint does not ship: the service does not wait for it
     shipped: bool = True

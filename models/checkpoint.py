@@ -2,17 +2,23 @@
 
 A checkpoint directory holds `model.safetensors` and `config.json` (architecture, tokenizer,
 weights format and sha256, provenance, evaluation results). Nothing is ever unpickled.
-Weights are stored either as float32 or as int8 per output channel with float32 scales
-(`<name>.int8` + `<name>.scale`), dequantized to float32 at load.
+Weights are stored as float32, as int8 per output channel with float32 scales (`<name>.int8`
++ `<name>.scale`), or as 4-bit groups: every run of GROUP_SIZE values along a matrix row is
+mapped onto 16 levels between its own minimum and maximum (`<name>.int4`, two codes per byte,
++ float16 `<name>.scale` and `<name>.min` per group; 4.5 bits per weight). Only learned matrices
+are quantized: vectors (biases, norms) and buffers (e.g. the Performer's random features) stay
+float32. Everything is dequantized to float32 at load.
 """
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from models.config import ModelConfig
@@ -21,7 +27,8 @@ from models.tokenizer import Tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-WEIGHT_FORMATS = ("float32", "int8")
+WEIGHT_FORMATS = ("float32", "int8", "int4")
+GROUP_SIZE = 64  # values per 4-bit group: smaller groups track the weights' range more closely
 
 
 class CheckpointError(ValueError):
@@ -57,26 +64,61 @@ def write_json(path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def quantize_state(state: dict) -> dict:
-    """int8 per output channel for every matrix; vectors (biases, norms) stay float32."""
-    out = {}
+def quantize_int4(matrix: torch.Tensor, group_size: int = GROUP_SIZE) -> dict:
+    """4-bit codes (rows, ceil(cols / 2) bytes) plus float16 scale and minimum per group of a row."""
+    rows, cols = matrix.shape
+    groups = math.ceil(cols / group_size)
+    padded = torch.nn.functional.pad(matrix, (0, groups * group_size - cols), mode="replicate")
+    grouped = padded.view(rows, groups, group_size)
+    low = grouped.amin(dim=2).half()
+    scale = ((grouped.amax(dim=2) - low.float()) / 15).clamp(min=1e-7).half()  # > 0 in float16
+    codes = torch.round((grouped - low.float()[..., None]) / scale.float()[..., None]).clamp(0, 15).to(torch.uint8)
+    codes = codes.view(rows, groups * group_size)[:, :cols]
+    if cols % 2:
+        codes = torch.nn.functional.pad(codes, (0, 1))
+    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    return {"int4": packed.contiguous(), "scale": scale, "min": low}
+
+
+def dequantize_int4(packed, scale, low, cols: int, group_size: int = GROUP_SIZE) -> torch.Tensor:
+    codes = torch.stack([packed & 0x0F, packed >> 4], dim=2).view(packed.shape[0], -1)[:, :cols]
+    index = torch.arange(cols) // group_size
+    return low.float()[:, index] + codes.float() * scale.float()[:, index]
+
+
+def quantize_state(state: dict, weights_format: str = "int8", buffers=()) -> tuple[dict, dict]:
+    """Quantize every learned matrix (not vectors, not `buffers`); return tensors and metadata."""
+    out, shapes = {}, {}
     for name, tensor in state.items():
         tensor = tensor.detach().float().cpu()
-        if tensor.dim() == 2:
+        if tensor.dim() == 2 and name not in buffers and weights_format == "int4":
+            for suffix, part in quantize_int4(tensor).items():
+                out[f"{name}.{suffix}"] = part
+            shapes[name] = list(tensor.shape)
+        elif tensor.dim() == 2 and name not in buffers:
             scale = tensor.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # one scale per output row
             out[f"{name}.int8"] = torch.round(tensor / scale[:, None]).clamp(-127, 127).to(torch.int8)
             out[f"{name}.scale"] = scale
         else:
             out[name] = tensor.contiguous()
-    return out
+    metadata = {"format": weights_format}
+    if weights_format == "int4":
+        metadata.update(group_size=str(GROUP_SIZE), shapes=json.dumps(shapes))
+    return out, metadata
 
 
-def dequantize_state(stored: dict) -> dict:
+def dequantize_state(stored: dict, metadata: dict | None = None) -> dict:
     state = {}
+    metadata = metadata or {}
+    shapes = json.loads(metadata.get("shapes", "{}"))
+    group_size = int(metadata.get("group_size", GROUP_SIZE))
     for name, tensor in stored.items():
-        if name.endswith(".scale"):
+        if name.endswith((".scale", ".min")):
             continue
-        if name.endswith(".int8"):
+        if name.endswith(".int4"):
+            base = name[: -len(".int4")]
+            state[base] = dequantize_int4(tensor, stored[f"{base}.scale"], stored[f"{base}.min"], shapes[base][1], group_size)
+        elif name.endswith(".int8"):
             base = name[: -len(".int8")]
             state[base] = tensor.float() * stored[f"{base}.scale"][:, None]
         else:
@@ -92,9 +134,10 @@ def save_checkpoint(model: Seq2Seq, directory, tokenizer: Tokenizer, weights_for
     directory = Path(directory)
     model = getattr(model, "module", model)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    if weights_format == "int8":
-        state = quantize_state(state)
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": weights_format}))
+    metadata = {"format": weights_format}
+    if weights_format != "float32":
+        state, metadata = quantize_state(state, weights_format, buffers={name for name, _ in model.named_buffers()})
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
     config = dict(extra or {})
     config.update({
         "model": model.config.backend,
@@ -134,10 +177,15 @@ def load_checkpoint(directory, device="cpu"):
         model_config = ModelConfig.from_dict(config["architecture"])
         tokenizer = Tokenizer.from_dict(config["tokenizer"])
         stored = load_file(weights_path)
+        with safe_open(weights_path, framework="pt") as f:
+            metadata = f.metadata() or {}
     except (KeyError, TypeError, ValueError, SafetensorError) as err:
         raise CheckpointError(f"{directory}: cannot read checkpoint ({err})") from err
     model = Seq2Seq(model_config)
-    state = dequantize_state(stored)
+    try:
+        state = dequantize_state(stored, metadata)
+    except (KeyError, IndexError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{weights_path}: quantized tensors are inconsistent ({err})") from err
     expected_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got_shapes = {k: tuple(v.shape) for k, v in state.items()}
     if expected_shapes != got_shapes:

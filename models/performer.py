@@ -55,7 +55,10 @@ def orthogonal_features(m: int, dh: int, generator: torch.Generator | None = Non
     blocks = []
     for _ in range(math.ceil(m / dh)):
         gaussian = torch.randn(dh, dh, generator=generator, dtype=torch.float64)
-        q, _ = torch.linalg.qr(gaussian)
+        q, r = torch.linalg.qr(gaussian)
+        # QR's sign convention biases the directions; fixing the signs makes Q uniformly (Haar)
+        # distributed, which the unbiasedness of the estimator E[phi(q).phi(k)] = exp(q.k) needs
+        q = q * torch.sign(torch.diagonal(r))[None, :]
         blocks.append(q.T)  # rows orthonormal
     directions = torch.cat(blocks)[:m]
     norms = torch.randn(m, dh, generator=generator, dtype=torch.float64).norm(dim=1)  # chi(dh)

@@ -89,4 +89,5 @@ BACKEND = Backend(
     paper="Vaswani et al., NeurIPS 2017, \"Attention Is All You Need\"",
     summary="Multi-head softmax attention; decoding keeps a key/value cache that grows with every token.",
     attention=SoftmaxAttention,
+    decode_state_grows=True,
 )

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from models.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint, write_json
+from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
 from models import registry
 from models.config import POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
@@ -96,7 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--save-every-minutes", type=float, default=5.0)
     p.add_argument("--out", default=None, help="checkpoint directory (default checkpoints/<model>)")
     p.add_argument("--run-dir", default=None, help="resumable state and report (default runs/<model>)")
-    p.add_argument("--weights-format", choices=["float32", "int8"], default="int8")
+    p.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
     p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

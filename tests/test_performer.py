@@ -1,0 +1,186 @@
+"""Performer (FAVOR+) and SLiM, pinned against exact attention in float64."""
+import math
+
+import pytest
+import torch
+
+from models.performer import (PerformerAttention, SlimCausalAttention, causal_linear_attention, exponent_bound,
+                              orthogonal_features, positive_features)
+from tests.conftest import tiny_config
+
+F64 = torch.float64
+
+
+def random_qkv(seed, B=2, H=2, T=9, dh=8, scale=0.6):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(B, H, T, dh, generator=g, dtype=F64) * scale for _ in range(2))
+    return q, k, torch.randn(B, H, T, dh, generator=g, dtype=F64)
+
+
+def favor(q, k, v, m, seed, causal):
+    """FAVOR+ estimate of softmax(q k^T / sqrt(dh)) v with m features."""
+    dh = q.shape[-1]
+    w = orthogonal_features(m, dh, torch.Generator().manual_seed(seed), F64)
+    qs, ks = q * dh ** -0.25, k * dh ** -0.25
+    qf, kf = positive_features(qs, w), positive_features(ks, w, exponent_bound(w))
+    if causal:
+        return causal_linear_attention(qf, kf, v)[0]
+    return (qf @ (kf.transpose(-1, -2) @ v)) / (qf @ kf.sum(dim=2)[..., None])
+
+
+def exact_softmax(q, k, v, causal):
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        T = q.shape[2]
+        scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_favor_converges_to_softmax_attention_as_features_grow(causal):
+    q, k, v = random_qkv(0)
+    exact = exact_softmax(q, k, v, causal)
+    error = {m: sum((favor(q, k, v, m, seed, causal) - exact).abs().mean().item() for seed in range(4)) / 4
+             for m in (64, 4096)}
+    assert error[4096] < 0.3 * error[64], error  # Monte Carlo: ~1/sqrt(m), i.e. 8x less in expectation
+    assert error[4096] < 0.02, error
+
+
+def test_features_are_orthogonal_blocks_with_chi_norms():
+    dh, m = 16, 64
+    w = orthogonal_features(m, dh, torch.Generator().manual_seed(3), F64)
+    assert w.shape == (m, dh)
+    for block in w.split(dh):
+        directions = block / block.norm(dim=1, keepdim=True)
+        assert torch.allclose(directions @ directions.T, torch.eye(dh, dtype=F64), atol=1e-10)
+    norms = orthogonal_features(4096, dh, torch.Generator().manual_seed(4), F64).norm(dim=1)
+    assert abs(norms.pow(2).mean().item() - dh) < 0.1 * dh  # chi(dh): E|w|^2 = dh
+
+
+def test_causal_prefix_sums_equal_the_masked_quadratic_form_and_any_block():
+    q, k, v = random_qkv(1, T=11)
+    w = orthogonal_features(16, 8, torch.Generator().manual_seed(0), F64)
+    qf, kf = positive_features(q, w), positive_features(k, w, exponent_bound(w))
+    scores = (qf @ kf.transpose(-1, -2)).tril()
+    quadratic = (scores @ v) / scores.sum(dim=-1, keepdim=True)
+    for block in (1, 3, 4, 11, 64):  # 1: pure prefix sums; >= T: one quadratic block
+        out, (S, z) = causal_linear_attention(qf, kf, v, block=block)
+        assert torch.allclose(out, quadratic, atol=1e-12), block
+        assert torch.allclose(S, kf.transpose(-1, -2) @ v, atol=1e-12) and torch.allclose(z, kf.sum(dim=2))
+
+
+def attention_module(role, **settings):
+    torch.manual_seed(2)
+    config = tiny_config("performer", settings={"features": 32, "redraw_interval": 0, **settings})
+    module = PerformerAttention(config, role).double().eval()
+    return module
+
+
+def test_recurrent_decoding_equals_the_parallel_causal_form():
+    module = attention_module("causal")
+    x = torch.randn(2, 10, 32, dtype=F64)
+    with torch.no_grad():
+        full = module(x)
+        state = module.new_state()
+        steps = torch.cat([module(x[:, t:t + 1], state=state) for t in range(10)], dim=1)
+        assert state.kv.shape == (2, 4, 32, 8) and state.normaliser.shape == (2, 4, 32)
+        chunked_state = module.new_state()
+        chunked = torch.cat([module(part, state=chunked_state) for part in x.split([3, 1, 6], dim=1)], dim=1)
+    assert torch.allclose(steps, full, atol=1e-12) and torch.allclose(chunked, full, atol=1e-12)
+
+
+def test_causal_layer_never_sees_the_future_even_an_extreme_one():
+    """A max-over-all-keys stabiliser would let a huge future key change (underflow) earlier outputs."""
+    module = attention_module("causal")
+    x = torch.randn(1, 8, 32, dtype=F64)
+    future = x.clone()
+    future[:, 5:] *= 50.0
+    with torch.no_grad():
+        assert torch.equal(module(x)[:, :5], module(future)[:, :5])
+        module.float()
+        assert torch.isfinite(module(future.float())).all(), "the fixed key bound keeps float32 finite"
+
+
+@pytest.mark.parametrize("role", ["encoder", "cross"])
+def test_padding_is_removed_from_the_keys(role):
+    module = attention_module(role)
+    x, context = torch.randn(2, 6, 32, dtype=F64), torch.randn(2, 9, 32, dtype=F64)
+    source = x if role == "encoder" else context
+    pad = torch.zeros(2, source.shape[1], dtype=torch.bool)
+    pad[1, 5:] = True
+    noisy = source.clone()
+    noisy[1, 5:] = 100 * torch.randn_like(noisy[1, 5:])  # what padding holds must not matter
+    with torch.no_grad():
+        if role == "encoder":
+            a, b = module(x, context_pad=pad), module(noisy, context_pad=pad)
+            a, b = a[:, :5], b[:, :5]
+            alone = module(x[1:, :5], context_pad=pad[1:, :5])
+        else:
+            a, b = module(x, context, pad), module(x, noisy, pad)
+            alone = module(x[1:], context[1:, :5], pad[1:, :5])
+    assert torch.allclose(a, b, atol=1e-12)
+    assert torch.allclose(a[1], alone[0], atol=1e-12), "a padded row equals the same row alone"
+
+
+def test_cross_attention_computes_the_source_sums_once_per_question():
+    module = attention_module("cross")
+    context, pad = torch.randn(2, 9, 32, dtype=F64), torch.zeros(2, 9, dtype=torch.bool)
+    calls = []
+    module.k_proj.register_forward_hook(lambda *_: calls.append(1))
+    state = module.new_state()
+    with torch.no_grad():
+        outs = [module(torch.randn(2, 1, 32, dtype=F64), context, pad, state=state) for _ in range(5)]
+    assert len(calls) == 1 and all(o.shape == (2, 1, 32) for o in outs)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 12])
+def test_slim_gradients_equal_plain_autograd(chunks):
+    """SLiM's chunked forward without a graph + reverse recomputation gives exact gradients."""
+    x = torch.randn(2, 12, 32, dtype=F64)
+    grad_out = torch.randn(2, 12, 32, dtype=F64)
+    results = []
+    for slim in (0, chunks):
+        module = attention_module("causal", slim_chunks=slim).train()
+        inputs = x.clone().requires_grad_()
+        out = module(inputs)
+        (out * grad_out).sum().backward()
+        results.append((out.detach(), inputs.grad, [p.grad for p in module.parameters()]))
+    (plain_out, plain_dx, plain_dp), (slim_out, slim_dx, slim_dp) = results
+    assert torch.allclose(slim_out, plain_out, atol=1e-12)
+    assert torch.allclose(slim_dx, plain_dx, atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(slim_dp, plain_dp))
+
+
+def test_slim_passes_gradcheck():
+    q, k, v = (t[:1, :1, :6].clone().requires_grad_() for t in random_qkv(5, dh=4))
+    w = orthogonal_features(8, 4, torch.Generator().manual_seed(1), F64)
+    assert torch.autograd.gradcheck(lambda q, k, v: SlimCausalAttention.apply(q, k, v, w, exponent_bound(w), 3),
+                                    (q, k, v))
+
+
+def test_slim_keeps_only_chunk_boundary_states():
+    """The autograd graph of a SLiM layer holds its inputs and C boundary states, not per-position features."""
+    q, k, v = (t.requires_grad_() for t in random_qkv(6, T=64))
+    w = orthogonal_features(32, 8, torch.Generator().manual_seed(1), F64)
+    out = SlimCausalAttention.apply(q, k, v, w, exponent_bound(w), 4)
+    saved = out.grad_fn.saved_tensors
+    per_position = [t for t in saved if t.dim() >= 3 and t.shape[-2] == 64 and t.shape[-1] == 32]
+    assert not per_position, "no (T, m) feature maps are kept"
+    states = [t for t in saved if t.dim() == 5]
+    assert states and states[0].shape == (4, 2, 2, 32, 8)
+
+
+def test_features_are_buffers_redrawn_on_schedule_and_only_in_training():
+    module = attention_module("causal", redraw_interval=3).float()
+    assert "projection" in dict(module.named_buffers()) and "projection" in module.state_dict()
+    x = torch.randn(1, 4, 32)
+    before = module.projection.clone()
+    with torch.no_grad():
+        for _ in range(5):
+            module(x)  # eval mode: served models are deterministic
+        assert torch.equal(module.projection, before)
+        module.train()
+        module(x), module(x)
+        assert torch.equal(module.projection, before)
+        module(x)
+    assert not torch.equal(module.projection, before), "the third training pass redraws"
