@@ -123,6 +123,28 @@ def decode_section() -> list[str]:
     return lines
 
 
+def memory_section() -> list[str]:
+    lines = ["## 5b. Training memory against sequence length (decoder-only stack, batch 1; SLiM)", ""]
+    found = False
+    for kind, data in results("slim_memory"):
+        found = True
+        variants = data["variants"]
+        lengths = sorted({r["length"] for rows in variants.values() for r in rows})
+
+        def cell(rows, length):
+            row = next((r for r in rows if r["length"] == length), None)
+            if row is None:
+                return "-"
+            return row["error"] if "error" in row else f"{row['peak_bytes'] / 2**20:.0f} / {row['step_seconds']:.2f}"
+        rows = [[length, *(cell(variants[v], length) for v in variants)] for length in lengths]
+        lines += [heading(kind.upper(), data) + f"; {data['layers']} layers, SLiM with {data['slim_chunks']} chunks.",
+                  "", f"![training memory {kind}](results/slim_memory_{kind}.png)", "",
+                  *table(["tokens", *(f"{v}: peak MiB / s per step" for v in variants)], rows), ""]
+    if not found:
+        lines += ["Not measured yet: `python -m benchmarks.slim_memory`.", ""]
+    return lines
+
+
 def accuracy_section() -> list[str]:
     lines = ["## 6. Accuracy of the shipped checkpoints (`training.evaluate`, stored files)", ""]
     configs = {n: json.loads(path.read_text()) for n in registry.names()
@@ -211,7 +233,7 @@ def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + decode_section() + accuracy_section()
+        + http_section() + decode_section() + memory_section() + accuracy_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from benchmarks import decode_scaling, http_load, serving, time_to_accuracy, train_throughput
+from benchmarks import decode_scaling, http_load, serving, slim_memory, time_to_accuracy, train_throughput
+from models import registry
 from training import train
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_time_to_accuracy_tiny(tmp_path):
                            "--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", 
                            "--n-decoder-layers", "1"])
     runs = json.loads((tmp_path / "tta.json").read_text())["runs"]
-    assert [r["backend"] for r in runs] == ["transformer", "memsizer"] and len(runs[0]["curve"]) == 2
+    assert [r["backend"] for r in runs] == list(registry.names()) and len(runs[0]["curve"]) == 2
 
 
 def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_path):
@@ -98,3 +99,13 @@ def test_results_md_is_generated_from_the_committed_result_files():
     from benchmarks import report
     assert (report.ROOT / "benchmarks" / "RESULTS.md").read_text() == report.render(), \
         "benchmarks/RESULTS.md is stale: run python -m benchmarks.report"
+
+
+def test_slim_memory_tiny(tmp_path):
+    slim_memory.main(["--tiny", "--lengths", "32,64", "--layers", "1", "--slim-chunks", "4", "--device", "cpu",
+                      "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "slim_memory_cpu_tiny.json").read_text())
+    assert list(data["variants"]) == [*registry.names(), "performer+slim4"]
+    for rows in data["variants"].values():
+        assert [r["length"] for r in rows] == [32, 64] and all(r["peak_bytes"] >= 0 for r in rows)
+    assert (tmp_path / "slim_memory_cpu_tiny.png").stat().st_size > 0

@@ -1,18 +1,19 @@
-"""Checkpoint files: safetensors + config.json, int8 storage, verification at load."""
+"""Checkpoint files: safetensors + config.json, int8 and 4-bit storage, verification at load."""
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_file
+from models.checkpoint import (GROUP_SIZE, CheckpointError, dequantize_int4, load_checkpoint, quantize_int4,
+                               save_checkpoint, sha256_file)
 from tests.conftest import BACKENDS, tiny_model
 
 QUESTIONS = ["What is the tens digit of 89290?", "What is the units digit of 7?"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("weights_format", ["float32", "int8"])
+@pytest.mark.parametrize("weights_format", ["float32", "int8", "int4"])
 def test_save_load_gives_same_predictions(tmp_path, tokenizer, backend, weights_format):
     model = tiny_model(backend)
     config = save_checkpoint(model, tmp_path, tokenizer, weights_format, extra={"provenance": {"steps": 3}})
@@ -27,7 +28,13 @@ def test_save_load_gives_same_predictions(tmp_path, tokenizer, backend, weights_
         assert torch.equal(want, got)
         assert torch.equal(model.generate(src), loaded.generate(src))
     else:
-        assert torch.allclose(want, got, atol=0.1), "int8 per-channel keeps logits close"
+        relative_error = ((want - got).pow(2).mean() / want.var()).item()
+        # tiny random models are the hard case (a whole 32-value row per 4-bit group); the shipped
+        # models' accuracy from their int4 files is measured in tests/test_shipped_checkpoints.py
+        assert relative_error < (1e-3 if weights_format == "int8" else 0.05), relative_error
+        for name, buffer in model.named_buffers():  # buffers (random features...) are never quantized
+            if name in model.state_dict():
+                assert torch.equal(dict(loaded.named_buffers())[name], buffer), name
 
 
 def test_int8_weights_are_stored_as_int8_and_smaller(tmp_path, tokenizer):
@@ -77,3 +84,29 @@ def test_wrong_shapes_are_refused(tmp_path, tokenizer):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint config"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("cols", [GROUP_SIZE, 3 * GROUP_SIZE, 100, 7])
+def test_int4_groups_round_trip_within_half_a_step(cols):
+    """Every value lands within half a quantization step of its group; group extremes are kept."""
+    matrix = torch.randn(5, cols) * torch.logspace(-3, 0, 5)[:, None]  # rows of very different scale
+    parts = quantize_int4(matrix)
+    assert parts["int4"].dtype == torch.uint8 and parts["int4"].shape == (5, (cols + 1) // 2)
+    assert parts["scale"].dtype == torch.float16 and parts["scale"].shape == (5, -(-cols // GROUP_SIZE))
+    restored = dequantize_int4(parts["int4"], parts["scale"], parts["min"], cols)
+    step = parts["scale"].float().repeat_interleave(GROUP_SIZE, dim=1)[:, :cols]
+    # half a step, plus float16 rounding of the group minimum
+    assert ((restored - matrix).abs() <= step / 2 + 1e-3 * matrix.abs().amax(dim=1, keepdim=True)).all()
+    assert restored.shape == matrix.shape
+
+
+def test_int4_weights_are_packed_and_about_seven_times_smaller(tmp_path, tokenizer):
+    model = tiny_model("performer", d_model=64, d_ff=256)
+    save_checkpoint(model, tmp_path / "f", tokenizer, "float32")
+    save_checkpoint(model, tmp_path / "q", tokenizer, "int4")
+    stored = load_file(tmp_path / "q" / "model.safetensors")
+    assert stored["encoder.0.ff.up.weight.int4"].shape == (256, 32)
+    assert stored["encoder.0.self_attn.projection"].dtype == torch.float32, "random features stay exact"
+    learned = sum(p.numel() for p in model.parameters() if p.dim() == 2) * 4
+    size = {f: (tmp_path / f / "model.safetensors").stat().st_size for f in "fq"}
+    assert size["f"] - size["q"] > 0.8 * learned, "4.5 bits instead of 32 per learned matrix weight"
