@@ -195,6 +195,9 @@ def time_to_accuracy_section() -> list[str]:
         label = f"{device}, {precision}" + (", recipe levers over seeds" if "levers" in kind else "")
         lines += [heading(label, data), "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
                   *([f"Note: {data['note']}.", ""] if data.get("note") else [])]
+        for added in data.get("additions", []):  # runs added later with --append
+            lines += [f"Added {added['environment']['date']}: `{added['environment']['command']}`"
+                      + (f" ({added['note']})" if added.get("note") else "") + ".", ""]
         lines += lever_rows(data) if "levers" in kind else run_rows(data)
         lines.append("")
     return lines

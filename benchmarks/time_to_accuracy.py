@@ -162,6 +162,9 @@ def main(argv=None):
     parser.add_argument("--work-dir", default=None,
                         help="keep each run's state and report here; runs already finished there are not redone, "
                              "so an interrupted study resumes (default: a temporary directory)")
+    parser.add_argument("--append", action="store_true",
+                        help="add these runs to the existing result file --name instead of replacing it "
+                             "(e.g. a new backend's run beside runs whose directories are gone)")
     parser.add_argument("--note", default=None, help="a remark stored with the result (e.g. shared cores)")
     parser.add_argument("extra", nargs="*", help="more training CLI options after --, e.g. -- --d-model 64")
     args = parser.parse_args(argv)
@@ -200,6 +203,13 @@ def main(argv=None):
         result["note"] = args.note
     name = args.name or f"time_to_accuracy_{'gpu' if device.startswith('cuda') else 'cpu'}"
     out = args.out or RESULTS
+    existing = Path(out) / f"{name}.json"
+    if args.append and existing.exists():
+        added, result = result, json.loads(existing.read_text())
+        result["runs"] += added["runs"]
+        result["levers"] = lever_table(result["runs"])
+        result["variant_options"].update(added["variant_options"])
+        result.setdefault("additions", []).append({"environment": added["environment"], "note": args.note})
     save(name, result, out)
     plot(result, f"{out}/{name}.png")
 

@@ -17,11 +17,20 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     arch = config["architecture"]
     assert (arch["backend"], arch["n_encoder_layers"], arch["n_decoder_layers"], arch["d_model"],
             arch["d_ff"], arch["n_heads"]) == (backend, 4, 4, 512, 2048, 8), "paper config"
-    assert config["weights"]["format"] == "int8"
-    assert config["evaluation"]["interpolate_10k_seed777"]["accuracy"] >= 0.999
+    assert config["weights"]["format"] == "int4"
+    evaluation = config["evaluation"]
+    assert evaluation["interpolate_10k_seed777"]["accuracy"] >= 0.999
+    for record in ("interpolate_10k_seed777", "train_per_place_500_seed779", "extrapolate_10k_seed778"):
+        assert evaluation[record]["weights_sha256"] == config["weights"]["sha256"], "measured on these very files"
+        assert evaluation[record]["per_place"], record
     examples = generate("interpolate", 300, seed=20261122)  # a seed used neither in training nor in evaluation
     result = evaluate_examples(model, tokenizer, examples, batch_size=300)
     assert result["accuracy"] >= 0.99, result["per_place"]
+
+
+def test_every_shipped_backend_has_a_checkpoint_and_no_unshipped_one_does():
+    for backend in registry.backends():
+        assert (CHECKPOINTS / backend.name / "config.json").is_file() == backend.shipped, backend.name
 
 
 def test_shipped_files_fit_the_size_budget():
