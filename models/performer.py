@@ -119,7 +119,7 @@ def causal_linear_attention(qf, kf, v, block: int = CAUSAL_BLOCK, initial=None):
 def _causal_chunk(q, k, v, projection, key_stabiliser, S0, z0):
     """One chunk of causal FAVOR+ from raw (scaled) q, k, v and the state before it."""
     qf, kf = positive_features(q, projection), positive_features(k, projection, key_stabiliser)
-    return causal_linear_attention(qf, kf, v, block=max(q.shape[2], 1), initial=(S0, z0))
+    return causal_linear_attention(qf, kf, v, initial=(S0, z0))
 
 
 class SlimCausalAttention(torch.autograd.Function):
