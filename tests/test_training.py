@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from models import registry
 from models.checkpoint import load_checkpoint
 from training import data, evaluate, train
 from models.task import generate
@@ -23,7 +24,7 @@ def run_train(tmp_path, model, *extra, name="run"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["transformer", "memsizer"])
+@pytest.mark.parametrize("model", registry.names())
 def test_default_recipe_learns_a_tiny_config(tmp_path, model):
     """Regression guard: the CLI's defaults (positions, init, warmup, schedule) still learn."""
     out, _, report = run_train(tmp_path, model, "--lr", "3e-3", "--warmup-steps", "50", "--max-steps", "600",
@@ -34,6 +35,18 @@ def test_default_recipe_learns_a_tiny_config(tmp_path, model):
     config = json.loads((out / "config.json").read_text())
     assert config["evaluation"]["held_out_train-easy"]["accuracy"] == report["final_accuracy"]
     assert config["provenance"]["command"].startswith("python -m training.train --model")
+
+
+def test_stopping_on_the_worst_place_of_a_per_place_held_out_set(tmp_path):
+    """--eval-per-place measures every place equally; --target-metric worst-place judges the lowest one."""
+    out, _, report = run_train(tmp_path, "memsizer", "--max-steps", "4", "--eval-every", "2", "--eval-split", "train",
+                               "--eval-per-place", "3", "--target-metric", "worst-place", "--target-accuracy", "0.0")
+    assert report["curve"][-1]["step"] == 2, "a target of 0 is met at the first evaluation"
+    final = report["final_evaluation"]
+    assert final["total"] == 3 * len(final["per_place"]) and "billions" in final["per_place"]
+    point = report["curve"][0]
+    assert point["eval_worst_place"] <= point["eval_accuracy"], "the minimum never exceeds the mean"
+    assert train.worst_place({"accuracy": 0.9, "per_place": {"units": {"accuracy": 1.0}, "billions": {"accuracy": 0.5}}}) == 0.5
 
 
 @pytest.mark.parametrize("data_order", [[], ["--bucket-pool", "3"], ["--curriculum-steps", "3", "--label-smoothing", "0.1"]],

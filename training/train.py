@@ -28,7 +28,7 @@ from models import registry
 from models.config import POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import PAD, Tokenizer, pad_batch
-from models.task import SPLITS, generate
+from models.task import SPLITS, generate, generate_per_place
 from training.data import bucketed_batch, curriculum_split, training_batch
 from training.evaluate import evaluate_examples
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
@@ -92,6 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-split", choices=list(SPLITS), default="interpolate",
                    help="distribution of the held-out questions (a seed no training batch uses)")
     p.add_argument("--target-accuracy", type=float, default=None, help="stop once held-out accuracy reaches this")
+    p.add_argument("--target-metric", choices=["accuracy", "worst-place"], default="accuracy",
+                   help="what --target-accuracy judges: overall held-out accuracy, or the lowest accuracy "
+                        "of any place name (with --eval-per-place, every place is measured equally well)")
+    p.add_argument("--eval-per-place", type=int, default=None,
+                   help="held-out set of this many questions per place name of --eval-split (its own "
+                        "sampler) instead of --eval-size questions drawn as the split draws them")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (this run)")
     p.add_argument("--save-every-minutes", type=float, default=5.0)
     p.add_argument("--out", default=None, help="checkpoint directory (default checkpoints/<model>)")
@@ -172,6 +178,11 @@ def setup_distributed(args):
     return rank, world, device
 
 
+def worst_place(result: dict) -> float:
+    """The lowest per-place accuracy of an evaluation: a rare place cannot hide in the average."""
+    return min((p["accuracy"] for p in result["per_place"].values()), default=result["accuracy"])
+
+
 def train(args) -> dict:
     rank, world, device = setup_distributed(args)
     if args.threads:
@@ -189,7 +200,8 @@ def train(args) -> dict:
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # dynamic: question lengths vary per batch; static shapes would recompile for each new length
     forward = torch.compile(ddp, dynamic=True) if args.compile else ddp
-    held_out = generate(args.eval_split, args.eval_size, seed=HELD_OUT_SEED)
+    held_out = (generate_per_place(args.eval_split, args.eval_per_place, seed=HELD_OUT_SEED) if args.eval_per_place
+                else generate(args.eval_split, args.eval_size, seed=HELD_OUT_SEED))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
 
     start_step, run_start = progress["step"], time.perf_counter()
@@ -237,9 +249,12 @@ def train(args) -> dict:
                 result = evaluate_examples(model, tokenizer, held_out, device=device)
                 progress["curve"].append({"step": step, "examples": progress["examples"], "wall_seconds": round(wall, 2),
                                           "loss": running_loss, "train_accuracy": running_acc,
-                                          "eval_accuracy": result["accuracy"], "lr": learning_rate(step - 1, args)})
-                log.info("step %d: held-out accuracy %.4f, loss %.4f", step, result["accuracy"], running_loss)
-                stop = args.target_accuracy is not None and result["accuracy"] >= args.target_accuracy
+                                          "eval_accuracy": result["accuracy"], "eval_worst_place": worst_place(result),
+                                          "lr": learning_rate(step - 1, args)})
+                log.info("step %d: held-out accuracy %.4f (worst place %.4f), loss %.4f", step, result["accuracy"],
+                         worst_place(result), running_loss)
+                score = result["accuracy"] if args.target_metric == "accuracy" else worst_place(result)
+                stop = args.target_accuracy is not None and score >= args.target_accuracy
         if args.max_minutes is not None and time.perf_counter() - run_start >= args.max_minutes * 60:
             stop = True
         if world > 1:  # every rank must take the same decision or DDP deadlocks
