@@ -76,6 +76,23 @@ def generate_per_place(split: str, per_place: int, seed) -> list[tuple[str, str]
     return kept
 
 
+def generate_place_balanced(split: str, n: int, seed) -> list[tuple[str, str]]:
+    """`n` examples whose place names are uniform over the places the split asks: each draws a
+    place, then takes the split's own sampler's first example that asks it. Only the weights
+    change: every example is one the split can ask (rare places and long numbers come up more)."""
+    places = [p for p, share in support(split).place_share.items() if share >= UNSEEN_SHARE]
+    low, high = SPLITS[split]
+    rng, kept = random.Random(seed), []
+    for _ in range(n):
+        wanted = rng.choice(places)
+        while True:
+            question, answer = place_value_example(rng, rng.uniform(low, high))
+            if place_of(question) == wanted:
+                kept.append((question, answer))
+                break
+    return kept
+
+
 def place_of(question: str) -> str:
     """The place name a question asks for, or "other" for a question of another shape."""
     match = QUESTION_RE.match(question)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from training import data
-from models.task import PLACE_NAMES, SPLITS, generate, place_of, place_value_example
+from models.task import PLACE_NAMES, SPLITS, generate, generate_place_balanced, place_of, place_value_example, support
 from training.data import bucketed_batch, curriculum_split, main, read_examples, training_batch, write_examples
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -116,3 +116,23 @@ def test_curriculum_walks_easy_medium_hard_then_the_full_split():
     hard = [q for q, _ in generate(curriculum_split(6, 3), 500, seed=2)]
     digits = lambda questions: max(len(q.split(" of ")[1].rstrip("?")) for q in questions)
     assert digits(easy) <= 6 < digits(hard)
+
+
+def test_place_balanced_sampling_oversamples_rare_places_inside_the_support():
+    examples = generate_place_balanced("train", 3000, seed=5)
+    counts = {}
+    for question, answer in examples:
+        counts[place_of(question)] = counts.get(place_of(question), 0) + 1
+        digits = question.split()[-1][:-1]
+        assert len(digits) <= support("train").max_digits
+        assert answer == digits[-PLACE_NAMES.index(place_of(question)) - 1]
+    places = [p for p, s in support("train").place_share.items() if s > 1e-6]
+    assert set(counts) == set(places)
+    assert min(counts.values()) > 0.6 * 3000 / len(places), counts  # billions: ~1% -> ~10%
+
+
+def test_balanced_share_replaces_part_of_the_batch_and_zero_changes_nothing():
+    assert training_batch(1, 0, 7, 64) == training_batch(1, 0, 7, 64, balanced_share=0.0)
+    mixed = training_batch(1, 0, 7, 64, balanced_share=0.25)
+    assert len(mixed) == 64 and mixed[:48] == training_batch(1, 0, 7, 48)
+    assert mixed == training_batch(1, 0, 7, 64, balanced_share=0.25), "reproducible, so resumable"

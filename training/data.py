@@ -7,7 +7,7 @@ import functools
 import random
 from pathlib import Path
 
-from models.task import SPLITS, generate, generate_per_place
+from models.task import SPLITS, generate, generate_per_place, generate_place_balanced
 
 CURRICULUM = ("train-easy", "train-medium", "train-hard")
 
@@ -21,27 +21,35 @@ def curriculum_split(step: int, phase_steps: int, final_split: str = "train") ->
     return final_split
 
 
-def training_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train"):
+def training_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train",
+                   balanced_share: float = 0.0):
     """Batch number `index` of a rank's stream: depends only on its arguments, so resuming
-    at step N regenerates exactly the data an uninterrupted run would have seen."""
-    return generate(split, batch_size, seed=f"train:{seed}:{rank}:{index}")
+    at step N regenerates exactly the data an uninterrupted run would have seen.
+    `balanced_share` of the batch is drawn with place names uniform (within the split's support)."""
+    balanced = round(batch_size * balanced_share)
+    batch = generate(split, batch_size - balanced, seed=f"train:{seed}:{rank}:{index}")
+    if balanced:
+        batch += generate_place_balanced(split, balanced, seed=f"balanced:{seed}:{rank}:{index}")
+    return batch
 
 
-def bucketed_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train", pool: int = 8):
+def bucketed_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train", pool: int = 8,
+                   balanced_share: float = 0.0):
     """Batch `index` of the same stream regrouped by question length, to cut padding: the examples
     of `pool` consecutive batches are sorted by length and cut into `pool` batches, served in a
     seeded random order. Every example of the plain stream is seen once per pool, so the data
     distribution is unchanged; only which examples share a batch differs."""
     first = index - index % pool
-    examples = _length_sorted_pool(seed, rank, first, batch_size, split, pool)
+    examples = _length_sorted_pool(seed, rank, first, batch_size, split, pool, balanced_share)
     order = random.Random(f"bucket:{seed}:{rank}:{first}").sample(range(pool), pool)
     start = order[index % pool] * batch_size
     return examples[start:start + batch_size]
 
 
 @functools.lru_cache(maxsize=2)  # the pool is built once and read by its `pool` steps
-def _length_sorted_pool(seed, rank, first, batch_size, split, pool) -> tuple:
-    examples = [e for i in range(first, first + pool) for e in training_batch(seed, rank, i, batch_size, split)]
+def _length_sorted_pool(seed, rank, first, batch_size, split, pool, balanced_share=0.0) -> tuple:
+    examples = [e for i in range(first, first + pool)
+                for e in training_batch(seed, rank, i, batch_size, split, balanced_share)]
     return tuple(sorted(examples, key=lambda example: len(example[0])))
 
 

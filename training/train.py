@@ -84,6 +84,9 @@ def parse_args(argv=None):
     p.add_argument("--split", choices=[s for s in SPLITS if s.startswith("train")], default="train")
     p.add_argument("--curriculum-steps", type=int, default=0,
                    help="train this many steps each on train-easy, -medium and -hard before --split (0 = off)")
+    p.add_argument("--balanced-share", type=share, default=0.0,
+                   help="share of every batch drawn with place names uniform over the split's places (rare "
+                        "places oversampled, nothing outside the split's support; 0 = DeepMind's weights)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (0 = off)")
     p.add_argument("--bucket-pool", type=int, default=1,
                    help="regroup this many consecutive batches by question length to cut padding (1 = off)")
@@ -178,6 +181,14 @@ def setup_distributed(args):
     return rank, world, device
 
 
+def share(text: str) -> float:
+    """An argparse type: a fraction in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def worst_place(result: dict) -> float:
     """The lowest per-place accuracy of an evaluation: a rare place cannot hide in the average."""
     return min((p["accuracy"] for p in result["per_place"].values()), default=result["accuracy"])
@@ -217,8 +228,9 @@ def train(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         for micro in range(args.grad_accum):
             index = step * args.grad_accum + micro  # the stream's batch number: unchanged without accumulation
-            batch = (bucketed_batch(args.seed, rank, index, args.batch_size, split, args.bucket_pool)
-                     if args.bucket_pool > 1 else training_batch(args.seed, rank, index, args.batch_size, split))
+            batch = (bucketed_batch(args.seed, rank, index, args.batch_size, split, args.bucket_pool,
+                                    args.balanced_share) if args.bucket_pool > 1
+                     else training_batch(args.seed, rank, index, args.batch_size, split, args.balanced_share))
             src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
             # DDP all-reduces gradients on every backward; only the last micro-batch needs it
             syncing = world == 1 or micro == args.grad_accum - 1
