@@ -52,5 +52,6 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.http_load
 	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1
+	$(PY) -m benchmarks.slim_memory --max-seconds 150
 	$(PY) -m benchmarks.profile_serving
 	$(PY) -m benchmarks.report
