@@ -257,8 +257,17 @@ class PerformerAttention(nn.Module):
             chunks = min(self.slim_chunks, q.shape[2])
             return SlimCausalAttention.apply(q, k, v, self.projection, key_stabiliser, chunks)
         kf = positive_features(k, self.projection, key_stabiliser)
+        qf = positive_features(q, self.projection)
+        if state is not None and state.kv is not None and q.shape[2] == 1:
+            # one decoding step: update the sums, read them out (no block bookkeeping, which
+            # would copy the (B, H, m, dh) state several times per step)
+            S = state.kv + kf.transpose(-1, -2) @ v
+            z = state.normaliser + kf[:, :, 0]
+            denominator = (qf @ z[..., None]).clamp(min=torch.finfo(qf.dtype).tiny)
+            state.kv, state.normaliser = S, z
+            return (qf @ S) / denominator
         initial = None if state is None or state.kv is None else (state.kv, state.normaliser)
-        out, (S, z) = causal_linear_attention(positive_features(q, self.projection), kf, v, initial=initial)
+        out, (S, z) = causal_linear_attention(qf, kf, v, initial=initial)
         if state is not None:
             state.kv, state.normaliser = S, z
         return out
