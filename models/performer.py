@@ -258,11 +258,12 @@ class PerformerAttention(nn.Module):
             return SlimCausalAttention.apply(q, k, v, self.projection, key_stabiliser, chunks)
         kf = positive_features(k, self.projection, key_stabiliser)
         qf = positive_features(q, self.projection)
-        if state is not None and state.kv is not None and q.shape[2] == 1:
+        if state is not None and q.shape[2] == 1:
             # one decoding step: update the sums, read them out (no block bookkeeping, which
             # would copy the (B, H, m, dh) state several times per step)
-            S = state.kv + kf.transpose(-1, -2) @ v
-            z = state.normaliser + kf[:, :, 0]
+            S, z = kf.transpose(-1, -2) @ v, kf[:, :, 0]
+            if state.kv is not None:
+                S, z = state.kv + S, state.normaliser + z
             denominator = (qf @ z[..., None]).clamp(min=torch.finfo(qf.dtype).tiny)
             state.kv, state.normaliser = S, z
             return (qf @ S) / denominator
