@@ -8,6 +8,8 @@ from models.seq2seq import Seq2Seq
 from models.tokenizer import Tokenizer
 
 BACKENDS = registry.names()
+# the backends whose checkpoints ship (the service waits for these; the others may be untrained)
+SHIPPED = tuple(b.name for b in registry.backends() if b.shipped)
 # backend settings scaled down with the tiny width (defaults elsewhere)
 TINY_SETTINGS = {"memsizer": {"k": 8}, "performer": {"features": 32}}
 

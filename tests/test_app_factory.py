@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from app import create_app
+from models import registry
 
 
 def test_defaults_env_and_overrides(tiny_checkpoints, monkeypatch):
@@ -32,7 +33,7 @@ def test_missing_backend_degrades_to_503(tiny_checkpoints, tmp_path):
     client = create_app({"CHECKPOINT_DIR": str(tmp_path)}).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json["models"] == {"transformer": True, "memsizer": False}
+    assert ready.json["models"] == {name: name == "transformer" for name in registry.names()}
     assert "memsizer" in ready.json["errors"]
     down = client.post("/answer", json={"question": "What is the tens digit of 12?", "model": "memsizer"})
     assert down.status_code == 503 and down.json["error"]["code"] == "model_unavailable"

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from tests.conftest import BACKENDS
+
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 Q = "What is the tens digit of 89290?"
@@ -44,7 +46,7 @@ def page(browser, live_server):
     assert not errors, f"JavaScript errors or CSP violations: {errors}"
 
 
-@pytest.mark.parametrize("model, cards", [("transformer", 1), ("memsizer", 1), ("all", 2)])
+@pytest.mark.parametrize("model, cards", [("transformer", 1), ("memsizer", 1), ("all", len(BACKENDS))])
 def test_answers_appear_without_reload(page, model, cards, tmp_path):
     page.evaluate("window.__marker = 1")  # survives only if the page is not reloaded
     page.fill("#question", Q)
@@ -79,7 +81,7 @@ def test_form_works_with_javascript_disabled(browser, live_server):
     page.fill("#question", Q)
     page.select_option("#model", "all")
     page.click("#submit")
-    expect(page.locator("#results .result")).to_have_count(2)
+    expect(page.locator("#results .result")).to_have_count(len(BACKENDS))
     context.close()
 
 
@@ -88,7 +90,7 @@ def ask_and_check(page, question, expected, warning, shot: str):
     page.fill("#question", question)
     page.select_option("#model", "all")
     page.click("#submit")
-    expect(page.locator("#results .result")).to_have_count(2)
+    expect(page.locator("#results .result")).to_have_count(len(BACKENDS))
     expect(page.locator("#ood-warning")).to_contain_text(warning)
     if expected is None:
         expect(page.locator("#expected")).to_have_count(0)
