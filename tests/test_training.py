@@ -14,7 +14,7 @@ from models.task import generate
 from training.data import write_examples
 
 TINY = ["--d-model", "64", "--d-ff", "256", "--n-heads", "4", "--n-encoder-layers", "2", "--n-decoder-layers", "1",
-        "--threads", "1", "--eval-size", "200", "--save-every-minutes", "0.5"]
+        "--threads", "1", "--eval-size", "200", "--save-every-minutes", "0.5", "--performer-features", "32"]
 
 
 def run_train(tmp_path, model, *extra, name="run"):
