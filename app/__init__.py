@@ -2,7 +2,8 @@
 
 Configuration: DEFAULTS, then environment variables prefixed PLACEVALUE_ (e.g.
 PLACEVALUE_CHECKPOINT_DIR, PLACEVALUE_DEFAULT_MODEL, PLACEVALUE_TORCH_THREADS,
-PLACEVALUE_REQUIRED_MODELS), then the `config` mapping given to create_app.
+PLACEVALUE_REQUIRED_MODELS, PLACEVALUE_DEVICE, PLACEVALUE_BATCH_MAX), then the `config`
+mapping given to create_app.
 """
 import logging
 import re
@@ -19,6 +20,14 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 64 * 1024,  # bytes; Flask answers 413 above it
     # backends /readyz waits for, comma-separated; empty: every backend whose checkpoint ships
     "REQUIRED_MODELS": "",
+    "DEVICE": "auto",  # auto: the GPU when torch sees one, else the CPU
+    # cross-request micro-batching (app/batching.py): questions per pass (1: each request alone),
+    # how long a pass waits for more requests, the queue bound beyond which requests get 503,
+    # and how long a request may wait for its pass to start before it gets 503
+    "BATCH_MAX": 64,
+    "BATCH_DELAY_MS": 2.0,
+    "QUEUE_LIMIT": 256,
+    "QUEUE_MAX_WAIT_MS": 2000.0,
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -42,7 +51,10 @@ def create_app(config=None) -> Flask:
     from app.service import QAService  # torch is imported here, inside the worker, never at import time
     required = app.config["REQUIRED_MODELS"]
     required = [n.strip() for n in required.split(",") if n.strip()] if isinstance(required, str) else required
-    service = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"], required)
+    batching = {"max_batch": int(app.config["BATCH_MAX"]), "max_delay_ms": float(app.config["BATCH_DELAY_MS"]),
+                "queue_limit": int(app.config["QUEUE_LIMIT"]), "max_wait_ms": float(app.config["QUEUE_MAX_WAIT_MS"])}
+    service = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"], required,
+                        device=str(app.config["DEVICE"]), batching=batching)
     app.config["DEFAULT_MODEL"] = app.config["DEFAULT_MODEL"] or service.default_backend
     if app.config["DEFAULT_MODEL"] not in service.backends:
         raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")

@@ -3,6 +3,7 @@ import json
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from app.batching import Overloaded
 from app.errors import APIError
 from app.metrics import ERRORS, QUESTIONS, render_metrics
 from app.openapi import openapi_document
@@ -17,9 +18,9 @@ def service():
     return current_app.extensions["qa_service"]
 
 
-def fail(status: int, code: str, message: str):
+def fail(status: int, code: str, message: str, headers: dict | None = None):
     ERRORS.labels(code=code).inc()
-    raise APIError(status, code, message)
+    raise APIError(status, code, message, headers)
 
 
 def read_json_body():
@@ -58,13 +59,15 @@ def answer():
     """Answer one question or a batch with the chosen backend, each answer checked."""
     questions, model, is_batch = parse_answer_request()
     try:
-        src = service().encode(questions)
+        ids = service().encode(questions)
     except QuestionError as err:
         fail(400, err.code, f"questions[{err.index}]: {err.message}" if is_batch else err.message)
     try:
-        answers, latency_ms = service().run(src, model)
+        answers, latency_ms = service().run(ids, model)
     except BackendUnavailable as err:
         fail(503, "model_unavailable", f"the {model} backend is not loaded: {err}")
+    except Overloaded as err:
+        fail(503, "overloaded", f"{err}; retry in {err.retry_after} s", {"Retry-After": str(err.retry_after)})
     QUESTIONS.labels(model=model).inc(len(questions))
     checks = [assess(q).check(a) for q, a in zip(questions, answers)]
     if is_batch:

@@ -16,14 +16,14 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 4
 class APIError(Exception):
     """An error the client can act on; rendered as the JSON error shape."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def error_response(status: int, code: str, message: str):
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
     body = {"error": {"code": code, "message": message, "request_id": g.get("request_id")}}
-    return jsonify(body), status
+    return jsonify(body), status, headers or {}
 
 
 def wants_html() -> bool:
@@ -37,7 +37,7 @@ def wants_html() -> bool:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def handle_api_error(err: APIError):
-        return error_response(err.status, err.code, err.message)
+        return error_response(err.status, err.code, err.message, err.headers)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(err: HTTPException):
@@ -51,7 +51,7 @@ def register_error_handlers(app: Flask) -> None:
                                    status=413)
         if wants_html():
             return render_template("error.html", status=err.code, message=message), err.code
-        response, status = error_response(err.code, code, message)
+        response, status, _ = error_response(err.code, code, message)
         if err.code == 405 and err.valid_methods:
             response.headers["Allow"] = ", ".join(err.valid_methods)
         return response, status

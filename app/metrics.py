@@ -15,6 +15,12 @@ LATENCY = Histogram("placevalue_request_seconds", "Request latency by endpoint, 
                     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
 QUESTIONS = Counter("placevalue_questions_answered", "Questions answered by backend", ["model"])
 ERRORS = Counter("placevalue_errors", "API errors by code", ["code"])
+PASS_QUESTIONS = Histogram("placevalue_pass_questions", "Questions per batched forward pass by backend", ["model"],
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+def record_pass(model: str, questions: int) -> None:
+    PASS_QUESTIONS.labels(model=model).observe(questions)
 
 
 def render_metrics():

@@ -3,7 +3,7 @@ from models.tokenizer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
 
 ERROR_CODES = ("invalid_json", "invalid_request", "invalid_type", "empty_question", "question_too_long",
                "invalid_character", "unknown_model", "too_many_questions", "not_found", "method_not_allowed",
-               "body_too_large", "model_unavailable", "unsupported_media_type", "bad_request", "http_error",
+               "body_too_large", "model_unavailable", "overloaded", "unsupported_media_type", "bad_request", "http_error",
                "unavailable", "internal_error")
 REASON_CODES = ("not_task_form", "unknown_place_name", "irregular_wording", "leading_zeros", "number_too_long",
                 "place_unseen", "place_rare", "place_beyond_number")
@@ -103,7 +103,10 @@ def openapi_document(backends, config) -> dict:
                     "400": _error("bad JSON, a missing, empty, too long or unencodable question, an unknown "
                                   "model, too many questions"),
                     "413": _error(f"body over {config['MAX_CONTENT_LENGTH']} bytes"),
-                    "503": _error("the backend's checkpoint is not loaded")}}},
+                    "503": {**_error("the backend's checkpoint is not loaded (model_unavailable), or the queue "
+                                     "is full or the request waited past its bound (overloaded)"),
+                            "headers": {"Retry-After": {"description": "seconds; sent with overloaded",
+                                                        "schema": {"type": "integer", "minimum": 1}}}}}}},
             "/models": {"get": {"summary": "Every backend: readiness, size, checkpoint, accuracy per place",
                                 "operationId": "models", "responses": {"200": _json({
                                     "type": "object", "required": ["models", "default_model"],

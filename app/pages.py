@@ -2,6 +2,7 @@
 backend is reliable."""
 from flask import Blueprint, current_app, g, render_template, request
 
+from app.batching import Overloaded
 from app.charts import accuracy_chart, backend_colour
 from app.service import RELIABILITY_SPLITS, BackendUnavailable
 from models.task import assess
@@ -60,16 +61,18 @@ def ask():
     if model not in (*qa.backends, COMPARE):
         return render_form(question, None, error="Choose a backend or Compare.", status=400)
     try:
-        src = qa.encode([question])
+        ids = qa.encode([question])
     except QuestionError as err:
         return render_form(question, model, error=err.message[:1].upper() + err.message[1:], status=400)
     g.model = model
     assessment, results = assess(question), []
     for name in qa.backends if model == COMPARE else (model,):
         try:
-            (answer,), latency_ms = qa.run(src, name)
+            (answer,), latency_ms = qa.run(ids, name)
             results.append({"model": name, "answer": answer, "latency_ms": latency_ms,
                             "correct": assessment.check(answer)["correct"]})
         except BackendUnavailable as err:
             results.append({"model": name, "error": f"{name} is unavailable: {err}"})
+        except Overloaded as err:
+            results.append({"model": name, "error": f"{name} is busy: {err}. Try again in {err.retry_after} s."})
     return render_form(question, model, results=results, check=assessment)

@@ -1,17 +1,19 @@
 """The question-answering service: every registered backend's checkpoint loaded once per worker,
 batched greedy answers, each answer checked against the exact place value.
 
-This is the only app module that imports torch. One lock per service serialises inference
-inside a worker, so gunicorn workers x torch threads bounds the cores in use whatever the
-number of request threads.
+This is the only app module that imports torch. Every pass runs on the micro-batcher's one
+dispatcher thread (app/batching.py): questions from concurrent requests share a pass, so
+gunicorn workers x torch threads bounds the cores in use whatever the number of request
+threads, and the batcher's bounded queue sheds load beyond it.
 """
 import logging
-import threading
 import time
 from pathlib import Path
 
 import torch
 
+from app.batching import MicroBatcher
+from app.metrics import record_pass
 from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.task import PLACE_NAMES, SPLITS, generate
@@ -26,6 +28,15 @@ class BackendUnavailable(Exception):
     """The requested backend has no loaded checkpoint."""
 
 
+def resolve_device(choice: str) -> torch.device:
+    """PLACEVALUE_DEVICE: "cpu", "cuda" (an error without a GPU) or "auto" (cuda when there is one)."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"DEVICE must be auto, cpu or cuda, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("DEVICE=cuda but torch sees no CUDA device")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def train_command(name: str) -> str:
     return f"python -m training.train --model {name}"
 
@@ -33,8 +44,14 @@ def train_command(name: str) -> str:
 class QAService:
     """Answers place-value questions with whichever backends' checkpoints it finds."""
 
-    def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None):
-        torch.set_num_threads(max(1, int(torch_threads)))
+    def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = "cpu",
+                 batching: dict | None = None):
+        """batching: MicroBatcher's settings (max_batch, max_delay_ms, queue_limit, max_wait_ms);
+        max_batch 1 runs each request's questions in a pass of their own."""
+        self.torch_threads = max(1, int(torch_threads))
+        torch.set_num_threads(self.torch_threads)
+        self._dispatcher_threads_set = False
+        self.device = resolve_device(device)
         self.tokenizer = Tokenizer()
         self.backends = registry.names()
         self.default_backend = registry.DEFAULT
@@ -44,11 +61,10 @@ class QAService:
         if unknown:
             raise ValueError(f"required models {sorted(unknown)} are not registered backends: {self.backends}")
         self.models, self.configs, self.load_errors = {}, {}, {}
-        self._lock = threading.Lock()
         for name in self.backends:
             directory = Path(checkpoint_dir) / name
             try:
-                model, tokenizer, config = load_checkpoint(directory)
+                model, tokenizer, config = load_checkpoint(directory, device=self.device)
                 if config.get("model") != name:
                     raise CheckpointError(f"{directory}: holds a {config.get('model')!r} model, not {name!r}")
             except CheckpointError as err:
@@ -58,7 +74,9 @@ class QAService:
                 (log.error if name in self.required else log.info)("backend %s unavailable: %s", name, err)
                 continue
             self.models[name], self.configs[name], self.tokenizer = model, config, tokenizer
-            log.info("loaded %s from %s (sha256 %s)", name, directory, config["weights"]["sha256"][:12])
+            log.info("loaded %s from %s on %s (sha256 %s)", name, directory, self.device,
+                     config["weights"]["sha256"][:12])
+        self.batcher = MicroBatcher(self._pass, on_pass=record_pass, **(batching or {}))
         for name in self.models:  # the first pass allocates and picks kernels: pay it before serving
             self.answer([self.example_question(seed=0)], name)
 
@@ -66,30 +84,41 @@ class QAService:
         """Whether `name`, or without one every required backend, is loaded."""
         return name in self.models if name else all(n in self.models for n in self.required)
 
-    def encode(self, questions: list) -> torch.Tensor:
-        """Validate every question once and pad them into one batch (B, S); QuestionError names
-        the first bad one by its index."""
+    def encode(self, questions: list) -> list[list[int]]:
+        """Validate every question once into its token ids; QuestionError names the first bad one
+        by its index."""
         ids = []
         for index, question in enumerate(questions):
             try:
                 ids.append(self.tokenizer.encode(question))
             except QuestionError as err:
                 raise QuestionError(err.code, err.message, index) from None
-        return pad_batch(ids)
+        return ids
 
-    def run(self, src: torch.Tensor, name: str) -> tuple[list[str], float]:
-        """Answers for an encoded batch from one greedy pass of backend `name`, and its latency in ms."""
+    def run(self, ids: list[list[int]], name: str) -> tuple[list[str], float]:
+        """Answers for encoded questions from backend `name`, and the latency in ms of the greedy
+        pass they rode in (shared with other requests' questions when the batcher joined them).
+        Raises BackendUnavailable, or batching.Overloaded when the queue is full."""
         if name not in self.models:
             raise BackendUnavailable(self.load_errors.get(name, f"backend {name!r} is not loaded"))
-        with self._lock, torch.inference_mode():
+        answers, latency_ms, _ = self.batcher.submit(name, ids)
+        return answers, latency_ms
+
+    def answer(self, questions: list[str], name: str) -> tuple[list[str], float]:
+        """Answers for `questions` (in one batched greedy pass unless the batcher splits it), and the latency in ms."""
+        return self.run(self.encode(questions), name)
+
+    def _pass(self, name: str, ids: list[list[int]]) -> tuple[list[str], float]:
+        """One batched greedy pass; runs only on the batcher's dispatcher thread."""
+        if not self._dispatcher_threads_set:  # OpenMP's thread count is per calling thread
+            torch.set_num_threads(self.torch_threads)
+            self._dispatcher_threads_set = True
+        with torch.inference_mode():
             start = time.perf_counter()
+            src = pad_batch(ids).to(self.device)
             rows = self.models[name].generate(src, max_len=MAX_ANSWER_CHARS).tolist()
             latency_ms = (time.perf_counter() - start) * 1000
         return [self.tokenizer.decode(row) for row in rows], latency_ms
-
-    def answer(self, questions: list[str], name: str) -> tuple[list[str], float]:
-        """Answers for `questions` from one batched greedy pass, and its latency in ms."""
-        return self.run(self.encode(questions), name)
 
     def describe(self) -> list[dict]:
         """What /models and the page report for each backend."""

@@ -1,0 +1,152 @@
+"""The cross-request micro-batcher: requests join passes, each gets its own answers back, the
+queue is bounded in questions and in waiting time, and a failing pass fails only its requests."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from app.batching import MicroBatcher, Overloaded
+from app.service import QAService
+from models.task import generate
+
+
+class RecordingRun:
+    """A fake backend: answers each item with (backend, item * 10) after `seconds`, recording passes."""
+
+    def __init__(self, seconds=0.0, gate=None, fail_on=None):
+        self.seconds, self.gate, self.fail_on = seconds, gate, fail_on
+        self.passes = []
+
+    def __call__(self, name, items):
+        self.passes.append((name, list(items)))
+        if self.gate is not None:
+            self.gate.wait(10)
+        time.sleep(self.seconds)
+        if self.fail_on is not None and self.fail_on in items:
+            raise ValueError(f"bad item {self.fail_on}")
+        return [(name, item * 10) for item in items], self.seconds * 1000
+
+
+def test_concurrent_requests_share_passes_and_get_their_own_answers():
+    run = RecordingRun(seconds=0.02)
+    batcher = MicroBatcher(run, max_batch=16, max_delay_ms=20, queue_limit=1000)
+    jobs = [("a" if i % 3 else "b", [i, 1000 + i]) for i in range(40)]
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(lambda job: batcher.submit(*job), jobs))
+    batcher.close()
+    for (name, items), (answers, _, in_pass) in zip(jobs, results):
+        assert answers == [(name, item * 10) for item in items]
+        assert len(items) <= in_pass <= 16
+    assert all(len(items) <= 16 for _, items in run.passes)
+    assert len(run.passes) < len(jobs), "no two requests ever shared a pass"
+    assert batcher.stats.largest > 2 and batcher.stats.questions == 80
+
+
+def test_a_pass_never_mixes_backends():
+    run = RecordingRun(seconds=0.01)
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=20)
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(lambda i: batcher.submit("ab"[i % 2], [i]), range(20)))
+    batcher.close()
+    for name, items in run.passes:
+        assert all("ab"[i % 2] == name for i in items)
+
+
+def test_a_request_larger_than_max_batch_runs_whole_and_alone():
+    run = RecordingRun()
+    batcher = MicroBatcher(run, max_batch=4, max_delay_ms=0, queue_limit=8)
+    answers, _, in_pass = batcher.submit("a", list(range(10)))  # above both limits, nothing else queued
+    batcher.close()
+    assert answers == [("a", i * 10) for i in range(10)] and in_pass == 10
+
+
+def test_full_queue_sheds_at_once_and_changes_nothing():
+    gate = threading.Event()
+    run = RecordingRun(gate=gate)
+    batcher = MicroBatcher(run, max_batch=1, max_delay_ms=0, queue_limit=3, max_wait_ms=5000)
+    pool = ThreadPoolExecutor(8)
+    running = pool.submit(batcher.submit, "a", [0])  # occupies the dispatcher until the gate opens
+    while not run.passes:
+        time.sleep(0.001)
+    queued = [pool.submit(batcher.submit, "a", [i]) for i in (1, 2, 3)]
+    while batcher.queued() < 3:
+        time.sleep(0.001)
+    start = time.monotonic()
+    with pytest.raises(Overloaded) as err:
+        batcher.submit("a", [4])
+    assert time.monotonic() - start < 0.5, "a shed request must not wait"
+    assert err.value.retry_after >= 1 and "queued" in str(err.value)
+    assert batcher.queued() == 3 and batcher.stats.shed == 1
+    gate.set()
+    assert running.result()[0] == [("a", 0)]
+    assert [f.result()[0] for f in queued] == [[("a", 10)], [("a", 20)], [("a", 30)]]
+    pool.shutdown()
+    batcher.close()
+
+
+def test_a_request_not_started_within_the_bound_is_dropped_from_the_queue():
+    gate = threading.Event()
+    run = RecordingRun(gate=gate)
+    batcher = MicroBatcher(run, max_batch=1, max_delay_ms=0, queue_limit=100, max_wait_ms=200)
+    with ThreadPoolExecutor(2) as pool:
+        blocking = pool.submit(batcher.submit, "a", [0])
+        while not run.passes:
+            time.sleep(0.001)
+        start = time.monotonic()
+        with pytest.raises(Overloaded) as err:
+            batcher.submit("a", [1])
+        waited = time.monotonic() - start
+        assert 0.19 < waited < 1.0 and "not started within 200 ms" in str(err.value)
+        assert batcher.queued() == 0 and batcher.stats.expired == 1
+        gate.set()
+        blocking.result()
+    assert [items for _, items in run.passes] == [[0]], "the expired request still ran"
+    batcher.close()
+
+
+def test_a_failing_pass_fails_its_own_requests_only_and_the_batcher_goes_on():
+    run = RecordingRun(fail_on=13)
+    batcher = MicroBatcher(run, max_batch=1, max_delay_ms=0)
+    with pytest.raises(ValueError, match="bad item 13"):
+        batcher.submit("a", [13])
+    assert batcher.submit("a", [2])[0] == [("a", 20)]
+    batcher.close()
+
+
+@pytest.mark.parametrize("bad", [dict(max_batch=0), dict(queue_limit=0), dict(max_delay_ms=-1), dict(max_wait_ms=0)])
+def test_settings_are_validated(bad):
+    with pytest.raises(ValueError):
+        MicroBatcher(RecordingRun(), **bad)
+
+
+def test_batched_answers_through_the_service_equal_single_answers(tiny_checkpoints):
+    """Questions of different lengths joined across requests into padded passes answer exactly as alone."""
+    questions = [q for q, _ in generate("train", 48, seed=5)]
+    alone = QAService(tiny_checkpoints, batching={"max_batch": 1, "max_delay_ms": 0})
+    joined = QAService(tiny_checkpoints, batching={"max_batch": 64, "max_delay_ms": 30})
+    try:
+        for name in alone.models:
+            expected = [alone.answer([q], name)[0][0] for q in questions]
+            before = joined.batcher.stats.passes
+            with ThreadPoolExecutor(16) as pool:
+                got = list(pool.map(lambda q: joined.answer([q], name)[0][0], questions))
+            assert got == expected, name
+            assert joined.batcher.stats.passes - before < len(questions), f"{name}: no pass was shared"
+    finally:
+        alone.batcher.close()
+        joined.batcher.close()
+
+
+def test_device_setting(tiny_checkpoints):
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        QAService(tiny_checkpoints, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            QAService(tiny_checkpoints, device="cuda")
+    service = QAService(tiny_checkpoints, device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert service.device.type == expected
+    assert all(p.device.type == expected for m in service.models.values() for p in m.parameters())
+    service.batcher.close()
