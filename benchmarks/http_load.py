@@ -1,12 +1,18 @@
 """HTTP serving under load: real gunicorn on loopback with the shipped checkpoints, a bounded
-thread-pool client at several concurrency levels, each backend in turn (alternating order).
+thread-pool client at several concurrency levels, each backend in turn (alternating order),
+for each server setting in turn (same questions, one run).
 
     python -m benchmarks.http_load [--concurrency 1,4,16,32] [--requests 200] [--max-seconds 30]
+        [--settings w2t1b1,w2t1b64,w1t2b64]
 
-Reports answers/s, latency p50/p99, errors and worker RSS before/after. Loopback only.
+A setting `wWtTbB` is W gunicorn workers, T torch threads each, and cross-request batches of up
+to B questions (b1: every request runs its own pass, the service before micro-batching).
+Reports answers/s, latency p50/p99, errors (503s counted apart) and worker RSS before/after.
+Loopback only.
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -37,9 +43,19 @@ def worker_rss_mib(master_pid: int) -> dict:
     return rss
 
 
-def start_server(port: int, workers: int, checkpoints: str):
+def parse_setting(text: str) -> dict:
+    """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64}."""
+    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64 (workers, torch threads, batch), got {text!r}")
+    workers, threads, batch = map(int, match.groups())
+    return {"workers": workers, "torch_threads": threads, "batch_max": batch}
+
+
+def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64):
     env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
-               GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints)
+               GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
+               PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)))
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
@@ -63,30 +79,33 @@ def load(url, model, questions, concurrency, total, max_seconds) -> dict:
             local.session = requests.Session()
         session = local.session
         start = time.perf_counter()
+        status = None
         try:
             r = session.post(url + "/answer", json={"question": question, "model": model}, timeout=30)
-            ok = r.status_code == 200
-            correct = ok and r.json()["answer"] == answer
+            status = r.status_code
+            correct = status == 200 and r.json()["answer"] == answer
         except requests.RequestException:
-            ok = correct = False
-        return time.perf_counter() - start, ok, correct
+            correct = False
+        return time.perf_counter() - start, status, correct
 
     deadline = time.monotonic() + max_seconds
-    latencies, errors, wrong = [], 0, 0
+    latencies, errors, shed, wrong = [], 0, 0, 0
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         pending = iter(questions[:total])
         futures = [pool.submit(one, next(pending)) for _ in range(min(concurrency, total))]
         while futures:
-            latency, ok, correct = futures.pop(0).result()
+            latency, status, correct = futures.pop(0).result()
             latencies.append(latency * 1e3)
-            errors += not ok
-            wrong += ok and not correct
+            shed += status == 503
+            errors += status not in (200, 503)
+            wrong += status == 200 and not correct
             item = next(pending, None)
             if item is not None and time.monotonic() < deadline:
                 futures.append(pool.submit(one, item))
     elapsed = time.perf_counter() - start
-    return {"requests": len(latencies), "answers_per_second": len(latencies) / elapsed, "errors": errors,
+    answered = len(latencies) - errors - shed
+    return {"requests": len(latencies), "answers_per_second": answered / elapsed, "errors": errors, "shed_503": shed,
             "wrong_answers": wrong, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
 
 
@@ -95,29 +114,34 @@ def main(argv=None):
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--requests", type=int, default=200, help="requests per backend and level")
     parser.add_argument("--max-seconds", type=float, default=30)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--settings", default="w2t1b1,w2t1b64,w1t2b64",
+                        help="server settings compared in turn (wWtTbB: workers, torch threads, batch max)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     questions = generate("interpolate", args.requests, seed=5151)
-    process, url = start_server(args.port, args.workers, args.checkpoints)
-    try:
-        result = {"environment": environment("cpu", MODULE, argv), "workers": args.workers, "levels": {},
-                  "rss_before_mib": worker_rss_mib(process.pid)}
-        names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
-        for i, level in enumerate(map(int, args.concurrency.split(","))):
-            result["levels"][level] = {}
-            for model in (names if i % 2 == 0 else names[::-1]):
-                row = load(url, model, questions, level, args.requests, args.max_seconds)
-                result["levels"][level][model] = row
-                print(f"{level:>3} clients {model:<12} {row['answers_per_second']:6.1f} answers/s  p50 "
-                      f"{row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms  errors {row['errors']}  wrong {row['wrong_answers']}",
-                      flush=True)
-        result["rss_after_mib"] = worker_rss_mib(process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    result = {"environment": environment("cpu", MODULE, argv), "settings": {}}
+    for setting_name in args.settings.split(","):
+        setting = parse_setting(setting_name)
+        process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
+                                    setting["batch_max"])
+        try:
+            row_set = {**setting, "levels": {}, "rss_before_mib": worker_rss_mib(process.pid)}
+            names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
+            for i, level in enumerate(map(int, args.concurrency.split(","))):
+                row_set["levels"][level] = {}
+                for model in (names if i % 2 == 0 else names[::-1]):
+                    row = load(url, model, questions, level, args.requests, args.max_seconds)
+                    row_set["levels"][level][model] = row
+                    print(f"{setting_name} {level:>3} clients {model:<12} {row['answers_per_second']:6.1f} answers/s  "
+                          f"p50 {row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms  errors {row['errors']}  "
+                          f"503 {row['shed_503']}  wrong {row['wrong_answers']}", flush=True)
+            row_set["rss_after_mib"] = worker_rss_mib(process.pid)
+            result["settings"][setting_name] = row_set
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
     save("http_load_cpu", result, args.out or RESULTS)
 
 

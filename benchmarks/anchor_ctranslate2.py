@@ -1,0 +1,246 @@
+"""The serving anchor: CTranslate2 running the shipped Transformer's real weights, side by side
+with our in-process torch path on the same questions, threads and batch sizes, in one run.
+
+    python -m benchmarks.anchor_ctranslate2 [--checkpoints checkpoints] [--questions 200] [--threads 1,2]
+
+Also counts each backend's FLOPs per question (torch.utils.flop_counter) and probes this machine's
+fp32 matrix-multiply peak, which together give the floor a pass could reach.
+
+CTranslate2's TransformerSpec expresses our Transformer exactly: pre-norm layers, ReLU
+feed-forward, embeddings scaled by sqrt(d) plus our own sinusoid table, one embedding shared by
+encoder and decoder, a biased output layer. Our source positions count backwards from the
+question's last character; CTranslate2 counts from the first, so the anchor reads each question
+reversed, which gives every character the same position vector. Self- and cross-attention ignore
+order beyond the positions, so the encoder's output is the same set of vectors.
+
+It cannot express MemSizer (key-value memory attention), the Performer (random-feature attention)
+or MemoryFormer (hash tables in place of linear layers): only softmax attention has a spec, so
+only the Transformer has an anchor.
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, environment, percentile, save, summary
+from models import registry
+from models.checkpoint import load_checkpoint
+from models.task import generate
+from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD, pad_batch
+
+MODULE = "benchmarks.anchor_ctranslate2"
+
+
+def token_name(index: int) -> str:
+    """CTranslate2 vocabularies are strings; ours are ids, some of them whitespace or punctuation."""
+    return f"t{index}"
+
+
+def ctranslate2_spec(model):
+    """A CTranslate2 TransformerSpec holding `model`'s weights (a softmax-attention Seq2Seq)."""
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    config = model.config
+    if config.backend != "transformer":
+        raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
+    if config.source_positions != "end":
+        raise ValueError("the conversion assumes end-counted source positions (it reverses the question)")
+    # copies: the converter rewrites arrays in place (quantization), which must not reach the torch model
+    weights = {name: tensor.detach().float().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+    spec = transformer_spec.TransformerSpec.from_config(
+        (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=True,
+        activation=common_spec.Activation.RELU)
+
+    def linear(target, prefix):
+        target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+
+    def fused(target, prefixes):
+        target.weight = np.concatenate([weights[f"{p}.weight"] for p in prefixes])
+        target.bias = np.concatenate([weights[f"{p}.bias"] for p in prefixes])
+
+    def norm(target, prefix):
+        target.gamma, target.beta = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+
+    def feed_forward(target, prefix):
+        norm(target.layer_norm, f"{prefix}.ff_norm")
+        linear(target.linear_0, f"{prefix}.ff.up")
+        linear(target.linear_1, f"{prefix}.ff.down")
+
+    positions = model.positions.float().cpu().numpy().copy()
+    for stack in (spec.encoder, spec.decoder):
+        stack.scale_embeddings = True
+        stack.position_encodings.encodings = positions
+    spec.encoder.embeddings[0].weight = weights["embed.weight"]
+    spec.decoder.embeddings.weight = weights["embed.weight"]
+    norm(spec.encoder.layer_norm, "encoder_norm")
+    norm(spec.decoder.layer_norm, "decoder_norm")
+    linear(spec.decoder.projection, "lm_head")
+    for i, layer in enumerate(spec.encoder.layer):
+        prefix = f"encoder.{i}"
+        norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
+        fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
+        linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        feed_forward(layer.ffn, prefix)
+    for i, layer in enumerate(spec.decoder.layer):
+        prefix = f"decoder.{i}"
+        norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
+        fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
+        linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        norm(layer.attention.layer_norm, f"{prefix}.cross_norm")
+        linear(layer.attention.linear[0], f"{prefix}.cross_attn.q_proj")
+        fused(layer.attention.linear[1], [f"{prefix}.cross_attn.{p}_proj" for p in "kv"])
+        linear(layer.attention.linear[2], f"{prefix}.cross_attn.out_proj")
+        feed_forward(layer.ffn, prefix)
+    vocabulary = [token_name(i) for i in range(config.vocab_size)]
+    spec.register_source_vocabulary(vocabulary)
+    spec.register_target_vocabulary(vocabulary)
+    spec.config.unk_token = token_name(PAD)  # never produced: the model was never trained to emit pad
+    spec.config.bos_token = spec.config.decoder_start_token = token_name(BOS)
+    spec.config.eos_token = token_name(EOS)
+    spec.config.layer_norm_epsilon = 1e-5  # torch's LayerNorm default, which our model uses
+    return spec
+
+
+def convert(model, out_dir, quantization: str | None = None) -> Path:
+    """Write a CTranslate2 model directory for `model` (float32 weights, optionally quantized)."""
+    from ctranslate2.converters.converter import Converter
+
+    class SpecConverter(Converter):
+        def _load(self):
+            return ctranslate2_spec(model)
+
+    return Path(SpecConverter().convert(str(out_dir), quantization=quantization, force=True))
+
+
+class AnchorTranslator:
+    """Greedy answers from a converted model, questions given as our token ids."""
+
+    def __init__(self, model_dir, tokenizer, threads: int, compute_type: str = "float32"):
+        import ctranslate2
+        self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
+                                                 intra_threads=threads, inter_threads=1)
+        self.tokenizer = tokenizer
+
+    def answer_ids(self, ids: list[list[int]]) -> list[str]:
+        source = [[token_name(t) for t in reversed(row)] for row in ids]
+        results = self.translator.translate_batch(source, beam_size=1, max_decoding_length=MAX_ANSWER_CHARS,
+                                                  max_batch_size=0, suppress_sequences=[[token_name(BOS)]])
+        return [self.tokenizer.decode([int(t[1:]) for t in r.hypotheses[0]] + [EOS]) for r in results]
+
+
+def ours(model, tokenizer, ids):
+    with torch.inference_mode():
+        rows = model.generate(pad_batch(ids), max_len=MAX_ANSWER_CHARS).tolist()
+    return [tokenizer.decode(row) for row in rows]
+
+
+def flops_per_question(model, ids) -> float:
+    """Floating-point operations of one greedy answer, counted by torch (not estimated by hand),
+    averaged over questions answered one at a time."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        for row in ids:
+            model.generate(pad_batch([row]), max_len=MAX_ANSWER_CHARS)
+    return counter.get_total_flops() / len(ids)
+
+
+def gemm_peak(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """fp32 matrix-multiply FLOP/s of this machine at `threads` threads (best of `repeats`)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def time_paths(paths: dict, questions_ids, batch_sizes, repeats: int) -> dict:
+    """Single-question latency (paths alternating) and batched answers/s for each path."""
+    single = {name: [] for name in paths}
+    for i, ids in enumerate(questions_ids):
+        for name in (list(paths) if i % 2 == 0 else list(paths)[::-1]):
+            start = time.perf_counter()
+            paths[name]([ids])
+            single[name].append((time.perf_counter() - start) * 1e3)
+    out = {name: {"single_ms": {**summary(single[name]), "p99": percentile(single[name], 0.99)}, "batched": {}}
+           for name in paths}
+    for size in batch_sizes:
+        batch = (questions_ids * (size // len(questions_ids) + 1))[:size]
+        for r in range(repeats):
+            for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+                start = time.perf_counter()
+                paths[name](batch)
+                out[name]["batched"].setdefault(size, []).append(time.perf_counter() - start)
+    for name in paths:
+        out[name]["batched"] = {size: size / summary(times)["median"] for size, times in out[name]["batched"].items()}
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", default="checkpoints", help="every backend found here is timed beside the anchor")
+    parser.add_argument("--questions", type=int, default=200, help="checked for agreement with the anchor")
+    parser.add_argument("--timed", type=int, default=100, help="single questions timed per path and thread count")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batch-sizes", default="32,64,128")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    loaded = {}
+    for name in registry.names():
+        directory = Path(args.checkpoints) / name
+        if (directory / "config.json").is_file():
+            loaded[name] = load_checkpoint(directory)
+    if "transformer" not in loaded:
+        raise SystemExit(f"error: {args.checkpoints}/transformer holds no checkpoint: the anchor runs its weights")
+    tokenizer = loaded["transformer"][1]
+    pairs = generate("interpolate", args.questions, seed=9191)
+    ids = [tokenizer.encode(q) for q, _ in pairs]
+    truth = [a for _, a in pairs]
+    torch.set_num_threads(1)
+    flops = {name: flops_per_question(model, ids[:20]) for name, (model, _, _) in loaded.items()}
+    result = {"environment": environment("cpu", MODULE, argv), "checkpoints": str(args.checkpoints),
+              "checkpoint_sha256": {n: c["weights"]["sha256"] for n, (_, _, c) in loaded.items()},
+              "flops_per_question": flops, "gemm_peak_flops": {}, "threads": {},
+              "cannot_express": [n for n in registry.names() if n != "transformer"]}
+    print("GFLOP per question: " + ", ".join(f"{n} {f / 1e9:.2f}" for n, f in flops.items()), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        transformer = loaded["transformer"][0]
+        anchors = {kind: convert(transformer, Path(tmp) / kind, quantization=None if kind == "float32" else kind)
+                   for kind in ("float32", "int8")}
+        agreement = {"questions": len(ids)}
+        for threads in map(int, args.threads.split(",")):
+            result["gemm_peak_flops"][threads] = gemm_peak(threads)
+            torch.set_num_threads(threads)
+            translators = {kind: AnchorTranslator(path, tokenizer, threads, compute_type=kind)
+                           for kind, path in anchors.items()}
+            if len(agreement) == 1:  # answers once, at the first thread count
+                for name, (model, _, _) in loaded.items():
+                    agreement[f"{name}_correct"] = sum(a == t for a, t in zip(ours(model, tokenizer, ids), truth))
+                reference = ours(transformer, tokenizer, ids)
+                for kind, translator in translators.items():
+                    got = translator.answer_ids(ids)
+                    agreement[f"ctranslate2_{kind}_correct"] = sum(g == t for g, t in zip(got, truth))
+                    agreement[f"ctranslate2_{kind}_same_as_transformer"] = sum(g == r for g, r in zip(got, reference))
+                print(agreement, flush=True)
+            paths = {**{name: (lambda batch, m=model: ours(m, tokenizer, batch)) for name, (model, _, _) in loaded.items()},
+                     **{f"ctranslate2_{kind}": t.answer_ids for kind, t in translators.items()}}
+            timed = time_paths(paths, ids[:args.timed], list(map(int, args.batch_sizes.split(","))), args.repeats)
+            result["threads"][threads] = timed
+            print(f"{threads} threads: fp32 GEMM peak {result['gemm_peak_flops'][threads] / 1e9:.1f} GFLOP/s", flush=True)
+            for name, row in timed.items():
+                batched = ", ".join(f"b{b} {v:.0f}/s" for b, v in row["batched"].items())
+                print(f"{threads} threads {name:<22} single p50 {row['single_ms']['median']:.1f} ms; {batched}",
+                      flush=True)
+        result["agreement"] = agreement
+    save("anchor_ctranslate2_cpu", result, args.out or RESULTS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The CTranslate2 anchor runs our Transformer's own weights: its per-token log-probabilities of
+the same answers match ours (so the serving comparison times the same model), and it refuses
+backends it cannot express."""
+import pytest
+import torch
+
+from benchmarks.anchor_ctranslate2 import AnchorTranslator, convert, ctranslate2_spec, token_name
+from models.task import generate
+from models.tokenizer import PAD, Tokenizer, pad_batch
+from tests.conftest import tiny_model
+
+
+def test_converted_transformer_scores_answers_like_ours(tmp_path):
+    model, tokenizer = tiny_model("transformer", n_heads=4), Tokenizer()
+    model_dir = convert(model, tmp_path / "ct2")
+    anchor = AnchorTranslator(model_dir, tokenizer, threads=1)
+    pairs = generate("train", 24, seed=3)  # questions of many lengths: padding and reversal both matter
+    sources = [tokenizer.encode(q) for q, _ in pairs]
+    targets = [tokenizer.encode_target(a) for _, a in pairs]  # bos, answer, eos
+    with torch.inference_mode():
+        src, tgt = pad_batch(sources), pad_batch(targets)
+        logits, _ = model(src, tgt[:, :-1])
+        ours = torch.log_softmax(logits.double(), dim=-1).gather(-1, tgt[:, 1:, None])[..., 0]
+    scored = anchor.translator.score_batch([[token_name(t) for t in reversed(s)] for s in sources],
+                                           [[token_name(t) for t in target[1:-1]] for target in targets])
+    for row, (target, result) in enumerate(zip(targets, scored)):
+        theirs = torch.tensor(result.log_probs, dtype=torch.float64)  # answer tokens then eos
+        assert len(theirs) == len(target) - 1
+        assert torch.allclose(theirs, ours[row, :len(theirs)], atol=2e-4), (pairs[row], theirs, ours[row])
+    # and greedy answers agree with ours on the same questions
+    with torch.inference_mode():
+        greedy = [tokenizer.decode(r) for r in model.generate(pad_batch(sources), max_len=30).tolist()]
+    assert anchor.answer_ids(sources) == greedy
+
+
+@pytest.mark.parametrize("backend", ["memsizer", "performer"])
+def test_backends_without_a_spec_are_refused(backend):
+    with pytest.raises(ValueError, match="no spec"):
+        ctranslate2_spec(tiny_model(backend))
+
+
+def test_pad_is_never_a_source_token():
+    assert token_name(PAD) == "t0"
