@@ -21,6 +21,7 @@ DEFAULTS = {
     # backends /readyz waits for, comma-separated; empty: every backend whose checkpoint ships
     "REQUIRED_MODELS": "",
     "DEVICE": "auto",  # auto: the GPU when torch sees one, else the CPU
+    "RUNTIME": "torch",  # or ctranslate2 / ctranslate2-int8 for the backends it can express (app/service.py)
     # cross-request micro-batching (app/batching.py): questions per pass (1: each request alone),
     # how long a pass waits for more requests, the queue bound beyond which requests get 503,
     # and how long a request may wait for its pass to start before it gets 503
@@ -54,7 +55,7 @@ def create_app(config=None) -> Flask:
     batching = {"max_batch": int(app.config["BATCH_MAX"]), "max_delay_ms": float(app.config["BATCH_DELAY_MS"]),
                 "queue_limit": int(app.config["QUEUE_LIMIT"]), "max_wait_ms": float(app.config["QUEUE_MAX_WAIT_MS"])}
     service = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"], required,
-                        device=str(app.config["DEVICE"]), batching=batching)
+                        device=str(app.config["DEVICE"]), batching=batching, runtime=str(app.config["RUNTIME"]))
     app.config["DEFAULT_MODEL"] = app.config["DEFAULT_MODEL"] or service.default_backend
     if app.config["DEFAULT_MODEL"] not in service.backends:
         raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
 
 
+# PLACEVALUE_RUNTIME: what runs a backend's passes. "torch" runs every backend in torch; the
+# others run each backend that CTranslate2 can express (softmax attention) on it, at this compute
+# type, converted at start from the very weights torch would load, and keep torch for the rest.
+RUNTIMES = {"torch": None, "ctranslate2": "float32", "ctranslate2-int8": "int8"}
+
+
 class BackendUnavailable(Exception):
     """The requested backend has no loaded checkpoint."""
 
@@ -45,9 +51,11 @@ class QAService:
     """Answers place-value questions with whichever backends' checkpoints it finds."""
 
     def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = "cpu",
-                 batching: dict | None = None):
+                 batching: dict | None = None, runtime: str = "torch"):
         """batching: MicroBatcher's settings (max_batch, max_delay_ms, queue_limit, max_wait_ms);
-        max_batch 1 runs each request's questions in a pass of their own."""
+        max_batch 1 runs each request's questions in a pass of their own. runtime: see RUNTIMES."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"RUNTIME must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.torch_threads = max(1, int(torch_threads))
         torch.set_num_threads(self.torch_threads)
         self._dispatcher_threads_set = False
@@ -76,6 +84,10 @@ class QAService:
             self.models[name], self.configs[name], self.tokenizer = model, config, tokenizer
             log.info("loaded %s from %s on %s (sha256 %s)", name, directory, self.device,
                      config["weights"]["sha256"][:12])
+        self.runtimes = {name: "torch" for name in self.models}
+        self._engines, self._engine_dir = {}, None
+        if runtime != "torch":
+            self._start_engines(runtime)
         self.batcher = MicroBatcher(self._pass, on_pass=record_pass, **(batching or {}))
         for name in self.models:  # the first pass allocates and picks kernels: pay it before serving
             self.answer([self.example_question(seed=0)], name)
@@ -108,11 +120,35 @@ class QAService:
         """Answers for `questions` (in one batched greedy pass unless the batcher splits it), and the latency in ms."""
         return self.run(self.encode(questions), name)
 
+    def _start_engines(self, runtime: str) -> None:
+        """Convert every loaded model the engine can express; the others stay on torch."""
+        import tempfile
+
+        from models.ctranslate2_runtime import CTranslate2Runner, convert, ctranslate2_spec
+        compute_type = RUNTIMES[runtime]
+        self._engine_dir = tempfile.TemporaryDirectory(prefix="placevalue-ctranslate2-")
+        for name, model in self.models.items():
+            try:
+                ctranslate2_spec(model)
+            except ValueError as err:
+                log.info("%s stays on torch: %s", name, err)
+                continue
+            directory = convert(model, Path(self._engine_dir.name) / name,
+                                quantization=None if compute_type == "float32" else compute_type)
+            self._engines[name] = CTranslate2Runner(directory, self.tokenizer, self.torch_threads, compute_type,
+                                                    device=self.device.type)
+            self.runtimes[name] = runtime
+            log.info("%s runs on %s", name, runtime)
+
     def _pass(self, name: str, ids: list[list[int]]) -> tuple[list[str], float]:
         """One batched greedy pass; runs only on the batcher's dispatcher thread."""
         if not self._dispatcher_threads_set:  # OpenMP's thread count is per calling thread
             torch.set_num_threads(self.torch_threads)
             self._dispatcher_threads_set = True
+        if name in self._engines:
+            start = time.perf_counter()
+            answers = self._engines[name].answer_ids(ids)
+            return answers, (time.perf_counter() - start) * 1000
         with torch.inference_mode():
             start = time.perf_counter()
             src = pad_batch(ids).to(self.device)
@@ -127,7 +163,7 @@ class QAService:
             name = spec.name
             row = {"name": name, "display_name": spec.display_name, "paper": spec.paper, "summary": spec.summary,
                    "shipped": spec.shipped, "required": name in self.required, "ready": name in self.models,
-                   "train_command": train_command(name)}
+                   "train_command": train_command(name), "runtime": self.runtimes.get(name)}
             config = self.configs.get(name)
             if config is None:
                 row["error"] = self.load_errors.get(name)

@@ -6,129 +6,25 @@ with our in-process torch path on the same questions, threads and batch sizes, i
 Also counts each backend's FLOPs per question (torch.utils.flop_counter) and probes this machine's
 fp32 matrix-multiply peak, which together give the floor a pass could reach.
 
-CTranslate2's TransformerSpec expresses our Transformer exactly: pre-norm layers, ReLU
-feed-forward, embeddings scaled by sqrt(d) plus our own sinusoid table, one embedding shared by
-encoder and decoder, a biased output layer. Our source positions count backwards from the
-question's last character; CTranslate2 counts from the first, so the anchor reads each question
-reversed, which gives every character the same position vector. Self- and cross-attention ignore
-order beyond the positions, so the encoder's output is the same set of vectors.
-
-It cannot express MemSizer (key-value memory attention), the Performer (random-feature attention)
-or MemoryFormer (hash tables in place of linear layers): only softmax attention has a spec, so
-only the Transformer has an anchor.
+The conversion (models/ctranslate2_runtime.py) runs our weights unchanged. CTranslate2 cannot
+express MemSizer, the Performer or MemoryFormer: only softmax attention has a spec, so only the
+Transformer has an anchor.
 """
 import argparse
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, environment, percentile, save, summary
 from models import registry
 from models.checkpoint import load_checkpoint
+from models.ctranslate2_runtime import CTranslate2Runner, convert
 from models.task import generate
-from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD, pad_batch
+from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
 MODULE = "benchmarks.anchor_ctranslate2"
-
-
-def token_name(index: int) -> str:
-    """CTranslate2 vocabularies are strings; ours are ids, some of them whitespace or punctuation."""
-    return f"t{index}"
-
-
-def ctranslate2_spec(model):
-    """A CTranslate2 TransformerSpec holding `model`'s weights (a softmax-attention Seq2Seq)."""
-    from ctranslate2.specs import common_spec, transformer_spec
-
-    config = model.config
-    if config.backend != "transformer":
-        raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
-    if config.source_positions != "end":
-        raise ValueError("the conversion assumes end-counted source positions (it reverses the question)")
-    # copies: the converter rewrites arrays in place (quantization), which must not reach the torch model
-    weights = {name: tensor.detach().float().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
-    spec = transformer_spec.TransformerSpec.from_config(
-        (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=True,
-        activation=common_spec.Activation.RELU)
-
-    def linear(target, prefix):
-        target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
-
-    def fused(target, prefixes):
-        target.weight = np.concatenate([weights[f"{p}.weight"] for p in prefixes])
-        target.bias = np.concatenate([weights[f"{p}.bias"] for p in prefixes])
-
-    def norm(target, prefix):
-        target.gamma, target.beta = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
-
-    def feed_forward(target, prefix):
-        norm(target.layer_norm, f"{prefix}.ff_norm")
-        linear(target.linear_0, f"{prefix}.ff.up")
-        linear(target.linear_1, f"{prefix}.ff.down")
-
-    positions = model.positions.float().cpu().numpy().copy()
-    for stack in (spec.encoder, spec.decoder):
-        stack.scale_embeddings = True
-        stack.position_encodings.encodings = positions
-    spec.encoder.embeddings[0].weight = weights["embed.weight"]
-    spec.decoder.embeddings.weight = weights["embed.weight"]
-    norm(spec.encoder.layer_norm, "encoder_norm")
-    norm(spec.decoder.layer_norm, "decoder_norm")
-    linear(spec.decoder.projection, "lm_head")
-    for i, layer in enumerate(spec.encoder.layer):
-        prefix = f"encoder.{i}"
-        norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
-        fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
-        linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
-        feed_forward(layer.ffn, prefix)
-    for i, layer in enumerate(spec.decoder.layer):
-        prefix = f"decoder.{i}"
-        norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
-        fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
-        linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
-        norm(layer.attention.layer_norm, f"{prefix}.cross_norm")
-        linear(layer.attention.linear[0], f"{prefix}.cross_attn.q_proj")
-        fused(layer.attention.linear[1], [f"{prefix}.cross_attn.{p}_proj" for p in "kv"])
-        linear(layer.attention.linear[2], f"{prefix}.cross_attn.out_proj")
-        feed_forward(layer.ffn, prefix)
-    vocabulary = [token_name(i) for i in range(config.vocab_size)]
-    spec.register_source_vocabulary(vocabulary)
-    spec.register_target_vocabulary(vocabulary)
-    spec.config.unk_token = token_name(PAD)  # never produced: the model was never trained to emit pad
-    spec.config.bos_token = spec.config.decoder_start_token = token_name(BOS)
-    spec.config.eos_token = token_name(EOS)
-    spec.config.layer_norm_epsilon = 1e-5  # torch's LayerNorm default, which our model uses
-    return spec
-
-
-def convert(model, out_dir, quantization: str | None = None) -> Path:
-    """Write a CTranslate2 model directory for `model` (float32 weights, optionally quantized)."""
-    from ctranslate2.converters.converter import Converter
-
-    class SpecConverter(Converter):
-        def _load(self):
-            return ctranslate2_spec(model)
-
-    return Path(SpecConverter().convert(str(out_dir), quantization=quantization, force=True))
-
-
-class AnchorTranslator:
-    """Greedy answers from a converted model, questions given as our token ids."""
-
-    def __init__(self, model_dir, tokenizer, threads: int, compute_type: str = "float32"):
-        import ctranslate2
-        self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
-                                                 intra_threads=threads, inter_threads=1)
-        self.tokenizer = tokenizer
-
-    def answer_ids(self, ids: list[list[int]]) -> list[str]:
-        source = [[token_name(t) for t in reversed(row)] for row in ids]
-        results = self.translator.translate_batch(source, beam_size=1, max_decoding_length=MAX_ANSWER_CHARS,
-                                                  max_batch_size=0, suppress_sequences=[[token_name(BOS)]])
-        return [self.tokenizer.decode([int(t[1:]) for t in r.hypotheses[0]] + [EOS]) for r in results]
 
 
 def ours(model, tokenizer, ids):
@@ -218,7 +114,7 @@ def main(argv=None):
         for threads in map(int, args.threads.split(",")):
             result["gemm_peak_flops"][threads] = gemm_peak(threads)
             torch.set_num_threads(threads)
-            translators = {kind: AnchorTranslator(path, tokenizer, threads, compute_type=kind)
+            translators = {kind: CTranslate2Runner(path, tokenizer, threads, compute_type=kind)
                            for kind, path in anchors.items()}
             if len(agreement) == 1:  # answers once, at the first thread count
                 for name, (model, _, _) in loaded.items():

@@ -97,15 +97,78 @@ def http_section() -> list[str]:
     lines = ["## 4. HTTP serving (gunicorn on loopback, shipped checkpoints)", ""]
     if not data:
         return lines + ["Not measured yet: `python -m benchmarks.http_load`.", ""]
-    rows = [[level, n, f"{r['answers_per_second']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", r["errors"],
-             r["wrong_answers"], r["requests"]]
-            for level, by_backend in data["levels"].items() for n in present(by_backend) for r in [by_backend[n]]]
-    before = ", ".join(f"{v:.0f}" for v in data["rss_before_mib"].values())
-    after = ", ".join(f"{v:.0f}" for v in data["rss_after_mib"].values())
-    return lines + [f"{hardware_line(data['environment'])}; {data['workers']} workers. "
-                    f"Command: `{data['environment']['command']}`", "", *table(
-                        ["clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "wrong answers",
-                         "requests"], rows), "", f"Worker RSS (MiB) before: {before}; after: {after}.", ""]
+    if "settings" not in data:  # a result from before server settings were compared
+        data = {**data, "settings": {f"w{data['workers']}": {**data, "batch_max": 1}}}
+    rows, memory = [], []
+    for name, setting in data["settings"].items():
+        for level, by_backend in setting["levels"].items():
+            for n in present(by_backend):
+                r = by_backend[n]
+                rows.append([name, level, n, f"{r['answers_per_second']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                             r["errors"], r.get("shed_503", 0), r["wrong_answers"], r["requests"]])
+        before = ", ".join(f"{v:.0f}" for v in setting["rss_before_mib"].values())
+        after = ", ".join(f"{v:.0f}" for v in setting["rss_after_mib"].values())
+        memory.append(f"{name}: {before} -> {after}")
+    return lines + [f"{hardware_line(data['environment'])}. Command: `{data['environment']['command']}`", "",
+                    "A setting wWtTbB is W gunicorn workers with T torch threads each and cross-request batches of up "
+                    "to B questions (b1: each request runs its own pass).", "", *table(
+                        ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
+                         "wrong answers", "requests"], rows), "",
+                    f"Worker RSS (MiB) before -> after: {'; '.join(memory)}.", ""]
+
+
+def anchor_section() -> list[str]:
+    """Our serving paths against CTranslate2 on the Transformer's weights, and against the FLOP floor."""
+    data = load("anchor_ctranslate2_cpu")
+    lines = ["## 4b. Serving against the anchor (CTranslate2) and the FLOP floor", ""]
+    if not data:
+        return lines + ["Not measured yet: `python -m benchmarks.anchor_ctranslate2`.", ""]
+    flops, agreement = data["flops_per_question"], data["agreement"]
+    lines += [heading("CPU", data), "",
+              "Same questions, one process, paths alternating. FLOPs per question are counted by "
+              "`torch.utils.flop_counter` over greedy answers; the floor is FLOPs / the fp32 GEMM peak measured "
+              "in the same run (a 1024x1024 matrix multiply). CTranslate2 runs the shipped Transformer's own weights "
+              f"(answers identical to ours on {agreement.get('ctranslate2_float32_same_as_transformer')} of "
+              f"{agreement['questions']} questions in float32, {agreement.get('ctranslate2_int8_same_as_transformer')} "
+              f"in int8). It has no spec for {', '.join(data['cannot_express'])}.", ""]
+    http = load("http_load_cpu") or {}
+    rows = []
+    for threads, paths in data["threads"].items():
+        peak = data["gemm_peak_flops"][threads]
+        anchor_batched = max(paths.get("ctranslate2_float32", {}).get("batched", {0: 0}).values())
+        anchor_single = min((paths[k]["single_ms"]["median"] for k in paths if k.startswith("ctranslate2")),
+                            default=None)
+        for name, row in paths.items():
+            backend = name if name in flops else "transformer"
+            floor_ms = flops[backend] / peak * 1e3
+            best_batched = max(row["batched"].values())
+            rows.append([threads, display(name) if name in flops else name, f"{row['single_ms']['median']:.1f}",
+                         f"{floor_ms:.1f}", f"{floor_ms / row['single_ms']['median']:.0%}",
+                         f"{row['single_ms']['median'] / anchor_single:.2f}" if anchor_single else "-",
+                         f"{best_batched:.1f}", f"{best_batched / (peak / flops[backend]):.0%}",
+                         f"{best_batched / anchor_batched:.2f}" if anchor_batched else "-"])
+    lines += table(["threads", "path", "single p50 (ms)", "floor (ms)", "floor / p50", "p50 / best anchor p50",
+                    "best batched answers/s", "of floor rate", "batched / anchor fp32 batched"], rows)
+    lines += ["", "GFLOP per question: " + ", ".join(f"{display(n)} {f / 1e9:.2f}" for n, f in flops.items()) +
+              "; fp32 GEMM peak: " + ", ".join(f"{t} thread(s) {v / 1e9:.0f} GFLOP/s"
+                                               for t, v in data["gemm_peak_flops"].items()) + ".", ""]
+    # HTTP at 16 clients against in-process batched throughput on both cores
+    both = data["threads"].get(max(data["threads"], key=int), {})
+    http_rows = []
+    for setting_name, setting in http.get("settings", {}).items():
+        level = setting["levels"].get("16", {})
+        for n in present(level, both):
+            inprocess = max(both[n]["batched"].values())
+            anchor = max(both.get("ctranslate2_float32", {}).get("batched", {0: 0}).values())
+            http_rows.append([setting_name, display(n), f"{level[n]['answers_per_second']:.1f}", f"{inprocess:.1f}",
+                              f"{level[n]['answers_per_second'] / inprocess:.0%}",
+                              f"{level[n]['answers_per_second'] / anchor:.0%}" if anchor else "-"])
+    if http_rows:
+        lines += ["16 concurrent HTTP clients (section 4) against in-process batched throughput on both cores "
+                  "(this section; separate runs):", "",
+                  *table(["setting", "backend", "HTTP answers/s", "in-process batched answers/s", "HTTP / in-process",
+                          "HTTP / CTranslate2 fp32 batched"], http_rows), ""]
+    return lines
 
 
 def decode_section() -> list[str]:
@@ -236,7 +299,7 @@ def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + decode_section() + memory_section() + accuracy_section()
+        + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()

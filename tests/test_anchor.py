@@ -4,7 +4,7 @@ backends it cannot express."""
 import pytest
 import torch
 
-from benchmarks.anchor_ctranslate2 import AnchorTranslator, convert, ctranslate2_spec, token_name
+from models.ctranslate2_runtime import CTranslate2Runner, convert, ctranslate2_spec, token_name
 from models.task import generate
 from models.tokenizer import PAD, Tokenizer, pad_batch
 from tests.conftest import tiny_model
@@ -13,7 +13,7 @@ from tests.conftest import tiny_model
 def test_converted_transformer_scores_answers_like_ours(tmp_path):
     model, tokenizer = tiny_model("transformer", n_heads=4), Tokenizer()
     model_dir = convert(model, tmp_path / "ct2")
-    anchor = AnchorTranslator(model_dir, tokenizer, threads=1)
+    anchor = CTranslate2Runner(model_dir, tokenizer, threads=1)
     pairs = generate("train", 24, seed=3)  # questions of many lengths: padding and reversal both matter
     sources = [tokenizer.encode(q) for q, _ in pairs]
     targets = [tokenizer.encode_target(a) for _, a in pairs]  # bos, answer, eos

@@ -150,3 +150,26 @@ def test_device_setting(tiny_checkpoints):
     assert service.device.type == expected
     assert all(p.device.type == expected for m in service.models.values() for p in m.parameters())
     service.batcher.close()
+
+
+@pytest.mark.parametrize("runtime", ["ctranslate2", "ctranslate2-int8"])
+def test_ctranslate2_runtime_serves_what_it_can_express_and_leaves_the_rest_on_torch(tiny_checkpoints, runtime):
+    questions = [q for q, _ in generate("train", 16, seed=8)]
+    plain = QAService(tiny_checkpoints, batching={"max_delay_ms": 0})
+    engine = QAService(tiny_checkpoints, batching={"max_delay_ms": 0}, runtime=runtime)
+    try:
+        assert engine.runtimes["transformer"] == runtime
+        assert all(engine.runtimes[n] == "torch" for n in engine.models if n != "transformer")
+        assert {row["name"]: row["runtime"] for row in engine.describe()}["transformer"] == runtime
+        for name in engine.models:
+            if engine.runtimes[name] == "torch":
+                assert engine.answer(questions, name)[0] == plain.answer(questions, name)[0]
+        if runtime == "ctranslate2":  # same weights, same float32 arithmetic up to rounding: same greedy answers
+            assert engine.answer(questions, "transformer")[0] == plain.answer(questions, "transformer")[0]
+        else:  # int8 rounds the weights: still one well-formed answer per question
+            assert len(engine.answer(questions, "transformer")[0]) == len(questions)
+    finally:
+        plain.batcher.close()
+        engine.batcher.close()
+    with pytest.raises(ValueError, match="RUNTIME"):
+        QAService(tiny_checkpoints, runtime="onnx")

@@ -1,0 +1,116 @@
+"""Serve or benchmark a softmax-attention Seq2Seq through CTranslate2, an established inference
+engine for Transformer encoder-decoders, running our own weights.
+
+CTranslate2's TransformerSpec expresses our Transformer exactly: pre-norm layers, ReLU
+feed-forward, embeddings scaled by sqrt(d) plus our own sinusoid table, one embedding shared by
+encoder and decoder, a biased output layer. Our source positions count backwards from the
+question's last character; CTranslate2 counts from the first, so it reads each question
+reversed, which gives every character the same position vector. Self- and cross-attention ignore
+order beyond the positions, so the encoder's output is the same set of vectors.
+
+It has no spec for other attention kinds (MemSizer's key-value memory, the Performer's random
+features) or for hash-table layers (MemoryFormer): `ctranslate2_spec` raises ValueError for them,
+and callers keep torch for those backends. `ctranslate2` is imported only when used.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD
+
+
+def token_name(index: int) -> str:
+    """CTranslate2 vocabularies are strings; ours are ids, some of them whitespace or punctuation."""
+    return f"t{index}"
+
+
+def ctranslate2_spec(model):
+    """A CTranslate2 TransformerSpec holding `model`'s weights (a softmax-attention Seq2Seq)."""
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    config = model.config
+    if config.backend != "transformer":
+        raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
+    if config.source_positions != "end":
+        raise ValueError("the conversion assumes end-counted source positions (it reverses the question)")
+    # copies: the converter rewrites arrays in place (quantization), which must not reach the torch model
+    weights = {name: tensor.detach().float().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+    spec = transformer_spec.TransformerSpec.from_config(
+        (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=True,
+        activation=common_spec.Activation.RELU)
+
+    def linear(target, prefix):
+        target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+
+    def fused(target, prefixes):
+        target.weight = np.concatenate([weights[f"{p}.weight"] for p in prefixes])
+        target.bias = np.concatenate([weights[f"{p}.bias"] for p in prefixes])
+
+    def norm(target, prefix):
+        target.gamma, target.beta = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+
+    def feed_forward(target, prefix):
+        norm(target.layer_norm, f"{prefix}.ff_norm")
+        linear(target.linear_0, f"{prefix}.ff.up")
+        linear(target.linear_1, f"{prefix}.ff.down")
+
+    positions = model.positions.float().cpu().numpy().copy()
+    for stack in (spec.encoder, spec.decoder):
+        stack.scale_embeddings = True
+        stack.position_encodings.encodings = positions
+    spec.encoder.embeddings[0].weight = weights["embed.weight"]
+    spec.decoder.embeddings.weight = weights["embed.weight"]
+    norm(spec.encoder.layer_norm, "encoder_norm")
+    norm(spec.decoder.layer_norm, "decoder_norm")
+    linear(spec.decoder.projection, "lm_head")
+    for i, layer in enumerate(spec.encoder.layer):
+        prefix = f"encoder.{i}"
+        norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
+        fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
+        linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        feed_forward(layer.ffn, prefix)
+    for i, layer in enumerate(spec.decoder.layer):
+        prefix = f"decoder.{i}"
+        norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
+        fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
+        linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        norm(layer.attention.layer_norm, f"{prefix}.cross_norm")
+        linear(layer.attention.linear[0], f"{prefix}.cross_attn.q_proj")
+        fused(layer.attention.linear[1], [f"{prefix}.cross_attn.{p}_proj" for p in "kv"])
+        linear(layer.attention.linear[2], f"{prefix}.cross_attn.out_proj")
+        feed_forward(layer.ffn, prefix)
+    vocabulary = [token_name(i) for i in range(config.vocab_size)]
+    spec.register_source_vocabulary(vocabulary)
+    spec.register_target_vocabulary(vocabulary)
+    spec.config.unk_token = token_name(PAD)  # never produced: the model was never trained to emit pad
+    spec.config.bos_token = spec.config.decoder_start_token = token_name(BOS)
+    spec.config.eos_token = token_name(EOS)
+    spec.config.layer_norm_epsilon = 1e-5  # torch's LayerNorm default, which our model uses
+    return spec
+
+
+def convert(model, out_dir, quantization: str | None = None) -> Path:
+    """Write a CTranslate2 model directory for `model` (float32 weights, optionally quantized)."""
+    from ctranslate2.converters.converter import Converter
+
+    class SpecConverter(Converter):
+        def _load(self):
+            return ctranslate2_spec(model)
+
+    return Path(SpecConverter().convert(str(out_dir), quantization=quantization, force=True))
+
+
+class CTranslate2Runner:
+    """Greedy answers from a converted model, questions given as our token ids."""
+
+    def __init__(self, model_dir, tokenizer, threads: int, compute_type: str = "float32", device: str = "cpu"):
+        import ctranslate2
+        self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
+                                                 intra_threads=threads, inter_threads=1)
+        self.tokenizer = tokenizer
+
+    def answer_ids(self, ids: list[list[int]]) -> list[str]:
+        source = [[token_name(t) for t in reversed(row)] for row in ids]
+        results = self.translator.translate_batch(source, beam_size=1, max_decoding_length=MAX_ANSWER_CHARS,
+                                                  max_batch_size=0, suppress_sequences=[[token_name(BOS)]])
+        return [self.tokenizer.decode([int(t[1:]) for t in r.hypotheses[0]] + [EOS]) for r in results]
