@@ -143,6 +143,11 @@ def test_evaluate_cli_json_and_record(tmp_path, capsys):
     assert sum(p["total"] for p in result["per_place"].values()) == 50
     _, _, config = load_checkpoint(out)
     assert config["evaluation"]["smoke"]["correct"] == result["correct"]
+    assert config["evaluation"]["smoke"]["runtime"] == "torch"
+    # the serving engine's answers from the same weights: the same in float32
+    evaluate.main(["--checkpoint", str(out), "--data", str(data.parent), "--json", "--runtime", "ctranslate2"])
+    engine = json.loads(capsys.readouterr().out)
+    assert engine["runtime"] == "ctranslate2" and engine["per_place"] == result["per_place"]
 
 
 def test_evaluate_cli_reports_bad_paths(tmp_path):

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,24 +24,29 @@ from training.data import read_examples
 log = logging.getLogger(__name__)
 
 
-def predict(model, tokenizer, questions, batch_size=256, device="cpu") -> list[str]:
-    """Greedy answers for `questions`, batched by similar length to cut padding."""
+def predict(model, tokenizer, questions, batch_size=256, device="cpu", engine=None) -> list[str]:
+    """Greedy answers for `questions`, batched by similar length to cut padding; from `engine`
+    (a CTranslate2Runner of the same weights) instead of torch when one is given."""
     order = sorted(range(len(questions)), key=lambda i: len(questions[i]))
     answers = [""] * len(questions)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            src = pad_batch([tokenizer.encode(questions[i]) for i in chunk]).to(device)
-            for i, row in zip(chunk, model.generate(src).tolist()):
-                answers[i] = tokenizer.decode(row)
+            ids = [tokenizer.encode(questions[i]) for i in chunk]
+            if engine is not None:
+                answers_here = engine.answer_ids(ids)
+            else:
+                answers_here = [tokenizer.decode(row) for row in model.generate(pad_batch(ids).to(device)).tolist()]
+            for i, answer in zip(chunk, answers_here):
+                answers[i] = answer
     return answers
 
 
-def evaluate_examples(model, tokenizer, examples, batch_size=256, device="cpu") -> dict:
+def evaluate_examples(model, tokenizer, examples, batch_size=256, device="cpu", engine=None) -> dict:
     """Exact-match accuracy overall and per place name."""
     start = time.perf_counter()
-    predictions = predict(model, tokenizer, [q for q, _ in examples], batch_size, device)
+    predictions = predict(model, tokenizer, [q for q, _ in examples], batch_size, device, engine)
     seconds = time.perf_counter() - start
     hits, counts = defaultdict(int), defaultdict(int)
     for (question, answer), predicted in zip(examples, predictions):
@@ -75,6 +81,9 @@ def main(argv=None):
     parser.add_argument("--split", choices=["interpolate", "train", "extrapolate"], default=None,
                         help="the distribution the data comes from, stored with --record (the page's per-place "
                              "charts group evaluations by it; default: the split NAME starts with)")
+    parser.add_argument("--runtime", choices=["torch", "ctranslate2", "ctranslate2-int8"], default="torch",
+                        help="answer with the serving runtime PLACEVALUE_RUNTIME would use (CTranslate2 converts "
+                             "these very weights; only for backends it can express)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
@@ -83,14 +92,25 @@ def main(argv=None):
         examples = read_examples(args.data)
     except (CheckpointError, ValueError) as err:
         sys.exit(f"error: {err}")
-    result = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data),
-              "weights_sha256": config["weights"]["sha256"],
-              **evaluate_examples(model, tokenizer, examples, args.batch_size, device)}
+    with tempfile.TemporaryDirectory() as engine_dir:
+        engine = None
+        if args.runtime != "torch":
+            from models.ctranslate2_runtime import CTranslate2Runner, convert
+            compute_type = "int8" if args.runtime.endswith("int8") else "float32"
+            try:
+                converted = convert(model, engine_dir, quantization=None if compute_type == "float32" else compute_type)
+            except ValueError as err:
+                sys.exit(f"error: {err}")
+            engine = CTranslate2Runner(converted, tokenizer, torch.get_num_threads(), compute_type, device=device)
+        result = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data),
+                  "weights_sha256": config["weights"]["sha256"], "runtime": args.runtime,
+                  **evaluate_examples(model, tokenizer, examples, args.batch_size, device, engine)}
     if args.record:
         stored = read_config(args.checkpoint)
         split = args.split or next((s for s in ("interpolate", "train", "extrapolate") if args.record.startswith(s)), None)
         stored.setdefault("evaluation", {})[args.record] = {
-            "split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256")}}
+            "split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256",
+                                                      "runtime")}}
         write_json(Path(args.checkpoint) / CONFIG_FILE, stored)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
 
