@@ -2,7 +2,7 @@
 
 Everything else (config, CLIs, API, page, benchmarks, tests) loops over this registry.
 """
-from models import memsizer, performer, transformer
+from models import memoryformer, memsizer, performer, transformer
 from models.backend import Backend
 
 _BACKENDS: dict[str, Backend] = {}
@@ -40,5 +40,5 @@ def get(name: str) -> Backend:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(_BACKENDS)}") from None
 
 
-for _module in (transformer, memsizer, performer):
+for _module in (transformer, memsizer, performer, memoryformer):
     register(_module.BACKEND)

@@ -34,7 +34,11 @@ class KVCache(AttentionState):
 
 
 class SoftmaxAttention(nn.Module):
-    """Multi-head softmax attention with Q/K/V/output projections."""
+    """Multi-head softmax attention with Q/K/V/output projections.
+
+    The projections are hooks (`project_self`, `project_query`, `project_key_value`,
+    `project_output`) so a backend that changes only how Q, K and V are made (MemoryFormer's
+    hash tables) keeps this module's masking, caching and attention."""
 
     def __init__(self, config, role: str):
         super().__init__()
@@ -42,11 +46,27 @@ class SoftmaxAttention(nn.Module):
         self.role = role
         self.n_heads = config.n_heads
         self.dropout = config.dropout
+        self.build_projections(config)
+
+    def build_projections(self, config) -> None:
         d = config.d_model
         self.q_proj = nn.Linear(d, d)
         self.k_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
+
+    def project_self(self, x):
+        """(q, k, v), each (B, T, d), for self-attention over x."""
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def project_query(self, x):
+        return self.q_proj(x)
+
+    def project_key_value(self, context):
+        return self.k_proj(context), self.v_proj(context)
+
+    def project_output(self, out):
+        return self.out_proj(out)
 
     def new_state(self) -> KVCache:
         return KVCache()
@@ -58,20 +78,20 @@ class SoftmaxAttention(nn.Module):
     def forward(self, x, context=None, context_pad=None, state: KVCache | None = None):
         """Attend from x (B, T, d); `state` holds keys/values across decoding steps."""
         B, T, d = x.shape
-        q = self._split_heads(self.q_proj(x))
         if self.role == "cross":
+            q = self._split_heads(self.project_query(x))
             if state is not None and state.keys is not None:  # the encoder's keys/values, once per question
                 k, v = state.keys, state.values
             else:
-                k, v = self._split_heads(self.k_proj(context)), self._split_heads(self.v_proj(context))
+                k, v = map(self._split_heads, self.project_key_value(context))
                 if state is not None:
                     state.append(k, v)
             mask = ~context_pad[:, None, None, :]  # (B, 1, 1, S): True where a key may be attended
         elif self.role == "encoder":
-            k, v = self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
+            q, k, v = map(self._split_heads, self.project_self(x))
             mask = ~context_pad[:, None, None, :]
         else:
-            k, v = self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
+            q, k, v = map(self._split_heads, self.project_self(x))
             past = 0
             if state is not None:
                 past = state.length
@@ -80,7 +100,7 @@ class SoftmaxAttention(nn.Module):
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, dh)
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
+        return self.project_output(out.transpose(1, 2).reshape(B, T, d))
 
 
 BACKEND = Backend(
