@@ -6,7 +6,8 @@ for each server setting in turn (same questions, one run).
         [--settings w2t1b1,w2t1b64,w1t2b64]
 
 A setting `wWtTbB` is W gunicorn workers, T torch threads each, and cross-request batches of up
-to B questions (b1: every request runs its own pass, the service before micro-batching).
+to B questions (b1: every request runs its own pass, the service before micro-batching);
+`+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
 Reports answers/s, latency p50/p99, errors (503s counted apart) and worker RSS before/after.
 Loopback only.
 """
@@ -44,18 +45,22 @@ def worker_rss_mib(master_pid: int) -> dict:
 
 
 def parse_setting(text: str) -> dict:
-    """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64}."""
-    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)", text)
+    """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"};
+    `w1t2b64+ctranslate2-int8` sets PLACEVALUE_RUNTIME too."""
+    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:\+([a-z0-9-]+))?", text)
     if not match:
-        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64 (workers, torch threads, batch), got {text!r}")
-    workers, threads, batch = map(int, match.groups())
-    return {"workers": workers, "torch_threads": threads, "batch_max": batch}
+        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64 or w1t2b64+ctranslate2-int8 (workers, "
+                                         f"threads, batch, runtime), got {text!r}")
+    workers, threads, batch = map(int, match.groups()[:3])
+    return {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(4) or "torch"}
 
 
-def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64):
+def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
+                 runtime: str = "torch"):
     env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
-               PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)))
+               PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
+               PLACEVALUE_RUNTIME=runtime)
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
@@ -125,7 +130,7 @@ def main(argv=None):
     for setting_name in args.settings.split(","):
         setting = parse_setting(setting_name)
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
-                                    setting["batch_max"])
+                                    setting["batch_max"], setting["runtime"])
         try:
             row_set = {**setting, "levels": {}, "rss_before_mib": worker_rss_mib(process.pid)}
             names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from benchmarks import decode_scaling, http_load, serving, slim_memory, time_to_accuracy, train_throughput
+from benchmarks import anchor_ctranslate2, decode_scaling, http_load, serving, slim_memory, time_to_accuracy, train_throughput
 from models import registry
 from training import train
 
@@ -29,9 +29,22 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     assert json.loads((tmp_path / "serving_cpu.json").read_text())["single_ms"]["memsizer"]["n"] == 4
     from tests.conftest import free_port
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1,2", "--requests", "6",
-                    "--port", str(free_port()), "--out", str(tmp_path)])
-    levels = json.loads((tmp_path / "http_load_cpu.json").read_text())["levels"]
-    assert levels["2"]["transformer"]["requests"] == 6 and levels["2"]["transformer"]["errors"] == 0
+                    "--settings", "w1t1b1,w1t1b8+ctranslate2", "--port", str(free_port()), "--out", str(tmp_path)])
+    settings = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
+    assert list(settings) == ["w1t1b1", "w1t1b8+ctranslate2"]
+    for setting in settings.values():
+        row = setting["levels"]["2"]["transformer"]
+        assert row["requests"] == 6 and row["errors"] == 0 and row["shed_503"] == 0
+    assert settings["w1t1b8+ctranslate2"]["runtime"] == "ctranslate2"
+
+
+def test_anchor_tiny(tmp_path, tiny_checkpoints):
+    anchor_ctranslate2.main(["--checkpoints", str(tiny_checkpoints), "--questions", "6", "--timed", "2",
+                             "--threads", "1", "--batch-sizes", "4", "--repeats", "1", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "anchor_ctranslate2_cpu.json").read_text())
+    assert result["agreement"]["ctranslate2_float32_same_as_transformer"] == 6
+    assert set(result["flops_per_question"]) == set(registry.names()) and min(result["flops_per_question"].values()) > 0
+    assert {"ctranslate2_float32", "ctranslate2_int8", *registry.names()} == set(result["threads"]["1"])
 
 
 def test_time_to_accuracy_tiny(tmp_path):
