@@ -30,6 +30,12 @@ VARIANTS = {  # each changes one lever of the default recipe
     "label-smoothing": ["--label-smoothing", "0.1"],
     "dropout-0.1": ["--dropout", "0.1"],  # the default before dropout 0 was measured to halve the steps
     "no-dropout": ["--dropout", "0"],  # explicit, for studies made while 0.1 was the default
+    # backend settings (give --backends too): a backend ignores the others' flags
+    "redraw-never": ["--performer-redraw-interval", "0"],
+    "redraw-100": ["--performer-redraw-interval", "100"],
+    "tau-2": ["--memoryformer-tau", "2"],
+    "tau-8": ["--memoryformer-tau", "8"],
+    "official-weights": ["--memoryformer-weighting", "official"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"

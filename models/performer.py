@@ -205,6 +205,11 @@ class PerformerAttention(nn.Module):
     def new_state(self) -> FeatureSums:
         return FeatureSums()
 
+    def resume_training(self, passes: int) -> None:
+        """Continue the redraw schedule of a run resumed after `passes` training forward passes
+        (the features themselves come back with the state dict)."""
+        self.training_calls = passes % self.redraw_interval if self.redraw_interval else 0
+
     @torch.no_grad()
     def redraw_features(self, generator: torch.Generator | None = None) -> None:
         self.projection.copy_(orthogonal_features(self.features, self.head_dim, generator).to(self.projection))

@@ -192,5 +192,12 @@ class Seq2Seq(nn.Module):
             out[-1] = torch.where(out[-1] == PAD, PAD, EOS)
         return torch.cat(out, dim=1)
 
+    def resume_training(self, passes: int) -> None:
+        """Tell every module with a schedule of its own (the Performer's feature redraws) that
+        training resumes after `passes` forward passes; the weights come from the state dict."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "resume_training"):
+                module.resume_training(passes)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

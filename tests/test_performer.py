@@ -6,7 +6,7 @@ import torch
 
 from models.performer import (PerformerAttention, SlimCausalAttention, causal_linear_attention, exponent_bound,
                               orthogonal_features, positive_features)
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_model
 
 F64 = torch.float64
 
@@ -184,3 +184,17 @@ def test_features_are_buffers_redrawn_on_schedule_and_only_in_training():
         assert torch.equal(module.projection, before)
         module(x)
     assert not torch.equal(module.projection, before), "the third training pass redraws"
+
+
+def test_a_resumed_run_keeps_the_redraw_schedule():
+    """Resuming after 7 passes with interval 3: the next redraw comes at pass 9, two passes on."""
+    model = tiny_model("performer", settings={"features": 32, "redraw_interval": 3}).train()
+    src = torch.randint(3, 20, (1, 5))
+    model.resume_training(7)
+    layers = [m for m in model.modules() if isinstance(m, PerformerAttention)]
+    before = [m.projection.clone() for m in layers]
+    with torch.no_grad():
+        model(src, src[:, :2])  # pass 8
+        assert all(torch.equal(m.projection, b) for m, b in zip(layers, before))
+        model(src, src[:, :2])  # pass 9
+    assert not any(torch.equal(m.projection, b) for m, b in zip(layers, before))

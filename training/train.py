@@ -207,6 +207,7 @@ def train(args) -> dict:
     progress = {"step": 0, "examples": 0, "wall_seconds": 0.0, "curve": []}
     if args.resume:
         progress = load_train_state(args.run_dir, model, optimizer, device)
+        model.resume_training(progress["step"] * args.grad_accum)
         log.info("resumed from %s at step %d", args.run_dir, progress["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # dynamic: question lengths vary per batch; static shapes would recompile for each new length
