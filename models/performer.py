@@ -288,6 +288,4 @@ BACKEND = Backend(
             "decoding keeps a fixed-size state of feature sums.",
     attention=PerformerAttention,
     settings=PerformerSettings,
-    # until its paper-config checkpoint is trained and evaluated from the stored files
-    shipped=False,
 )
