@@ -79,6 +79,7 @@ def _schemas(backends, max_batch: int) -> dict:
                                                  "additionalProperties": _ref("Reliability")}}},
         "Reliability": {"type": "object", "required": ["evaluation", "accuracy", "total", "per_place"],
                         "properties": {"evaluation": {"type": "string"}, "accuracy": {"type": "number"},
+                                       "runtime": {"type": "string", "description": "what answered during the evaluation"},
                                        "total": {"type": "integer"},
                                        "per_place": {"type": "object", "additionalProperties": {"type": "number"}},
                                        "per_place_total": {"type": "object",

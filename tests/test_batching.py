@@ -173,3 +173,19 @@ def test_ctranslate2_runtime_serves_what_it_can_express_and_leaves_the_rest_on_t
         engine.batcher.close()
     with pytest.raises(ValueError, match="RUNTIME"):
         QAService(tiny_checkpoints, runtime="onnx")
+
+
+def test_reliability_comes_from_the_serving_runtime_when_it_was_measured():
+    from app.service import per_place_reliability
+
+    def record(accuracy, total, runtime=None):
+        row = {"split": "interpolate", "accuracy": accuracy, "total": total,
+               "per_place": {"tens": {"correct": int(accuracy * total), "total": total, "accuracy": accuracy}}}
+        return {**row, "runtime": runtime} if runtime else row
+
+    evaluation = {"interpolate_torch": record(1.0, 10000), "interpolate_small_int8": record(0.99, 100, "ctranslate2-int8")}
+    assert per_place_reliability(evaluation)["interpolate"]["evaluation"] == "interpolate_torch"
+    served = per_place_reliability(evaluation, "ctranslate2-int8")["interpolate"]
+    assert served["evaluation"] == "interpolate_small_int8" and served["runtime"] == "ctranslate2-int8"
+    # no record of that runtime: torch's is shown, and says so
+    assert per_place_reliability(evaluation, "ctranslate2")["interpolate"]["runtime"] == "torch"
