@@ -1,9 +1,10 @@
 """Gunicorn settings, each overridable by an environment variable.
 
 Torch state is never preloaded across fork (preload_app = False): every worker builds the
-app and loads the checkpoints itself. Each worker runs inference with PLACEVALUE_TORCH_THREADS
-intra-op threads (default: cores // workers) behind a per-worker lock, so workers x torch
-threads never exceeds the cores however many request threads a worker has.
+app and loads the checkpoints itself. Each worker runs its passes with PLACEVALUE_TORCH_THREADS
+intra-op threads (default: cores // workers) on one dispatcher thread (app/batching.py), so
+workers x torch threads never exceeds the cores however many request threads a worker has;
+request threads mostly wait for their pass, hence many of them.
 """
 import os
 import shutil
@@ -19,6 +20,10 @@ preload_app = False
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 
 os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+# the fastest runtime measured per backend (benchmarks/RESULTS.md, sections 4 and 4b): CTranslate2
+# int8 for the Transformer (100% on the 10,000 stored interpolate questions, 2.5x faster per
+# question), torch for the backends it cannot express. PLACEVALUE_RUNTIME=torch serves all on torch.
+os.environ.setdefault("PLACEVALUE_RUNTIME", "ctranslate2-int8")
 # prometheus-client aggregates metrics across workers through files in this directory; without
 # one given, a temporary one, removed when the master exits. The marker is an environment
 # variable because gunicorn re-reads this file on SIGHUP, after the directory exists.

@@ -152,22 +152,27 @@ def anchor_section() -> list[str]:
     lines += ["", "GFLOP per question: " + ", ".join(f"{display(n)} {f / 1e9:.2f}" for n, f in flops.items()) +
               "; fp32 GEMM peak: " + ", ".join(f"{t} thread(s) {v / 1e9:.0f} GFLOP/s"
                                                for t, v in data["gemm_peak_flops"].items()) + ".", ""]
-    # HTTP at 16 clients against in-process batched throughput on both cores
+    # HTTP at 16 clients against in-process batched throughput on both cores, of the same runtime
     both = data["threads"].get(max(data["threads"], key=int), {})
+    anchor = max(both.get("ctranslate2_float32", {}).get("batched", {0: 0}).values())
+    anchor_int8 = max(both.get("ctranslate2_int8", {}).get("batched", {0: 0}).values())
     http_rows = []
     for setting_name, setting in http.get("settings", {}).items():
         level = setting["levels"].get("16", {})
+        runtime = setting.get("runtime", "torch")
         for n in present(level, both):
-            inprocess = max(both[n]["batched"].values())
-            anchor = max(both.get("ctranslate2_float32", {}).get("batched", {0: 0}).values())
-            http_rows.append([setting_name, display(n), f"{level[n]['answers_per_second']:.1f}", f"{inprocess:.1f}",
-                              f"{level[n]['answers_per_second'] / inprocess:.0%}",
-                              f"{level[n]['answers_per_second'] / anchor:.0%}" if anchor else "-"])
+            path = n if runtime == "torch" or n in data["cannot_express"] else runtime.replace("-", "_")
+            inprocess = max(both[path]["batched"].values())
+            served = level[n]["answers_per_second"]
+            http_rows.append([setting_name, display(n), f"{served:.1f}", f"{inprocess:.1f} ({path})",
+                              f"{served / inprocess:.0%}", f"{served / anchor:.0%}" if anchor else "-",
+                              f"{served / anchor_int8:.0%}" if anchor_int8 else "-"])
     if http_rows:
         lines += ["16 concurrent HTTP clients (section 4) against in-process batched throughput on both cores "
                   "(this section; separate runs):", "",
-                  *table(["setting", "backend", "HTTP answers/s", "in-process batched answers/s", "HTTP / in-process",
-                          "HTTP / CTranslate2 fp32 batched"], http_rows), ""]
+                  *table(["setting", "backend", "HTTP answers/s", "in-process batched answers/s (path)",
+                          "HTTP / in-process", "HTTP / CTranslate2 fp32 batched", "HTTP / CTranslate2 int8 batched"],
+                         http_rows), ""]
     return lines
 
 

@@ -91,8 +91,10 @@ def start_gunicorn(checkpoints, work_dir, **env_overrides):
 
     import requests
     port = free_port()
+    # torch unless a test asks otherwise: tests compare served answers with in-process torch answers
     env = {**os.environ, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2", "GUNICORN_ACCESSLOG": "",
-           "PLACEVALUE_CHECKPOINT_DIR": str(checkpoints), "PROMETHEUS_MULTIPROC_DIR": str(work_dir), **env_overrides}
+           "PLACEVALUE_CHECKPOINT_DIR": str(checkpoints), "PROMETHEUS_MULTIPROC_DIR": str(work_dir),
+           "PLACEVALUE_RUNTIME": "torch", **env_overrides}
     log = open(Path(work_dir) / "server.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,

@@ -46,3 +46,19 @@ def test_checkpoint_of_the_wrong_backend_is_not_served(tiny_checkpoints, tmp_pat
     shutil.copytree(tiny_checkpoints / "transformer", tmp_path / "transformer")
     service = create_app({"CHECKPOINT_DIR": str(tmp_path)}).extensions["qa_service"]
     assert not service.ready("memsizer") and "not 'memsizer'" in service.load_errors["memsizer"]
+
+
+def test_the_server_config_defaults_to_the_fastest_measured_runtime_and_env_overrides_it():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    probe = ("import os, runpy; runpy.run_path('gunicorn.conf.py'); print(os.environ['PLACEVALUE_RUNTIME']); "
+             "import shutil; os.environ.get('PLACEVALUE_METRICS_DIR_IS_TEMPORARY') == '1' and "
+             "shutil.rmtree(os.environ['PROMETHEUS_MULTIPROC_DIR'])")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLACEVALUE_", "PROMETHEUS_"))}
+    run = lambda env: subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True,
+                                     text=True, check=True).stdout.strip()
+    assert run(clean) == "ctranslate2-int8"
+    assert run({**clean, "PLACEVALUE_RUNTIME": "torch"}) == "torch"
