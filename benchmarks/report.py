@@ -109,9 +109,11 @@ def http_section() -> list[str]:
         before = ", ".join(f"{v:.0f}" for v in setting["rss_before_mib"].values())
         after = ", ".join(f"{v:.0f}" for v in setting["rss_after_mib"].values())
         memory.append(f"{name}: {before} -> {after}")
+    note = [f"Note: {data['note']}.", ""] if data.get("note") else []
     return lines + [f"{hardware_line(data['environment'])}. Command: `{data['environment']['command']}`", "",
                     "A setting wWtTbB is W gunicorn workers with T torch threads each and cross-request batches of up "
-                    "to B questions (b1: each request runs its own pass).", "", *table(
+                    "to B questions (b1: each request runs its own pass); +RUNTIME names PLACEVALUE_RUNTIME (torch "
+                    "otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
                          "wrong answers", "requests"], rows), "",
                     f"Worker RSS (MiB) before -> after: {'; '.join(memory)}.", ""]
@@ -161,7 +163,9 @@ def anchor_section() -> list[str]:
         level = setting["levels"].get("16", {})
         runtime = setting.get("runtime", "torch")
         for n in present(level, both):
-            path = n if runtime == "torch" or n in data["cannot_express"] else runtime.replace("-", "_")
+            # the anchor's paths are named ctranslate2_float32 / ctranslate2_int8
+            engine = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8"}.get(runtime)
+            path = n if engine is None or n in data["cannot_express"] else engine
             inprocess = max(both[path]["batched"].values())
             served = level[n]["answers_per_second"]
             http_rows.append([setting_name, display(n), f"{served:.1f}", f"{inprocess:.1f} ({path})",
