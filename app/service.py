@@ -122,11 +122,10 @@ class QAService:
 
     def _start_engines(self, runtime: str) -> None:
         """Convert every loaded model the engine can express; the others stay on torch."""
+        import importlib.util
         import tempfile
-        try:
-            import ctranslate2  # noqa: F401  (an optional engine: without it every backend stays on torch)
-        except ImportError as err:
-            log.warning("RUNTIME=%s but ctranslate2 does not import (%s): every backend runs on torch", runtime, err)
+        if importlib.util.find_spec("ctranslate2") is None:  # an optional engine: without it, torch for all
+            log.warning("RUNTIME=%s but ctranslate2 is not installed: every backend runs on torch", runtime)
             return
         from models.ctranslate2_runtime import CTranslate2Runner, convert, ctranslate2_spec
         compute_type = RUNTIMES[runtime]

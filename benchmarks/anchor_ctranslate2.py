@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, environment, percentile, save, summary
+from benchmarks.common import RESULTS, environment, flops_per_question, percentile, save, summary
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.ctranslate2_runtime import CTranslate2Runner, convert
@@ -31,17 +31,6 @@ def ours(model, tokenizer, ids):
     with torch.inference_mode():
         rows = model.generate(pad_batch(ids), max_len=MAX_ANSWER_CHARS).tolist()
     return [tokenizer.decode(row) for row in rows]
-
-
-def flops_per_question(model, ids) -> float:
-    """Floating-point operations of one greedy answer, counted by torch (not estimated by hand),
-    averaged over questions answered one at a time."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        for row in ids:
-            model.generate(pad_batch([row]), max_len=MAX_ANSWER_CHARS)
-    return counter.get_total_flops() / len(ids)
 
 
 def gemm_peak(threads: int, size: int = 1024, repeats: int = 20) -> float:

@@ -78,3 +78,30 @@ def finish_figure(fig, title: str, env: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _embedding_bag_flops(weight_shape, indices_shape, *args, out_shape=None, **kwargs) -> int:
+    """A weighted embedding bag sums one weighted row per index: a multiply and an add per value.
+    torch's FLOP counter has no formula for it, and MemoryFormer's layers are made of it."""
+    count = 1
+    for size in indices_shape:
+        count *= size
+    return 2 * count * weight_shape[-1]
+
+
+# the two kernels F.embedding_bag dispatches to (with and without an autograd graph)
+LOOKUP_FLOP_FORMULAS = {torch.ops.aten._embedding_bag: _embedding_bag_flops,
+                        torch.ops.aten._embedding_bag_forward_only: _embedding_bag_flops}
+
+
+def flops_per_question(model, ids) -> float:
+    """Floating-point operations of one greedy answer, counted by torch.utils.flop_counter (matrix
+    products and attention) plus weighted table lookups (embedding bags), averaged over questions
+    answered one at a time."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
+    counter = FlopCounterMode(display=False, custom_mapping=LOOKUP_FLOP_FORMULAS)
+    with counter, torch.inference_mode():
+        for row in ids:
+            model.generate(pad_batch([row]), max_len=MAX_ANSWER_CHARS)
+    return counter.get_total_flops() / len(ids)

@@ -4,7 +4,6 @@
 """
 import json
 import shlex
-from pathlib import Path
 
 from benchmarks.common import RESULTS, hardware_line
 from models import registry

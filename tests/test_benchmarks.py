@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from benchmarks import anchor_ctranslate2, decode_scaling, http_load, serving, slim_memory, time_to_accuracy, train_throughput
 from models import registry
@@ -122,3 +123,17 @@ def test_slim_memory_tiny(tmp_path):
     for rows in data["variants"].values():
         assert [r["length"] for r in rows] == [32, 64] and all(r["peak_bytes"] >= 0 for r in rows)
     assert (tmp_path / "slim_memory_cpu_tiny.png").stat().st_size > 0
+
+
+def test_flop_count_includes_weighted_table_lookups():
+    """MemoryFormer's arithmetic is in embedding bags, which torch's counter alone would miss."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.common import LOOKUP_FLOP_FORMULAS
+    tables, rows = torch.randn(64, 16, requires_grad=True), torch.randint(0, 64, (10, 4))
+    for context in (torch.enable_grad, torch.inference_mode):
+        counter = FlopCounterMode(display=False, custom_mapping=LOOKUP_FLOP_FORMULAS)
+        with counter, context():
+            F.embedding_bag(rows, tables, per_sample_weights=torch.rand(10, 4), mode="sum")
+        assert counter.get_total_flops() == 2 * 10 * 4 * 16, context
