@@ -260,16 +260,18 @@ def wall_time(seconds) -> str:
 
 def time_to_accuracy_section() -> list[str]:
     lines = ["## Time to accuracy (default recipe and single-lever variants)", ""]
-    for kind, data in results("time_to_accuracy", ("gpu", "gpu_fp32", "cpu", "levers_gpu", "levers_cpu")):
+    studies = {"levers_gpu": "recipe levers over seeds", "levers_cpu": "recipe levers over seeds",
+               "redraw_cpu": "Performer feature-redraw interval", "memoryformer_cpu": "MemoryFormer tau and code weights"}
+    for kind, data in results("time_to_accuracy", ("gpu", "gpu_fp32", "cpu", *studies)):
         precision = "bf16 autocast" if data["bf16"] else "fp32"
         device = "CPU" if kind.endswith("cpu") else "GPU"
-        label = f"{device}, {precision}" + (", recipe levers over seeds" if "levers" in kind else "")
+        label = f"{device}, {precision}" + (f", {studies[kind]}" if kind in studies else "")
         lines += [heading(label, data), "", f"![time to accuracy {kind}](results/time_to_accuracy_{kind}.png)", "",
                   *([f"Note: {data['note']}.", ""] if data.get("note") else [])]
         for added in data.get("additions", []):  # runs added later with --append
             lines += [f"Added {added['environment']['date']}: `{added['environment']['command']}`"
                       + (f" ({added['note']})" if added.get("note") else "") + ".", ""]
-        lines += lever_rows(data) if "levers" in kind else run_rows(data)
+        lines += lever_rows(data) if kind in studies else run_rows(data)
         lines.append("")
     return lines
 
@@ -303,11 +305,30 @@ def lever_rows(data) -> list[str]:
                       else f"- {v}: none (the CLI defaults of the time)" for v in variants]]
 
 
+def memoryformer_size_section() -> list[str]:
+    data = load("memoryformer_size_cpu")
+    lines = ["## 6b. MemoryFormer: size and cost against tau and width (random weights)", ""]
+    if not data:
+        return lines + ["Not measured yet: `python -m benchmarks.memoryformer_size`.", ""]
+    left = data["budget_bytes"] - data["shipped_weights_bytes"]
+    rows = [[display(r["backend"]), r["d_model"], r["tau"] or "-", f"{r['parameters'] / 1e6:.1f}M",
+             f"{r['int4_bytes'] / 1e6:.1f} MB", {True: "yes", False: "no"}.get(r.get("fits_budget"), "-"),
+             f"{r['gflop_per_question']:.3f}", f"{r['single_ms']['median']:.1f}"] for r in data["rows"]]
+    return lines + [heading("CPU", data), "",
+                    f"The tracked tree may hold {data['budget_bytes'] / 2**20:.0f} MiB; the shipped checkpoints use "
+                    f"{data['shipped_weights_bytes'] / 1e6:.1f} MB, leaving {left / 1e6:.1f} MB (less ~2 MiB of code and "
+                    "docs) for a MemoryFormer checkpoint. FLOPs are counted by torch's counter plus the table lookups "
+                    "(2 per looked-up value); latency is one question at a time, greedy to the end of an untrained "
+                    "model's answer.", "",
+                    *table(["backend", "d_model", "tau", "parameters", "int4 weights", "fits", "GFLOP/question",
+                            "single p50 (ms)"], rows), ""]
+
+
 def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section()
+        + http_section() + anchor_section() + decode_section() + memory_section() + memoryformer_size_section() + accuracy_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()
