@@ -117,7 +117,8 @@ class QAService:
         return answers, latency_ms
 
     def answer(self, questions: list[str], name: str) -> tuple[list[str], float]:
-        """Answers for `questions` (in one batched greedy pass unless the batcher splits it), and the latency in ms."""
+        """Answers for `questions` from one batched greedy pass (possibly shared with other requests'
+        questions), and the pass's latency in ms."""
         return self.run(self.encode(questions), name)
 
     def _start_engines(self, runtime: str) -> None:
@@ -127,17 +128,16 @@ class QAService:
         if importlib.util.find_spec("ctranslate2") is None:  # an optional engine: without it, torch for all
             log.warning("RUNTIME=%s but ctranslate2 is not installed: every backend runs on torch", runtime)
             return
-        from models.ctranslate2_runtime import CTranslate2Runner, convert, ctranslate2_spec
+        from models.ctranslate2_runtime import CTranslate2Runner, convert
         compute_type = RUNTIMES[runtime]
         self._engine_dir = tempfile.TemporaryDirectory(prefix="placevalue-ctranslate2-")
         for name, model in self.models.items():
             try:
-                ctranslate2_spec(model)
-            except ValueError as err:
+                directory = convert(model, Path(self._engine_dir.name) / name,
+                                    quantization=None if compute_type == "float32" else compute_type)
+            except ValueError as err:  # an attention kind the engine has no spec for
                 log.info("%s stays on torch: %s", name, err)
                 continue
-            directory = convert(model, Path(self._engine_dir.name) / name,
-                                quantization=None if compute_type == "float32" else compute_type)
             self._engines[name] = CTranslate2Runner(directory, self.tokenizer, self.torch_threads, compute_type,
                                                     device=self.device.type)
             self.runtimes[name] = runtime
