@@ -33,11 +33,13 @@ CAUSAL_BLOCK = 64
 @dataclass(frozen=True)
 class PerformerSettings:
     """features: m random features per head. redraw_interval: training forward passes between
-    redraws of the features (0 = never). slim_chunks: train causal layers with SLiM in this
-    many chunks (0 = plain autograd); it changes memory, never the result."""
+    redraws of the features (0 = never: measured best here, benchmarks/ANALYSIS.md; a redraw every
+    100 passes kept a proxy model from 99% for 1,000+ steps, and the runs that reach the target
+    finish before a redraw at 1,000 would happen). slim_chunks: train causal layers with SLiM in
+    this many chunks (0 = plain autograd); it changes memory, never the result."""
 
     features: int = 256
-    redraw_interval: int = 1000
+    redraw_interval: int = 0
     slim_chunks: int = 0
 
     def __post_init__(self):
