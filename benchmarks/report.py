@@ -319,7 +319,7 @@ def memoryformer_size_section() -> list[str]:
                     f"{data['shipped_weights_bytes'] / 1e6:.1f} MB, leaving {left / 1e6:.1f} MB (less ~2 MiB of code and "
                     "docs) for a MemoryFormer checkpoint. FLOPs are counted by torch's counter plus the table lookups "
                     "(2 per looked-up value); latency is one question at a time, greedy to the end of an untrained "
-                    "model's answer.", "",
+                    "model's answer.", "", *([f"Note: {data['note']}.", ""] if data.get("note") else []),
                     *table(["backend", "d_model", "tau", "parameters", "int4 weights", "fits", "GFLOP/question",
                             "single p50 (ms)"], rows), ""]
 
@@ -328,7 +328,7 @@ def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + anchor_section() + decode_section() + memory_section() + memoryformer_size_section() + accuracy_section()
+        + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()
