@@ -21,13 +21,13 @@ chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The whole suite, slow (real gunicorn, browser, DDP) tests included.
+# The whole suite, slow (real gunicorn, browser, DDP) tests included, on two worker processes.
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # Everything except the tests marked slow.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 serve: $(STAMP)
 	@ls checkpoints/*/config.json >/dev/null 2>&1 || \
