@@ -208,20 +208,12 @@ def per_place_reliability(evaluation: dict, runtime: str = "torch") -> dict:
     """{split: {evaluation, accuracy, total, per_place: {place: accuracy}}} from the largest recorded
     evaluation of each of RELIABILITY_SPLITS, places in DeepMind's order; measured with the
     runtime that serves the backend where such a record exists (records without one are torch's)."""
-    best = {}
-    served = [(n, r) for n, r in evaluation.items() if r.get("runtime", "torch") == runtime]
-    others = [(n, r) for n, r in evaluation.items() if r.get("runtime", "torch") != runtime]
-    for name, record in served + others:
-        split = evaluation_split(name, record)
-        if split in best and best[split][1].get("runtime", "torch") == runtime != record.get("runtime", "torch"):
-            continue  # a record of the serving runtime beats a larger one of another runtime
-        if split in RELIABILITY_SPLITS and record.get("per_place") and \
-                record["total"] > best.get(split, (None, {"total": -1}))[1]["total"]:
-            best[split] = (name, record)
     out = {}
     for split in RELIABILITY_SPLITS:
-        if split in best:
-            name, record = best[split]
+        records = [(n, r) for n, r in evaluation.items() if evaluation_split(n, r) == split and r.get("per_place")]
+        served = [(n, r) for n, r in records if r.get("runtime", "torch") == runtime]
+        if records:  # the largest, preferring the serving runtime's; the first of equals
+            name, record = max(served or records, key=lambda item: item[1]["total"])
             places = [p for p in PLACE_NAMES if p in record["per_place"]]
             out[split] = {"evaluation": name, "runtime": record.get("runtime", "torch"),
                           "accuracy": record["accuracy"], "total": record["total"],
