@@ -36,15 +36,23 @@ VARIANTS = {  # each changes one lever of the default recipe
     "tau-2": ["--memoryformer-tau", "2"],
     "tau-8": ["--memoryformer-tau", "8"],
     "official-weights": ["--memoryformer-weighting", "official"],
+    # accuracy levers (benchmarks.accuracy_levers): rare places and numbers longer than training.
+    # abacus: each digit also embeds its place in its number (McLeish et al., 2024), and the other
+    # tokens count from the question's start, so the place name's position does not move with the
+    # number's length (counted from the end, a longer number pushes it to positions never paired
+    # with that place in training)
+    "abacus": ["--digit-positions", "abacus", "--source-positions", "start"],
+    "abacus-end": ["--digit-positions", "abacus"],  # the abacus alone, positions still from the end
+    # half of every batch drawn with place names uniform (inside the training support)
+    "balanced": ["--balanced-share", "0.5"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"
 
 
-def run(backend, variant, seed, args, workdir) -> dict:
-    run_dir = Path(workdir) / f"{backend}-{variant}-{seed}"
-    if (run_dir / "report.json").exists():  # finished in an earlier, interrupted invocation (--work-dir)
-        return summarize(backend, variant, run_dir, args.target)
+def training_command(backend, variant, seed, args, run_dir) -> list[str]:
+    """The training CLI call of one run: `args` gives max_steps, target, eval_every, eval_size,
+    device, bf16, jobs and extra (more training options, which win over these)."""
     cmd = [sys.executable, "-m", "training.train", "--model", backend, "--seed", str(seed), "--max-steps", str(args.max_steps),
            "--target-accuracy", str(args.target), "--eval-every", str(args.eval_every),
            "--eval-size", str(args.eval_size), "--device", args.device, "--out", str(run_dir / "checkpoint"),
@@ -53,6 +61,14 @@ def run(backend, variant, seed, args, workdir) -> dict:
         cmd.append("--bf16")
     if args.jobs > 1 and "--threads" not in args.extra:  # parallel runs split the cores between them
         cmd += ["--threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
+    return cmd
+
+
+def run(backend, variant, seed, args, workdir) -> dict:
+    run_dir = Path(workdir) / f"{backend}-{variant}-{seed}"
+    if (run_dir / "report.json").exists():  # finished in an earlier, interrupted invocation (--work-dir)
+        return summarize(backend, variant, run_dir, args.target)
+    cmd = training_command(backend, variant, seed, args, run_dir)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return summarize(backend, variant, run_dir, args.target, " ".join(cmd[1:]))
 

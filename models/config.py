@@ -8,6 +8,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 POSITION_MODES = ("end", "start")
+# "abacus" (McLeish et al., 2024, "Transformers Can Do Arithmetic with the Right Embeddings"):
+# every digit also gets a learned embedding of its significance within its number (units 1,
+# tens 2, ...), so a digit's place no longer depends on where the number sits in the question
+DIGIT_POSITION_MODES = ("none", "abacus")
 
 
 @dataclass
@@ -27,6 +31,7 @@ class ModelConfig:
     # Where source positions are counted from: "end" makes the final '?' position 0, so the
     # digit asked for sits at a fixed offset for a given place name.
     source_positions: str = "end"
+    digit_positions: str = "none"
     max_source_len: int = 160
     max_target_len: int = 32
     # the backend's settings dataclass; a dict of its fields, or None for its defaults
@@ -47,6 +52,8 @@ class ModelConfig:
             raise ValueError(f"settings must be a {spec.settings.__name__} for backend {self.backend!r}")
         if self.source_positions not in POSITION_MODES:
             raise ValueError(f"source_positions must be one of {POSITION_MODES}, got {self.source_positions!r}")
+        if self.digit_positions not in DIGIT_POSITION_MODES:
+            raise ValueError(f"digit_positions must be one of {DIGIT_POSITION_MODES}, got {self.digit_positions!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 

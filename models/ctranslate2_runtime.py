@@ -33,6 +33,8 @@ def ctranslate2_spec(model):
         raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
     if config.source_positions != "end":
         raise ValueError("the conversion assumes end-counted source positions (it reverses the question)")
+    if config.digit_positions != "none":
+        raise ValueError("CTranslate2 has no per-digit (abacus) position embedding")
     # copies: the converter rewrites arrays in place (quantization), which must not reach the torch model
     weights = {name: tensor.detach().float().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
     spec = transformer_spec.TransformerSpec.from_config(

@@ -13,7 +13,21 @@ from torch import nn
 
 from models.backend import AttentionState
 from models.config import ModelConfig
-from models.tokenizer import BOS, EOS, PAD
+from models.tokenizer import BOS, EOS, PAD, Tokenizer
+
+
+_TOKENIZER = Tokenizer()
+DIGIT_IDS = (_TOKENIZER.stoi["0"], _TOKENIZER.stoi["9"])  # contiguous in the character set
+
+
+def digit_significance(src: torch.Tensor) -> torch.Tensor:
+    """Per token, its digit's place within its run of digits counted from the run's last digit
+    (units 1, tens 2, ...), or 0 for a token that is not a digit. (B, S) -> (B, S) long."""
+    is_digit = ((src >= DIGIT_IDS[0]) & (src <= DIGIT_IDS[1])).flip(1).long()  # right to left
+    counted = is_digit.cumsum(1)
+    # the count at the latest non-digit to the right, carried leftwards: where the run started
+    run_start = torch.where(is_digit == 0, counted, torch.zeros_like(counted)).cummax(1).values
+    return ((counted - run_start) * is_digit).flip(1)
 
 
 def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
@@ -106,6 +120,11 @@ class Seq2Seq(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD)
         length = max(config.max_source_len, config.max_target_len)
         self.register_buffer("positions", sinusoidal_table(length, config.d_model), persistent=False)
+        if config.digit_positions == "abacus":  # row 0: not a digit; a number can fill the question
+            self.digit_embed = nn.Embedding(config.max_source_len + 1, config.d_model, padding_idx=0)
+            nn.init.normal_(self.digit_embed.weight, std=config.d_model ** -0.5)  # unit scale, as embed
+            with torch.no_grad():
+                self.digit_embed.weight[0].zero_()
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
         self.encoder_norm = nn.LayerNorm(config.d_model)
@@ -118,8 +137,10 @@ class Seq2Seq(nn.Module):
         with torch.no_grad():
             self.embed.weight[PAD].zero_()
 
-    def _embed(self, tokens, positions):
+    def _embed(self, tokens, positions, significance=None):
         x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[positions]
+        if significance is not None:
+            x = x + self.digit_embed(significance) * math.sqrt(self.config.d_model)
         return self.dropout(x)
 
     def encode(self, src: torch.Tensor):
@@ -133,7 +154,9 @@ class Seq2Seq(nn.Module):
             positions = (lengths - 1 - index[None, :]).clamp(min=0)
         else:
             positions = index[None, :].expand(src.shape[0], S)
-        x = self._embed(src, positions)
+        significance = digit_significance(src) \
+            if self.config.digit_positions == "abacus" else None
+        x = self._embed(src, positions, significance)
         for layer in self.encoder:
             x = layer(x, pad)
         return self.encoder_norm(x), pad

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.memsizer import MemSizerAttention
+from models.seq2seq import digit_significance
 from models.tokenizer import BOS, PAD, pad_batch
 from tests.conftest import BACKENDS, tiny_config, tiny_model
 
@@ -141,3 +143,45 @@ def test_generation_always_stops_within_max_len(backend, tokenizer):
         out = model.generate(tokenizer.batch_questions(QUESTIONS), max_len=7)
     assert out.shape[1] == 8 and (out[:, -1] == 2).all()
     assert all(len(tokenizer.decode(row)) == 7 for row in out.tolist())
+
+
+def test_digit_significance_counts_each_number_from_its_last_digit(tokenizer):
+    src = tokenizer.batch_questions(["a 905 b 12?", "7"])
+    want = [[0, 0, 3, 2, 1, 0, 0, 0, 2, 1, 0], [1] + [0] * 10]  # padding is not a digit
+    assert digit_significance(src).tolist() == want
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_abacus_positions_keep_batching_decoding_and_storage_exact(backend, tokenizer, tmp_path):
+    model = tiny_model(backend, digit_positions="abacus", source_positions="start")
+    src = tokenizer.batch_questions(QUESTIONS)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 5))], dim=1)
+    with torch.no_grad():
+        full, _ = model(src, tgt_in)
+        state = model.start_decoding(src)
+        steps = torch.stack([model.decode_step(tgt_in[:, t:t + 1], state) for t in range(tgt_in.shape[1])], dim=1)
+        assert torch.allclose(steps, full, **TOL)
+        for i, q in enumerate(QUESTIONS):
+            assert torch.allclose(full[i], model(tokenizer.batch_questions([q]), tgt_in[i:i + 1])[0][0], **TOL)
+    save_checkpoint(model, tmp_path, tokenizer, "float32")
+    loaded, _, stored = load_checkpoint(tmp_path)
+    assert stored["architecture"]["digit_positions"] == "abacus"
+    with torch.no_grad():
+        assert torch.equal(loaded(src, tgt_in)[0], full)
+
+
+def test_abacus_adds_each_digit_the_embedding_of_its_place(tokenizer):
+    """The encoder input of a digit gains the abacus row of its place (tens: row 2) and nothing else
+    does; without abacus there is no such table."""
+    model = tiny_model("transformer", digit_positions="abacus", source_positions="start")
+    src = tokenizer.batch_questions(["What is the tens digit of 50?", "What is the units digit of 7?"])
+    positions = torch.arange(src.shape[1]).expand_as(src)
+    with torch.no_grad():
+        added = model._embed(src, positions, digit_significance(src)) - model._embed(src, positions)
+    scale = model.config.d_model ** 0.5
+    five = len("What is the tens digit of ")
+    assert torch.allclose(added[0, five], model.digit_embed.weight[2] * scale)
+    assert torch.allclose(added[0, five + 1], model.digit_embed.weight[1] * scale)
+    assert torch.allclose(added[1, len("What is the units digit of ")], model.digit_embed.weight[1] * scale)
+    assert torch.allclose(added[0, :five], model.digit_embed.weight[0].expand(five, -1) * scale)
+    assert "digit_embed.weight" not in dict(tiny_model("transformer").named_parameters())
