@@ -68,6 +68,20 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, data_order):
         assert torch.allclose(want[key], got[key], atol=1e-6), key
 
 
+def test_resume_continues_the_moving_average_loss_of_the_curve(tmp_path):
+    """The curve's loss is an average over sampled steps (every 20th); a resumed run continues it
+    instead of restarting from one step's loss."""
+    common = ["--lr", "1e-3", "--warmup-steps", "5", "--schedule", "constant", "--eval-every", "20", "--eval-size", "10",
+              "--weights-format", "float32", "--d-model", "32", "--d-ff", "64"]
+    _, _, whole = run_train(tmp_path, "memsizer", *common, "--max-steps", "60", name="straight")
+    run_train(tmp_path, "memsizer", *common, "--max-steps", "40", name="resumed")
+    _, _, resumed = run_train(tmp_path, "memsizer", *common, "--max-steps", "60", "--resume", name="resumed")
+    assert [p["step"] for p in resumed["curve"]] == [20, 40, 60]
+    for want, got in zip(whole["curve"], resumed["curve"]):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+        assert got["train_accuracy"] == pytest.approx(want["train_accuracy"], abs=1e-6)
+
+
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
     """Two micro-batches of 8 make the same update as one batch of the same 16 examples (every
     answer is one digit + end, so per-micro-batch token means average to the big batch's mean)."""

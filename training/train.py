@@ -218,7 +218,8 @@ def train(args) -> dict:
 
     start_step, run_start = progress["step"], time.perf_counter()
     wall_before = progress["wall_seconds"]
-    last_save, running_acc, running_loss = run_start, None, None
+    # the displayed/curve loss and accuracy are moving averages: a resumed run continues them
+    last_save, running_acc, running_loss = run_start, progress.get("running_acc"), progress.get("running_loss")
     bar = tqdm(total=args.max_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc=args.model)
     step = start_step
     while step < args.max_steps:
@@ -254,7 +255,7 @@ def train(args) -> dict:
                             ex_s=f"{(step - start_step) * args.batch_size * args.grad_accum * world / elapsed:.0f}")
             bar.update(step - bar.n)
         wall = wall_before + time.perf_counter() - run_start
-        progress.update(step=step, wall_seconds=wall)
+        progress.update(step=step, wall_seconds=wall, running_acc=running_acc, running_loss=running_loss)
 
         stop = False
         if evaluating:
