@@ -324,11 +324,44 @@ def memoryformer_size_section() -> list[str]:
                             "single p50 (ms)"], rows), ""]
 
 
+def accuracy_levers_section() -> list[str]:
+    data = load("accuracy_levers_cpu")
+    lines = ["## 6c. Accuracy levers: rare places and numbers longer than training", ""]
+    if not data:
+        return lines + ["Not measured yet: `python -m benchmarks.accuracy_levers`.", ""]
+    rows = [[display(r["backend"]), r["variant"], *(
+        f"{r[k]['median']:.1%} ({', '.join(f'{v:.1%}' for v in r[k]['per_seed'])})"
+        for k in ("train_worst_place", "train", "interpolate", "extrapolate"))] for r in data["levers"]]
+    runs = data["runs"]
+    places = list(dict.fromkeys(p for r in runs for p in r["extrapolate"]["per_place"]))
+    per_place = [[display(r["backend"]), r["variant"], r["seed"],
+                  *(f"{r['extrapolate']['per_place'].get(p, 0):.0%}" for p in places)] for r in runs]
+    stops = [[display(r["backend"]), r["variant"], r["seed"], r.get("steps_to_average_target") or "not reached",
+              r["steps_to_worst_place_target"] or "not reached", r["steps_run"]] for r in runs]
+    sets = data["final_sets"]
+    return lines + [heading("CPU", data), "", "![accuracy levers](results/accuracy_levers_cpu.png)", "",
+                    f"Every run trains {data['max_steps']} steps on the training distribution only; the final "
+                    f"weights answer fresh questions: {sets['train_per_place']} per place of the training "
+                    f"distribution, {sets['interpolate']:,} interpolate, {sets['extrapolate']:,} extrapolate. "
+                    "Medians over seeds, each seed in brackets.", "",
+                    *table(["backend", "variant", "train, worst place", "train, all places", "interpolate",
+                            "extrapolate"], rows), "",
+                    "Extrapolate per place, every run:", "",
+                    *table(["backend", "variant", "seed", *places], per_place), "",
+                    "Steps until the held-out train set (the same questions per place) reached 99% on average, "
+                    f"and until its worst place reached {data['target']:.1%} (the stopping rule under study):", "",
+                    *table(["backend", "variant", "seed", "average >= 99%", f"worst place >= {data['target']:.1%}",
+                            "steps run"], stops), "",
+                    "Variant options:", "", *[f"- {v}: `{shlex.join(o)}`" if o else f"- {v}: none (CLI defaults)"
+                                              for v, o in data["variant_options"].items()], ""]
+
+
 def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section()
+        + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
+        + accuracy_levers_section()
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()
