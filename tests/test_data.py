@@ -136,3 +136,22 @@ def test_balanced_share_replaces_part_of_the_batch_and_zero_changes_nothing():
     mixed = training_batch(1, 0, 7, 64, balanced_share=0.25)
     assert len(mixed) == 64 and mixed[:48] == training_batch(1, 0, 7, 48)
     assert mixed == training_batch(1, 0, 7, 64, balanced_share=0.25), "reproducible, so resumable"
+
+
+@pytest.mark.parametrize("balanced_share", [0.0, 0.5])
+def test_the_training_stream_asks_every_place_of_the_support_as_often_as_it_should(balanced_share):
+    """What the trainer actually draws (not only the generator) keeps every place name, the rare
+    ones included, at its share of the support (or above it, when balanced sampling is on)."""
+    counts, total = {}, 0
+    for index in range(400):
+        for question, _ in training_batch(0, 0, index, 64, "train", balanced_share):
+            counts[place_of(question)] = counts.get(place_of(question), 0) + 1
+            total += 1
+    for place, share in support("train").place_share.items():
+        if share < 1e-4:  # ten billions: two integers of the whole range
+            continue
+        seen = counts.get(place, 0) / total
+        assert seen > 0.7 * share, (place, seen, share)
+        if balanced_share == 0:
+            assert abs(seen - share) < max(0.01, 0.25 * share), (place, seen, share)
+    assert set(counts) <= set(PLACE_NAMES)
