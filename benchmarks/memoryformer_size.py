@@ -9,16 +9,21 @@ arithmetic is (d / tau) * h multiply-adds, tau times fewer. Whether the checkpoi
 repository's budget is reported against BUDGET_BYTES minus what the shipped backends use.
 """
 import argparse
+import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import RESULTS, environment, flops_per_question, save, summary
+from models.checkpoint import load_checkpoint
 from models.config import ModelConfig
+from models.memoryformer import bucket_entropy
 from models.seq2seq import Seq2Seq
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, Tokenizer, pad_batch
+from training.train import make_batch
 
 MODULE = "benchmarks.memoryformer_size"
 BUDGET_BYTES = 60 * 2 ** 20  # the tracked tree, every shipped checkpoint included
@@ -57,6 +62,20 @@ def measure(config: ModelConfig, ids, latency_questions: int) -> dict:
     return row
 
 
+def trained_bucket_entropy(directory, questions: int) -> dict:
+    """How evenly a trained checkpoint's hashes spread real questions over each chunk's 2^tau
+    rows: entropy in bits per memory layer (tau = every row used equally, 0 = one row), over one
+    teacher-forced pass of fresh interpolate questions."""
+    model, tokenizer, config = load_checkpoint(directory)
+    examples = generate("interpolate", questions, seed=6061)
+    src, tgt_in, _ = make_batch(examples, tokenizer, "cpu")
+    with torch.inference_mode():
+        per_layer = bucket_entropy(model, src, tgt_in)
+    return {"checkpoint": str(directory), "weights_sha256": config["weights"]["sha256"],
+            "tau": config["architecture"]["settings"]["tau"], "questions": questions, "per_layer": per_layer,
+            "mean": statistics.mean(per_layer.values()), "min": min(per_layer.values())}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="512:2,512:4,512:8,256:4,256:8,128:4,128:8", help="d_model:tau pairs")
@@ -64,13 +83,28 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoints", default="checkpoints", help="the shipped ones, for the budget left")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--entropy-only", action="store_true",
+                        help="only (re)measure the shipped checkpoint's bucket usage, into the existing result")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    trained = Path(args.checkpoints) / "memoryformer"
+    entropy = trained_bucket_entropy(trained, 1000) if (trained / "config.json").exists() else None
+    if entropy:
+        print(f"trained bucket entropy (tau {entropy['tau']}): mean {entropy['mean']:.2f} bits, "
+              f"min {entropy['min']:.2f} over {len(entropy['per_layer'])} memory layers", flush=True)
+    if args.entropy_only:
+        path = Path(args.out or RESULTS) / "memoryformer_size_cpu.json"
+        result = json.loads(path.read_text())
+        result["trained_bucket_entropy"] = entropy
+        save("memoryformer_size_cpu", result, args.out or RESULTS)
+        return
     tokenizer = Tokenizer()
     ids = [tokenizer.encode(q) for q, _ in generate("interpolate", args.questions, seed=6060)]
-    shipped = sum(f.stat().st_size for f in Path(args.checkpoints).glob("*/model.safetensors"))
+    # what the other backends' shipped weights leave for a MemoryFormer checkpoint
+    shipped = sum(f.stat().st_size for f in Path(args.checkpoints).glob("*/model.safetensors")
+                  if f.parent.name != "memoryformer")
     result = {"environment": environment("cpu", MODULE, argv), "budget_bytes": BUDGET_BYTES,
-              "shipped_weights_bytes": shipped, "rows": []}
+              "shipped_weights_bytes": shipped, "rows": [], "trained_bucket_entropy": entropy}
     widths = []
     for spec in args.configs.split(","):
         d, tau = map(int, spec.split(":"))

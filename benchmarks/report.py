@@ -321,7 +321,20 @@ def memoryformer_size_section() -> list[str]:
                     "(2 per looked-up value); latency is one question at a time, greedy to the end of an untrained "
                     "model's answer.", "", *([f"Note: {data['note']}.", ""] if data.get("note") else []),
                     *table(["backend", "d_model", "tau", "parameters", "int4 weights", "fits", "GFLOP/question",
-                            "single p50 (ms)"], rows), ""]
+                            "single p50 (ms)"], rows), "", *entropy_lines(data.get("trained_bucket_entropy"))]
+
+
+def entropy_lines(entropy) -> list[str]:
+    """The shipped MemoryFormer's bucket usage (how many of each chunk's rows its hash really uses)."""
+    if not entropy:
+        return []
+    rows = [[name, f"{bits:.2f}"] for name, bits in entropy["per_layer"].items()]
+    return [f"Bucket usage of the shipped checkpoint (`{entropy['checkpoint']}`, tau {entropy['tau']}), over one "
+            f"teacher-forced pass of {entropy['questions']:,} fresh interpolate questions: entropy of table-row use "
+            f"per chunk, averaged over chunks, in bits ({entropy['tau']} = every row used equally, 0 = one row): "
+            f"mean **{entropy['mean']:.2f}**, lowest {entropy['min']:.2f}.", "",
+            "<details><summary>per memory layer</summary>", "", *table(["memory layer", "bits"], rows), "",
+            "</details>", ""]
 
 
 def accuracy_levers_section() -> list[str]:
