@@ -43,8 +43,12 @@ VARIANTS = {  # each changes one lever of the default recipe
     # with that place in training)
     "abacus": ["--digit-positions", "abacus", "--source-positions", "start"],
     "abacus-end": ["--digit-positions", "abacus"],  # the abacus alone, positions still from the end
+    # places through a learned projection of fixed sinusoids: unseen places (11, 12 digits) continue
+    # the trained ones instead of being untrained rows
+    "abacus-sinusoid": ["--digit-positions", "abacus-sinusoid", "--source-positions", "start"],
     # half of every batch drawn with place names uniform (inside the training support)
     "balanced": ["--balanced-share", "0.5"],
+    "abacus-balanced": ["--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"

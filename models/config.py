@@ -10,8 +10,10 @@ from typing import Any
 POSITION_MODES = ("end", "start")
 # "abacus" (McLeish et al., 2024, "Transformers Can Do Arithmetic with the Right Embeddings"):
 # every digit also gets a learned embedding of its significance within its number (units 1,
-# tens 2, ...), so a digit's place no longer depends on where the number sits in the question
-DIGIT_POSITION_MODES = ("none", "abacus")
+# tens 2, ...), so a digit's place no longer depends on where the number sits in the question.
+# "abacus-sinusoid": the same index through a learned projection of a fixed sinusoid table, so
+# places longer than any trained number still get embeddings that continue the trained ones
+DIGIT_POSITION_MODES = ("none", "abacus", "abacus-sinusoid")
 
 
 @dataclass

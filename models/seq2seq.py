@@ -125,6 +125,11 @@ class Seq2Seq(nn.Module):
             nn.init.normal_(self.digit_embed.weight, std=config.d_model ** -0.5)  # unit scale, as embed
             with torch.no_grad():
                 self.digit_embed.weight[0].zero_()
+        elif config.digit_positions == "abacus-sinusoid":
+            table = sinusoidal_table(config.max_source_len + 1, config.d_model)
+            table[0] = 0  # not a digit
+            self.register_buffer("digit_table", table, persistent=False)
+            self.digit_proj = nn.Linear(config.d_model, config.d_model, bias=False)
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
         self.encoder_norm = nn.LayerNorm(config.d_model)
@@ -139,8 +144,10 @@ class Seq2Seq(nn.Module):
 
     def _embed(self, tokens, positions, significance=None):
         x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[positions]
-        if significance is not None:
+        if significance is not None and self.config.digit_positions == "abacus":
             x = x + self.digit_embed(significance) * math.sqrt(self.config.d_model)
+        elif significance is not None:
+            x = x + self.digit_proj(self.digit_table[significance])
         return self.dropout(x)
 
     def encode(self, src: torch.Tensor):
@@ -154,8 +161,7 @@ class Seq2Seq(nn.Module):
             positions = (lengths - 1 - index[None, :]).clamp(min=0)
         else:
             positions = index[None, :].expand(src.shape[0], S)
-        significance = digit_significance(src) \
-            if self.config.digit_positions == "abacus" else None
+        significance = digit_significance(src) if self.config.digit_positions != "none" else None
         x = self._embed(src, positions, significance)
         for layer in self.encoder:
             x = layer(x, pad)

@@ -4,7 +4,7 @@ import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.memsizer import MemSizerAttention
-from models.seq2seq import digit_significance
+from models.seq2seq import digit_significance, sinusoidal_table
 from models.tokenizer import BOS, PAD, pad_batch
 from tests.conftest import BACKENDS, tiny_config, tiny_model
 
@@ -152,8 +152,9 @@ def test_digit_significance_counts_each_number_from_its_last_digit(tokenizer):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_abacus_positions_keep_batching_decoding_and_storage_exact(backend, tokenizer, tmp_path):
-    model = tiny_model(backend, digit_positions="abacus", source_positions="start")
+@pytest.mark.parametrize("mode", ["abacus", "abacus-sinusoid"])
+def test_abacus_positions_keep_batching_decoding_and_storage_exact(backend, mode, tokenizer, tmp_path):
+    model = tiny_model(backend, digit_positions=mode, source_positions="start")
     src = tokenizer.batch_questions(QUESTIONS)
     tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 5))], dim=1)
     with torch.no_grad():
@@ -165,7 +166,7 @@ def test_abacus_positions_keep_batching_decoding_and_storage_exact(backend, toke
             assert torch.allclose(full[i], model(tokenizer.batch_questions([q]), tgt_in[i:i + 1])[0][0], **TOL)
     save_checkpoint(model, tmp_path, tokenizer, "float32")
     loaded, _, stored = load_checkpoint(tmp_path)
-    assert stored["architecture"]["digit_positions"] == "abacus"
+    assert stored["architecture"]["digit_positions"] == mode
     with torch.no_grad():
         assert torch.equal(loaded(src, tgt_in)[0], full)
 
@@ -185,3 +186,17 @@ def test_abacus_adds_each_digit_the_embedding_of_its_place(tokenizer):
     assert torch.allclose(added[1, len("What is the units digit of ")], model.digit_embed.weight[1] * scale)
     assert torch.allclose(added[0, :five], model.digit_embed.weight[0].expand(five, -1) * scale)
     assert "digit_embed.weight" not in dict(tiny_model("transformer").named_parameters())
+
+
+def test_sinusoid_abacus_projects_a_fixed_table_row_per_place(tokenizer):
+    """abacus-sinusoid: a digit gains the learned projection of its place's fixed sinusoid row, so a
+    place no training number had (row 12) still gets a defined, distinct embedding."""
+    model = tiny_model("transformer", digit_positions="abacus-sinusoid")
+    src = tokenizer.batch_questions(["What is the tens digit of 123456789012?"])
+    positions = torch.arange(src.shape[1]).expand_as(src)
+    with torch.no_grad():
+        added = model._embed(src, positions, digit_significance(src)) - model._embed(src, positions)
+        first = len("What is the tens digit of ")
+        assert torch.allclose(added[0, first], model.digit_proj(sinusoidal_table(161, 32)[12]), atol=1e-5)
+        assert torch.allclose(added[0, :first], torch.zeros(first, 32))
+        assert not torch.allclose(added[0, first], added[0, first + 1])
