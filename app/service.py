@@ -44,7 +44,8 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def train_command(name: str) -> str:
-    return f"python -m training.train --model {name}"
+    options = registry.get(name).train_options
+    return f"python -m training.train --model {name}" + (f" {options}" if options else "")
 
 
 class QAService:
@@ -166,7 +167,8 @@ class QAService:
             name = spec.name
             row = {"name": name, "display_name": spec.display_name, "paper": spec.paper, "summary": spec.summary,
                    "shipped": spec.shipped, "required": name in self.required, "ready": name in self.models,
-                   "train_command": train_command(name), "runtime": self.runtimes.get(name)}
+                   "train_command": train_command(name), "training_status": spec.training_status or None,
+                   "runtime": self.runtimes.get(name)}
             config = self.configs.get(name)
             if config is None:
                 row["error"] = self.load_errors.get(name)

@@ -50,6 +50,11 @@ class Backend:
     decode_state_grows: bool = False
     # False for a backend whose checkpoint does not ship: the service does not wait for it
     shipped: bool = True
+    # training CLI options beyond `--model NAME` that its checkpoint needs (e.g. a width that fits
+    # the repository's size budget); the page and /models show the whole command
+    train_options: str = ""
+    # for a backend that does not ship: what training it measured, shown beside its command
+    training_status: str = ""
     # True when outputs jump wherever an input's hash code flips (MemoryFormer): lossy weight
     # storage then moves outputs by more than its rounding alone, and the tests allow for it
     hashed: bool = False
