@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.common import RESULTS, environment, finish_figure, save
-from benchmarks.time_to_accuracy import VARIANTS, training_command
+from benchmarks.time_to_accuracy import VARIANTS, run_groups, training_command
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.task import PLACE_NAMES, generate, generate_per_place
@@ -69,19 +69,15 @@ def measure(backend, variant, seed, args, workdir, sets) -> dict:
 def lever_table(runs) -> list[dict]:
     """Per backend and variant, the median over seeds of each headline number (and each seed's)."""
     rows = []
-    for backend in registry.names():
-        for variant in dict.fromkeys(r["variant"] for r in runs):
-            group = [r for r in runs if r["backend"] == backend and r["variant"] == variant]
-            if not group:
-                continue
-            row = {"backend": backend, "variant": variant, "seeds": [r["seed"] for r in group]}
-            for key, pick in (("train_worst_place", lambda r: r["train_worst_place"]),
-                              ("train", lambda r: r["train"]["accuracy"]),
-                              ("interpolate", lambda r: r["interpolate"]["accuracy"]),
-                              ("extrapolate", lambda r: r["extrapolate"]["accuracy"])):
-                values = [pick(r) for r in group]
-                row[key] = {"median": statistics.median(values), "per_seed": values}
-            rows.append(row)
+    for backend, variant, group in run_groups(runs):
+        row = {"backend": backend, "variant": variant, "seeds": [r["seed"] for r in group]}
+        for key, pick in (("train_worst_place", lambda r: r["train_worst_place"]),
+                          ("train", lambda r: r["train"]["accuracy"]),
+                          ("interpolate", lambda r: r["interpolate"]["accuracy"]),
+                          ("extrapolate", lambda r: r["extrapolate"]["accuracy"])):
+            values = [pick(r) for r in group]
+            row[key] = {"median": statistics.median(values), "per_seed": values}
+        rows.append(row)
     return rows
 
 

@@ -90,21 +90,26 @@ def summarize(backend, variant, run_dir, target, command=None) -> dict:
             "hardware": report["provenance"]["hardware"]}
 
 
+def run_groups(runs):
+    """(backend, variant, its runs over seeds): backends in registry order, variants as first run."""
+    for backend in registry.names():
+        for variant in dict.fromkeys(r["variant"] for r in runs):
+            group = [r for r in runs if r["backend"] == backend and r["variant"] == variant]
+            if group:
+                yield backend, variant, group
+
+
 def lever_table(runs) -> list[dict]:
     """Per backend and variant: steps to the target of each seed and their median (a seed that
     never reached the target counts as its steps run, so the median is a lower bound then)."""
     rows = []
-    for backend in registry.names():
-        for variant in dict.fromkeys(r["variant"] for r in runs):
-            group = [r for r in runs if r["backend"] == backend and r["variant"] == variant]
-            if not group:
-                continue
-            steps = [r["steps_to_target"] or r["steps_run"] for r in group]
-            reached = [r for r in group if r["steps_to_target"]]
-            rows.append({"backend": backend, "variant": variant, "seeds": [r["seed"] for r in group],
-                         "steps_to_target": [r["steps_to_target"] for r in group],
-                         "median_steps": statistics.median(steps), "reached": len(reached), "runs": len(group),
-                         "median_seconds": statistics.median([r["seconds_to_target"] for r in reached]) if reached else None})
+    for backend, variant, group in run_groups(runs):
+        steps = [r["steps_to_target"] or r["steps_run"] for r in group]
+        reached = [r for r in group if r["steps_to_target"]]
+        rows.append({"backend": backend, "variant": variant, "seeds": [r["seed"] for r in group],
+                     "steps_to_target": [r["steps_to_target"] for r in group],
+                     "median_steps": statistics.median(steps), "reached": len(reached), "runs": len(group),
+                     "median_seconds": statistics.median([r["seconds_to_target"] for r in reached]) if reached else None})
     return rows
 
 
