@@ -13,15 +13,19 @@ QUESTIONS = ["What is the tens digit of 89290?", "What is the units digit of 7?"
 TOL = dict(atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_incremental_decoding_matches_parallel_forward(backend, tokenizer):
-    model = tiny_model(backend)
-    src = tokenizer.batch_questions(QUESTIONS)
-    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
+def cached_and_full_logits(model, src, tgt_in):
+    """Logits of the whole target in one pass, and step by step through the decoding state."""
     with torch.no_grad():
         full, _ = model(src, tgt_in)
         state = model.start_decoding(src)
         steps = torch.stack([model.decode_step(tgt_in[:, t:t + 1], state) for t in range(tgt_in.shape[1])], dim=1)
+    return steps, full
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_incremental_decoding_matches_parallel_forward(backend, tokenizer):
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
+    steps, full = cached_and_full_logits(tiny_model(backend), tokenizer.batch_questions(QUESTIONS), tgt_in)
     assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
 
 
@@ -157,11 +161,9 @@ def test_abacus_positions_keep_batching_decoding_and_storage_exact(backend, mode
     model = tiny_model(backend, digit_positions=mode, source_positions="start")
     src = tokenizer.batch_questions(QUESTIONS)
     tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 5))], dim=1)
+    steps, full = cached_and_full_logits(model, src, tgt_in)
+    assert torch.allclose(steps, full, **TOL)
     with torch.no_grad():
-        full, _ = model(src, tgt_in)
-        state = model.start_decoding(src)
-        steps = torch.stack([model.decode_step(tgt_in[:, t:t + 1], state) for t in range(tgt_in.shape[1])], dim=1)
-        assert torch.allclose(steps, full, **TOL)
         for i, q in enumerate(QUESTIONS):
             assert torch.allclose(full[i], model(tokenizer.batch_questions([q]), tgt_in[i:i + 1])[0][0], **TOL)
     save_checkpoint(model, tmp_path, tokenizer, "float32")
