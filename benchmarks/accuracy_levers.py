@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.common import RESULTS, environment, finish_figure, save
-from benchmarks.time_to_accuracy import VARIANTS, run_groups, training_command
+from benchmarks.time_to_accuracy import VARIANTS, check_variants_and_backends, run_groups, training_command
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.task import PLACE_NAMES, generate, generate_per_place
@@ -127,10 +127,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     parser.add_argument("extra", nargs="*", help="more training CLI options after --, e.g. -- --d-model 128")
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
-    unknown += [b for b in args.backends.split(",") if b not in registry.names()]
-    if unknown:
-        parser.error(f"unknown variant or backend {', '.join(unknown)}: variants are {', '.join(VARIANTS)}")
+    check_variants_and_backends(parser, args)
     # the training runs judge themselves on the worst place of a per-place train set
     args.bf16, args.eval_size = False, 1000
     args.extra = ["--eval-split", "train", "--eval-per-place", str(args.eval_per_place),

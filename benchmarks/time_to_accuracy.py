@@ -90,6 +90,14 @@ def summarize(backend, variant, run_dir, target, command=None) -> dict:
             "hardware": report["provenance"]["hardware"]}
 
 
+def check_variants_and_backends(parser, args) -> None:
+    """Stop with a usage error naming any unknown --variants or --backends entry."""
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    unknown += [b for b in args.backends.split(",") if b not in registry.names()]
+    if unknown:
+        parser.error(f"unknown variant or backend {', '.join(unknown)}: variants are {', '.join(VARIANTS)}")
+
+
 def run_groups(runs):
     """(backend, variant, its runs over seeds): backends in registry order, variants as first run."""
     for backend in registry.names():
@@ -199,10 +207,7 @@ def main(argv=None):
     parser.add_argument("--note", default=None, help="a remark stored with the result (e.g. shared cores)")
     parser.add_argument("extra", nargs="*", help="more training CLI options after --, e.g. -- --d-model 64")
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
-    unknown += [b for b in args.backends.split(",") if b not in registry.names()]
-    if unknown:
-        parser.error(f"unknown variant or backend {', '.join(unknown)}: variants are {', '.join(VARIANTS)}")
+    check_variants_and_backends(parser, args)
     runs = []
     if args.from_runs:
         for spec in args.from_runs:
