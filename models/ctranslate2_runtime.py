@@ -3,25 +3,53 @@ engine for Transformer encoder-decoders, running our own weights.
 
 CTranslate2's TransformerSpec expresses our Transformer exactly: pre-norm layers, ReLU
 feed-forward, embeddings scaled by sqrt(d) plus our own sinusoid table, one embedding shared by
-encoder and decoder, a biased output layer. Our source positions count backwards from the
-question's last character; CTranslate2 counts from the first, so it reads each question
-reversed, which gives every character the same position vector. Self- and cross-attention ignore
-order beyond the positions, so the encoder's output is the same set of vectors.
+encoder and decoder, a biased output layer. CTranslate2 counts source positions from the first
+token: where ours count backwards from the question's last character ("end"), it reads each
+question reversed, which gives every character the same position vector. Self- and
+cross-attention ignore order beyond the positions, so the encoder's output is the same set of
+vectors. Abacus digit positions become a second source embedding ("source factor") added to the
+token's: every source token carries its digit's significance as its factor, and CTranslate2 sums
+the two before scaling by sqrt(d), as our embedding does.
 
 It has no spec for other attention kinds (MemSizer's key-value memory, the Performer's random
 features) or for hash-table layers (MemoryFormer): `ctranslate2_spec` raises ValueError for them,
 and callers keep torch for those backends. `ctranslate2` is imported only when used.
 """
+import json
 from pathlib import Path
 
 import numpy as np
 
-from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD
+from models.seq2seq import digit_significance
+from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD, pad_batch
+
+# how the converted model reads its source, written beside CTranslate2's own files by `convert`
+SOURCE_FORMAT_FILE = "placevalue_source.json"
+FACTOR_SEPARATOR = "\uffe8"  # CTranslate2's separator between a token and its factors: "￨"
 
 
 def token_name(index: int) -> str:
     """CTranslate2 vocabularies are strings; ours are ids, some of them whitespace or punctuation."""
     return f"t{index}"
+
+
+def significance_name(significance: int) -> str:
+    return f"s{significance}"
+
+
+def source_format(config) -> dict:
+    """How a model with this config must be fed: reversed questions, digit significance factors."""
+    return {"reverse": config.source_positions == "end", "significance": config.digit_positions == "abacus"}
+
+
+def source_tokens(ids: list[list[int]], fmt: dict) -> list[list[str]]:
+    """CTranslate2 source tokens for questions given as our token ids, in the model's source format."""
+    rows = [[token_name(t) for t in row] for row in ids]
+    if fmt["significance"]:
+        significance = digit_significance(pad_batch(ids)).tolist()
+        rows = [[f"{name}{FACTOR_SEPARATOR}{significance_name(s)}" for name, s in zip(row, places)]
+                for row, places in zip(rows, significance)]
+    return [row[::-1] for row in rows] if fmt["reverse"] else rows
 
 
 def ctranslate2_spec(model):
@@ -31,15 +59,15 @@ def ctranslate2_spec(model):
     config = model.config
     if config.backend != "transformer":
         raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
-    if config.source_positions != "end":
-        raise ValueError("the conversion assumes end-counted source positions (it reverses the question)")
-    if config.digit_positions != "none":
-        raise ValueError("CTranslate2 has no per-digit (abacus) position embedding")
+    if config.digit_positions not in ("none", "abacus"):
+        raise ValueError(f"CTranslate2 has no {config.digit_positions!r} digit position (a projected table)")
+    abacus = config.digit_positions == "abacus"
     # copies: the converter rewrites arrays in place (quantization), which must not reach the torch model
     weights = {name: tensor.detach().float().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
     spec = transformer_spec.TransformerSpec.from_config(
         (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=True,
-        activation=common_spec.Activation.RELU)
+        activation=common_spec.Activation.RELU, num_source_embeddings=2 if abacus else 1,
+        embeddings_merge=common_spec.EmbeddingsMerge.ADD)
 
     def linear(target, prefix):
         target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
@@ -61,6 +89,8 @@ def ctranslate2_spec(model):
         stack.scale_embeddings = True
         stack.position_encodings.encodings = positions
     spec.encoder.embeddings[0].weight = weights["embed.weight"]
+    if abacus:  # summed with the token's embedding, then both scaled by sqrt(d), as in Seq2Seq._embed
+        spec.encoder.embeddings[1].weight = weights["digit_embed.weight"]
     spec.decoder.embeddings.weight = weights["embed.weight"]
     norm(spec.encoder.layer_norm, "encoder_norm")
     norm(spec.decoder.layer_norm, "decoder_norm")
@@ -83,6 +113,8 @@ def ctranslate2_spec(model):
         feed_forward(layer.ffn, prefix)
     vocabulary = [token_name(i) for i in range(config.vocab_size)]
     spec.register_source_vocabulary(vocabulary)
+    if abacus:
+        spec.register_source_vocabulary([significance_name(i) for i in range(config.max_source_len + 1)])
     spec.register_target_vocabulary(vocabulary)
     spec.config.unk_token = token_name(PAD)  # never produced: the model was never trained to emit pad
     spec.config.bos_token = spec.config.decoder_start_token = token_name(BOS)
@@ -99,7 +131,9 @@ def convert(model, out_dir, quantization: str | None = None) -> Path:
         def _load(self):
             return ctranslate2_spec(model)
 
-    return Path(SpecConverter().convert(str(out_dir), quantization=quantization, force=True))
+    directory = Path(SpecConverter().convert(str(out_dir), quantization=quantization, force=True))
+    (directory / SOURCE_FORMAT_FILE).write_text(json.dumps(source_format(model.config)))
+    return directory
 
 
 class CTranslate2Runner:
@@ -110,9 +144,9 @@ class CTranslate2Runner:
         self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
                                                  intra_threads=threads, inter_threads=1)
         self.tokenizer = tokenizer
+        self.source_format = json.loads((Path(model_dir) / SOURCE_FORMAT_FILE).read_text())
 
     def answer_ids(self, ids: list[list[int]]) -> list[str]:
-        source = [[token_name(t) for t in reversed(row)] for row in ids]
-        results = self.translator.translate_batch(source, beam_size=1, max_decoding_length=MAX_ANSWER_CHARS,
+        results = self.translator.translate_batch(source_tokens(ids, self.source_format), beam_size=1, max_decoding_length=MAX_ANSWER_CHARS,
                                                   max_batch_size=0, suppress_sequences=[[token_name(BOS)]])
         return [self.tokenizer.decode([int(t[1:]) for t in r.hypotheses[0]] + [EOS]) for r in results]

@@ -1,17 +1,21 @@
 """The CTranslate2 anchor runs our Transformer's own weights: its per-token log-probabilities of
-the same answers match ours (so the serving comparison times the same model), and it refuses
-backends it cannot express."""
+the same answers match ours (so the serving comparison times the same model), for either source
+position count and with abacus digit positions, and it refuses what it cannot express."""
 import pytest
 import torch
 
-from models.ctranslate2_runtime import CTranslate2Runner, convert, ctranslate2_spec, token_name
+from models.ctranslate2_runtime import (CTranslate2Runner, convert, ctranslate2_spec, source_format, source_tokens,
+                                        token_name)
 from models.task import generate
 from models.tokenizer import PAD, Tokenizer, pad_batch
 from tests.conftest import tiny_model
 
 
-def test_converted_transformer_scores_answers_like_ours(tmp_path):
-    model, tokenizer = tiny_model("transformer", n_heads=4), Tokenizer()
+@pytest.mark.parametrize("source_positions,digit_positions",
+                         [("end", "none"), ("start", "abacus"), ("end", "abacus"), ("start", "none")])
+def test_converted_transformer_scores_answers_like_ours(tmp_path, source_positions, digit_positions):
+    model = tiny_model("transformer", n_heads=4, source_positions=source_positions, digit_positions=digit_positions)
+    tokenizer = Tokenizer()
     model_dir = convert(model, tmp_path / "ct2")
     anchor = CTranslate2Runner(model_dir, tokenizer, threads=1)
     pairs = generate("train", 24, seed=3)  # questions of many lengths: padding and reversal both matter
@@ -21,7 +25,7 @@ def test_converted_transformer_scores_answers_like_ours(tmp_path):
         src, tgt = pad_batch(sources), pad_batch(targets)
         logits, _ = model(src, tgt[:, :-1])
         ours = torch.log_softmax(logits.double(), dim=-1).gather(-1, tgt[:, 1:, None])[..., 0]
-    scored = anchor.translator.score_batch([[token_name(t) for t in reversed(s)] for s in sources],
+    scored = anchor.translator.score_batch(source_tokens(sources, source_format(model.config)),
                                            [[token_name(t) for t in target[1:-1]] for target in targets])
     for row, (target, result) in enumerate(zip(targets, scored)):
         theirs = torch.tensor(result.log_probs, dtype=torch.float64)  # answer tokens then eos
@@ -33,10 +37,23 @@ def test_converted_transformer_scores_answers_like_ours(tmp_path):
     assert anchor.answer_ids(sources) == greedy
 
 
-@pytest.mark.parametrize("backend", ["memsizer", "performer"])
+@pytest.mark.parametrize("backend", ["memsizer", "performer", "memoryformer"])
 def test_backends_without_a_spec_are_refused(backend):
     with pytest.raises(ValueError, match="no spec"):
         ctranslate2_spec(tiny_model(backend))
+
+
+def test_projected_digit_positions_are_refused():
+    with pytest.raises(ValueError, match="abacus-sinusoid"):
+        ctranslate2_spec(tiny_model("transformer", n_heads=4, digit_positions="abacus-sinusoid"))
+
+
+def test_source_tokens_carry_reversal_and_significance():
+    ids = [Tokenizer().encode("Of 507?")]
+    plain = [token_name(t) for t in ids[0]]
+    assert source_tokens(ids, {"reverse": True, "significance": False}) == [plain[::-1]]
+    with_places = source_tokens(ids, {"reverse": False, "significance": True})[0]
+    assert [token.split("\uffe8")[1] for token in with_places] == ["s0"] * 3 + ["s3", "s2", "s1", "s0"]
 
 
 def test_pad_is_never_a_source_token():
