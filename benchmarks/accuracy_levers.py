@@ -1,7 +1,7 @@
 """Accuracy levers: which training change helps the rare places of the training distribution and
 numbers longer than training (DeepMind's extrapolate split), per backend, over seeds.
 
-    python -m benchmarks.accuracy_levers --backends transformer,memsizer --variants default,abacus,balanced \
+    python -m benchmarks.accuracy_levers --backends transformer,memsizer --variants baseline,abacus,balanced,abacus-balanced \
         --seeds 0,1 --jobs 2 --max-steps 1200 -- --d-model 128 --d-ff 512 --n-heads 4 \
         --n-encoder-layers 2 --n-decoder-layers 2 --lr 1e-3
 
@@ -110,7 +110,7 @@ def plot(result, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="default,abacus,balanced")
+    parser.add_argument("--variants", default="baseline,abacus,balanced,abacus-balanced")
     parser.add_argument("--backends", default=",".join(b.name for b in registry.backends() if b.shipped))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--max-steps", type=int, default=1200, help="every run's step budget")

@@ -14,6 +14,9 @@ POSITION_MODES = ("end", "start")
 # "abacus-sinusoid": the same index through a learned projection of a fixed sinusoid table, so
 # places longer than any trained number still get embeddings that continue the trained ones
 DIGIT_POSITION_MODES = ("none", "abacus", "abacus-sinusoid")
+# What a stored config that lacks a field meant: the behaviour before the field existed (configs
+# written before abacus positions were had none), not today's default
+LEGACY_DEFAULTS = {"digit_positions": "none"}
 
 
 @dataclass
@@ -31,9 +34,12 @@ class ModelConfig:
     # overfit, and dropout's noise only delayed exact answers (benchmarks/ANALYSIS.md, "Dropout")
     dropout: float = 0.0
     # Where source positions are counted from: "end" makes the final '?' position 0, so the
-    # digit asked for sits at a fixed offset for a given place name.
-    source_positions: str = "end"
-    digit_positions: str = "none"
+    # digit asked for sits at a fixed offset for a given place name; "start" keeps the place
+    # name's position from moving with the number's length. With abacus digit positions (each
+    # digit embeds its place in its number) "start" + "abacus" taught every place of the training
+    # distribution in the fewest steps (benchmarks/ANALYSIS.md, "Accuracy where it is weak")
+    source_positions: str = "start"
+    digit_positions: str = "abacus"
     max_source_len: int = 160
     max_target_len: int = 32
     # the backend's settings dataclass; a dict of its fields, or None for its defaults
@@ -74,4 +80,4 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{**LEGACY_DEFAULTS, **data})

@@ -17,7 +17,7 @@ def parameter_breakdown(config: ModelConfig) -> dict:
     model = Seq2Seq(config)
     parts = dict.fromkeys(PARTS, 0)
     for name, p in model.named_parameters():
-        if name.startswith("embed."):
+        if name.startswith(("embed.", "digit_embed.", "digit_proj.")):  # token and digit-place embeddings
             part = "embeddings"
         elif name.startswith("lm_head."):
             part = "output"

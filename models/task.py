@@ -60,11 +60,16 @@ def generate(split: str, n: int, seed) -> list[tuple[str, str]]:
     return [place_value_example(rng, rng.uniform(low, high)) for _ in range(n)]
 
 
+def asked_places(split: str) -> list[str]:
+    """The place names the split asks (in more than UNSEEN_SHARE of its questions), units first."""
+    return [p for p, share in support(split).place_share.items() if share >= UNSEEN_SHARE]
+
+
 def generate_per_place(split: str, per_place: int, seed) -> list[tuple[str, str]]:
     """`per_place` examples of every place name the split asks (in more than UNSEEN_SHARE of its
     questions), drawn from the split's own sampler and kept by place: the split's distribution
     within each place, with rare places as well measured as common ones."""
-    wanted = {p: per_place for p, share in support(split).place_share.items() if share >= UNSEEN_SHARE}
+    wanted = dict.fromkeys(asked_places(split), per_place)
     low, high = SPLITS[split]
     rng, kept = random.Random(seed), []
     while any(wanted.values()):
@@ -80,7 +85,7 @@ def generate_place_balanced(split: str, n: int, seed) -> list[tuple[str, str]]:
     """`n` examples whose place names are uniform over the places the split asks: each draws a
     place, then takes the split's own sampler's first example that asks it. Only the weights
     change: every example is one the split can ask (rare places and long numbers come up more)."""
-    places = [p for p, share in support(split).place_share.items() if share >= UNSEEN_SHARE]
+    places = asked_places(split)
     low, high = SPLITS[split]
     rng, kept = random.Random(seed), []
     for _ in range(n):

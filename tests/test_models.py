@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from models.config import ModelConfig
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.memsizer import MemSizerAttention
 from models.seq2seq import digit_significance, sinusoidal_table
@@ -156,7 +157,7 @@ def test_digit_significance_counts_each_number_from_its_last_digit(tokenizer):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("mode", ["abacus", "abacus-sinusoid"])
+@pytest.mark.parametrize("mode", ["none", "abacus", "abacus-sinusoid"])
 def test_abacus_positions_keep_batching_decoding_and_storage_exact(backend, mode, tokenizer, tmp_path):
     model = tiny_model(backend, digit_positions=mode, source_positions="start")
     src = tokenizer.batch_questions(QUESTIONS)
@@ -187,7 +188,15 @@ def test_abacus_adds_each_digit_the_embedding_of_its_place(tokenizer):
     assert torch.allclose(added[0, five + 1], model.digit_embed.weight[1] * scale)
     assert torch.allclose(added[1, len("What is the units digit of ")], model.digit_embed.weight[1] * scale)
     assert torch.allclose(added[0, :five], model.digit_embed.weight[0].expand(five, -1) * scale)
-    assert "digit_embed.weight" not in dict(tiny_model("transformer").named_parameters())
+    assert "digit_embed.weight" not in dict(tiny_model("transformer", digit_positions="none").named_parameters())
+
+
+def test_stored_configs_from_before_abacus_load_without_it():
+    """A config.json written before digit positions existed meant none, whatever today's default is."""
+    stored = tiny_config("memsizer", source_positions="end").to_dict()
+    del stored["digit_positions"]
+    assert ModelConfig.from_dict(stored).digit_positions == "none"
+    assert ModelConfig(backend="memsizer").digit_positions == "abacus", "the adopted recipe is the default"
 
 
 def test_sinusoid_abacus_projects_a_fixed_table_row_per_place(tokenizer):
