@@ -53,6 +53,12 @@ VARIANTS = {  # each changes one lever of the default recipe
     "balanced": ["--digit-positions", "none", "--source-positions", "end", "--balanced-share", "0.5"],
     # the CLI default since it was measured
     "abacus-balanced": ["--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5"],
+    # rotary positions (Su et al., 2021) instead of the absolute sinusoids, for the backends whose
+    # attention has query-key scores (Transformer, MemoryFormer): alone, and with the adopted recipe
+    "rope": ["--relative-positions", "rope", "--digit-positions", "none", "--source-positions", "start",
+             "--balanced-share", "0"],
+    "abacus-balanced-rope": ["--relative-positions", "rope", "--digit-positions", "abacus", "--source-positions",
+                             "start", "--balanced-share", "0.5"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"

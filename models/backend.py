@@ -55,6 +55,9 @@ class Backend:
     train_options: str = ""
     # for a backend that does not ship: what training it measured, shown beside its command
     training_status: str = ""
+    # True when its self-attention applies rotary positions (config.relative_positions "rope") to
+    # the query-key scores; a backend without such scores (MemSizer's memory slots) cannot
+    rotary: bool = False
     # True when outputs jump wherever an input's hash code flips (MemoryFormer): lossy weight
     # storage then moves outputs by more than its rounding alone, and the tests allow for it
     hashed: bool = False

@@ -14,9 +14,14 @@ POSITION_MODES = ("end", "start")
 # "abacus-sinusoid": the same index through a learned projection of a fixed sinusoid table, so
 # places longer than any trained number still get embeddings that continue the trained ones
 DIGIT_POSITION_MODES = ("none", "abacus", "abacus-sinusoid")
+# "rope" (Su et al., 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding"): self-
+# attention queries and keys are rotated by their positions, so scores depend only on the offset
+# between two tokens; no absolute sinusoid is added. Only backends whose attention has query-key
+# scores apply it (Backend.rotary)
+RELATIVE_POSITION_MODES = ("none", "rope")
 # What a stored config that lacks a field meant: the behaviour before the field existed (configs
 # written before abacus positions were had none), not today's default
-LEGACY_DEFAULTS = {"digit_positions": "none"}
+LEGACY_DEFAULTS = {"digit_positions": "none", "relative_positions": "none"}
 
 
 @dataclass
@@ -40,6 +45,7 @@ class ModelConfig:
     # distribution in the fewest steps (benchmarks/ANALYSIS.md, "Accuracy where it is weak")
     source_positions: str = "start"
     digit_positions: str = "abacus"
+    relative_positions: str = "none"
     max_source_len: int = 160
     max_target_len: int = 32
     # the backend's settings dataclass; a dict of its fields, or None for its defaults
@@ -62,6 +68,14 @@ class ModelConfig:
             raise ValueError(f"source_positions must be one of {POSITION_MODES}, got {self.source_positions!r}")
         if self.digit_positions not in DIGIT_POSITION_MODES:
             raise ValueError(f"digit_positions must be one of {DIGIT_POSITION_MODES}, got {self.digit_positions!r}")
+        if self.relative_positions not in RELATIVE_POSITION_MODES:
+            raise ValueError(f"relative_positions must be one of {RELATIVE_POSITION_MODES}, "
+                             f"got {self.relative_positions!r}")
+        if self.relative_positions == "rope" and not spec.rotary:
+            raise ValueError(f"{self.backend} attention has no query-key scores to rotate: relative_positions "
+                             f"'rope' applies only to {', '.join(b.name for b in registry.backends() if b.rotary)}")
+        if self.relative_positions == "rope" and self.source_positions != "start":
+            raise ValueError("rope counts positions from the question's start: use source_positions 'start'")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 

@@ -59,6 +59,8 @@ def ctranslate2_spec(model):
     config = model.config
     if config.backend != "transformer":
         raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
+    if config.relative_positions != "none":
+        raise ValueError(f"CTranslate2's encoder-decoder spec has no {config.relative_positions!r} positions")
     if config.digit_positions not in ("none", "abacus"):
         raise ValueError(f"CTranslate2 has no {config.digit_positions!r} digit position (a projected table)")
     abacus = config.digit_positions == "abacus"

@@ -168,6 +168,7 @@ BACKEND = Backend(
     settings=MemoryFormerSettings,
     feed_forward=MemoryBlock,
     decode_state_grows=True,
+    rotary=True,  # its softmax attention is the Transformer's
     shipped=False,
     # the paper width (d 512) needs 31 MB at tau 4 and does not fit beside the shipped models
     train_options="--d-model 256",

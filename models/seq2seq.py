@@ -143,7 +143,9 @@ class Seq2Seq(nn.Module):
             self.embed.weight[PAD].zero_()
 
     def _embed(self, tokens, positions, significance=None):
-        x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[positions]
+        x = self.embed(tokens) * math.sqrt(self.config.d_model)
+        if self.config.relative_positions == "none":  # with rope, order lives in the attention scores
+            x = x + self.positions[positions]
         if significance is not None and self.config.digit_positions == "abacus":
             x = x + self.digit_embed(significance) * math.sqrt(self.config.d_model)
         elif significance is not None:

@@ -5,6 +5,7 @@ One module serves three roles in the encoder-decoder: non-causal self-attention
 ("cross"). Incremental decoding keeps a per-layer key/value cache that grows by one
 position per generated token.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,18 @@ class KVCache(AttentionState):
         return keys, values
 
 
+def rotate(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Rotary positions (Su et al., 2021, RoFormer): each pair of channels (i, i + dh/2) of the
+    token at position start + t turned by angle (start + t) * 10000^(-2i/dh), so the dot product
+    of a rotated query and key depends only on their offset. x is (B, H, T, dh)."""
+    half = x.shape[-1] // 2
+    freq = torch.exp(torch.arange(half, device=x.device, dtype=torch.float32) * (-math.log(10000.0) / half))
+    angle = torch.arange(start, start + x.shape[2], device=x.device, dtype=torch.float32)[:, None] * freq
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    first, second = x[..., :half], x[..., half:]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+
+
 class SoftmaxAttention(nn.Module):
     """Multi-head softmax attention with Q/K/V/output projections.
 
@@ -46,6 +59,8 @@ class SoftmaxAttention(nn.Module):
         self.role = role
         self.n_heads = config.n_heads
         self.dropout = config.dropout
+        # cross-attention relates a target and a source position, which share no axis: no rotation
+        self.rotary = config.relative_positions == "rope" and role != "cross"
         self.build_projections(config)
 
     def build_projections(self, config) -> None:
@@ -89,12 +104,15 @@ class SoftmaxAttention(nn.Module):
             mask = ~context_pad[:, None, None, :]  # (B, 1, 1, S): True where a key may be attended
         elif self.role == "encoder":
             q, k, v = map(self._split_heads, self.project_self(x))
+            if self.rotary:  # source positions from the start: padding sits after every real token
+                q, k = rotate(q), rotate(k)
             mask = ~context_pad[:, None, None, :]
         else:
             q, k, v = map(self._split_heads, self.project_self(x))
-            past = 0
+            past = 0 if state is None else state.length
+            if self.rotary:  # rotated once at their own positions; the cache keeps rotated keys
+                q, k = rotate(q, past), rotate(k, past)
             if state is not None:
-                past = state.length
                 k, v = state.append(k, v)
             # query i sits at absolute position past + i and sees keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
@@ -110,4 +128,5 @@ BACKEND = Backend(
     summary="Multi-head softmax attention; decoding keeps a key/value cache that grows with every token.",
     attention=SoftmaxAttention,
     decode_state_grows=True,
+    rotary=True,
 )

@@ -58,3 +58,8 @@ def test_source_tokens_carry_reversal_and_significance():
 
 def test_pad_is_never_a_source_token():
     assert token_name(PAD) == "t0"
+
+
+def test_rotary_positions_are_refused():
+    with pytest.raises(ValueError, match="rope"):
+        ctranslate2_spec(tiny_model("transformer", n_heads=4, relative_positions="rope"))

@@ -5,7 +5,9 @@ import torch
 from models.config import ModelConfig
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.memsizer import MemSizerAttention
+from models import registry
 from models.seq2seq import digit_significance, sinusoidal_table
+from models.transformer import rotate
 from models.tokenizer import BOS, PAD, pad_batch
 from tests.conftest import BACKENDS, tiny_config, tiny_model
 
@@ -211,3 +213,43 @@ def test_sinusoid_abacus_projects_a_fixed_table_row_per_place(tokenizer):
         assert torch.allclose(added[0, first], model.digit_proj(sinusoidal_table(161, 32)[12]), atol=1e-5)
         assert torch.allclose(added[0, :first], torch.zeros(first, 32))
         assert not torch.allclose(added[0, first], added[0, first + 1])
+
+
+def test_rotary_scores_depend_only_on_the_offset():
+    """RoPE: a query at position i and a key at j score the same as at i + s and j + s."""
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16)
+    score = (rotate(q, 7) * rotate(k, 3)).sum(-1)
+    assert torch.allclose(score, (rotate(q, 27) * rotate(k, 23)).sum(-1), atol=1e-5)
+    assert not torch.allclose(score, (rotate(q, 7) * rotate(k, 4)).sum(-1), atol=1e-3), "the offset matters"
+    assert torch.allclose(rotate(q, 0), q) and torch.allclose(rotate(q, 5).norm(), q.norm()), "a rotation"
+    sequence = torch.randn(1, 2, 6, 16)
+    assert torch.allclose(rotate(sequence)[:, :, 4:], rotate(sequence[:, :, 4:], 4)), "a cache's keys as rotated whole"
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if registry.get(b).rotary])
+def test_rope_keeps_batching_decoding_and_storage_exact(backend, tokenizer, tmp_path):
+    model = tiny_model(backend, relative_positions="rope")
+    src = tokenizer.batch_questions(QUESTIONS)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 5))], dim=1)
+    steps, full = cached_and_full_logits(model, src, tgt_in)
+    assert torch.allclose(steps, full, **TOL)
+    with torch.no_grad():
+        for i, q in enumerate(QUESTIONS):  # padding after a question changes nothing
+            assert torch.allclose(full[i], model(tokenizer.batch_questions([q]), tgt_in[i:i + 1])[0][0], **TOL)
+        plain = tiny_model(backend, relative_positions="none")
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain(src, tgt_in)[0], full, atol=1e-3), "rope replaces the sinusoids"
+    save_checkpoint(model, tmp_path, tokenizer, "float32")
+    loaded, _, stored = load_checkpoint(tmp_path)
+    assert stored["architecture"]["relative_positions"] == "rope"
+    with torch.no_grad():
+        assert torch.equal(loaded(src, tgt_in)[0], full)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not registry.get(b).rotary])
+def test_rope_is_refused_where_attention_has_no_query_key_scores(backend):
+    with pytest.raises(ValueError, match="no query-key scores"):
+        tiny_config(backend, relative_positions="rope")
+    with pytest.raises(ValueError, match="from the question's start"):
+        tiny_config("transformer", relative_positions="rope", source_positions="end")

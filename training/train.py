@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
 from models import registry
-from models.config import DIGIT_POSITION_MODES, POSITION_MODES, ModelConfig
+from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
 from models.tokenizer import PAD, Tokenizer, pad_batch
 from models.task import SPLITS, asked_places, generate, generate_per_place
@@ -54,7 +54,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     defaults = ModelConfig(backend=registry.names()[0])  # the shared fields' defaults
     for name in ARCH_FIELDS:
         default = getattr(defaults, name)
-        choices = {"source_positions": POSITION_MODES, "digit_positions": DIGIT_POSITION_MODES}.get(name)
+        choices = {"source_positions": POSITION_MODES, "digit_positions": DIGIT_POSITION_MODES,
+                   "relative_positions": RELATIVE_POSITION_MODES}.get(name)
         group.add_argument(flag(name), type=type(default), default=default, choices=choices,
                            help=f"default {default}")
     for spec in registry.backends():
