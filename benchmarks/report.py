@@ -225,6 +225,16 @@ def accuracy_section() -> list[str]:
     rows = [[e, *(f"{r['accuracy']:.2%} ({r['correct']}/{r['total']})" if (r := configs[n]["evaluation"].get(e))
                   else "-" for n in names)] for e in evaluations]
     lines += table(["evaluation", *map(display, names)], rows)
+    shipped = load("shipped_accuracy")  # the plot and each checkpoint's recipe (benchmarks.shipped_accuracy)
+    if shipped:
+        recipes = [[display(n), m["steps"], *(m["recipe"][f] for f in ("source_positions", "digit_positions",
+                                                                         "relative_positions", "balanced_share"))]
+                   for n, m in shipped["checkpoints"].items()]
+        lines += ["", f"Command: `{shipped['environment']['command']}`", "",
+                  "![shipped checkpoints per place](results/shipped_accuracy.png)", "",
+                  "How each shipped checkpoint was trained (its config.json):", "",
+                  *table(["backend", "steps", "source positions", "digit positions", "relative positions",
+                          "balanced share"], recipes)]
     for evaluation in evaluations:
         per_place = {n: configs[n]["evaluation"].get(evaluation, {}).get("per_place", {}) for n in names}
         places = list(dict.fromkeys(p for n in names for p in per_place[n]))

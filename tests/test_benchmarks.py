@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from benchmarks import anchor_ctranslate2, decode_scaling, http_load, serving, slim_memory, time_to_accuracy, train_throughput
+from benchmarks import (anchor_ctranslate2, decode_scaling, http_load, serving, shipped_accuracy, slim_memory,
+                        time_to_accuracy, train_throughput)
 from models import registry
 from training import train
 
@@ -137,3 +138,14 @@ def test_flop_count_includes_weighted_table_lookups():
         with counter, context():
             F.embedding_bag(rows, tables, per_sample_weights=torch.rand(10, 4), mode="sum")
         assert counter.get_total_flops() == 2 * 10 * 4 * 16, context
+
+
+def test_shipped_accuracy_reads_each_checkpoints_records(tmp_path, tiny_checkpoints):
+    shipped_accuracy.main(["--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "shipped_accuracy.json").read_text())
+    assert list(result["checkpoints"]) == list(registry.names())
+    memsizer = result["checkpoints"]["memsizer"]
+    # the fixture's records: train 3/4 units, 1/4 billions; the recipe as the tiny config says
+    assert memsizer["splits"]["train"]["per_place"] == {"units": 0.75, "billions": 0.25}
+    assert memsizer["recipe"]["digit_positions"] == "abacus" and memsizer["steps"] == 7
+    assert (tmp_path / "shipped_accuracy.png").stat().st_size > 10_000
