@@ -50,7 +50,7 @@ def plot(result: dict, path) -> None:
             record = m["splits"].get(split)
             if record:
                 ax.plot(range(len(places)), [record["per_place"].get(p) for p in places], marker="o",
-                        color=f"C{i}", label=f"{registry.get(backend).display_name} ({record['accuracy']:.1%})")
+                        color=f"C{i}", label=f"{registry.get(backend).display_name} ({record['accuracy']:.2%})")
         ax.set_xticks(range(len(places)), places, rotation=35, ha="right", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(TITLES[split])
