@@ -149,6 +149,7 @@ class CTranslate2Runner:
         self.source_format = json.loads((Path(model_dir) / SOURCE_FORMAT_FILE).read_text())
 
     def answer_ids(self, ids: list[list[int]]) -> list[str]:
-        results = self.translator.translate_batch(source_tokens(ids, self.source_format), beam_size=1, max_decoding_length=MAX_ANSWER_CHARS,
-                                                  max_batch_size=0, suppress_sequences=[[token_name(BOS)]])
+        results = self.translator.translate_batch(source_tokens(ids, self.source_format), beam_size=1,
+                                                  max_decoding_length=MAX_ANSWER_CHARS, max_batch_size=0,
+                                                  suppress_sequences=[[token_name(BOS)]])
         return [self.tokenizer.decode([int(t[1:]) for t in r.hypotheses[0]] + [EOS]) for r in results]
