@@ -20,15 +20,13 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     assert config["weights"]["format"] == "int4"
     evaluation = config["evaluation"]
     assert evaluation["interpolate_10k_seed777"]["accuracy"] >= 0.999
-    # the training distribution per place: 500 per place from before, >= 1,000 since the adopted recipe
-    train_record = "train_per_place_1000_seed780" if "train_per_place_1000_seed780" in evaluation else "train_per_place_500_seed779"
-    for record in ("interpolate_10k_seed777", train_record, "extrapolate_10k_seed778"):
+    for record in ("interpolate_10k_seed777", "train_per_place_1000_seed780", "extrapolate_10k_seed778"):
         assert evaluation[record]["weights_sha256"] == config["weights"]["sha256"], "measured on these very files"
         assert evaluation[record]["per_place"], record
-    if arch.get("digit_positions") == "abacus":  # trained with the adopted recipe: every place taught
-        per_place = evaluation["train_per_place_1000_seed780"]["per_place"]
-        assert len(per_place) == 10 and min(r["total"] for r in per_place.values()) >= 1000
-        assert min(r["accuracy"] for r in per_place.values()) >= 0.999, per_place
+    # every place of the training distribution taught: >= 99.9% on 1,000 questions each
+    per_place = evaluation["train_per_place_1000_seed780"]["per_place"]
+    assert len(per_place) == 10 and min(r["total"] for r in per_place.values()) >= 1000
+    assert min(r["accuracy"] for r in per_place.values()) >= 0.999, per_place
     examples = generate("interpolate", 300, seed=20261122)  # a seed used neither in training nor in evaluation
     result = evaluate_examples(model, tokenizer, examples, batch_size=300)
     assert result["accuracy"] >= 0.99, result["per_place"]
