@@ -66,6 +66,21 @@ def measure(backend, variant, seed, args, workdir, sets) -> dict:
             "train_worst_place": min(scores["train"]["per_place"].values()), **scores}
 
 
+def applies(backend: str, variant: str) -> bool:
+    """Whether the backend can train the variant: rotary positions need query-key scores, which
+    MemSizer's memory slots and the Performer's kernel features do not have."""
+    options = VARIANTS[variant]
+    rotary = "--relative-positions" in options and options[options.index("--relative-positions") + 1] == "rope"
+    return registry.get(backend).rotary or not rotary
+
+
+def merged_runs(previous: dict | None, runs: list[dict]) -> list[dict]:
+    """This invocation's runs, plus those of an earlier result that this one did not plan."""
+    done = {(r["backend"], r["variant"], r["seed"]) for r in runs}
+    kept = [r for r in (previous or {}).get("runs", []) if (r["backend"], r["variant"], r["seed"]) not in done]
+    return kept + runs
+
+
 def lever_table(runs) -> list[dict]:
     """Per backend and variant, the median over seeds of each headline number (and each seed's)."""
     rows = []
@@ -125,6 +140,9 @@ def main(argv=None):
     parser.add_argument("--work-dir", default=None, help="keep runs here; finished ones are not redone")
     parser.add_argument("--name", default="accuracy_levers_cpu")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of the existing results file that this invocation does not plan "
+                             "(a study grown over several invocations; each one's command is recorded)")
     parser.add_argument("extra", nargs="*", help="more training CLI options after --, e.g. -- --d-model 128")
     args = parser.parse_args(argv)
     check_variants_and_backends(parser, args)
@@ -134,7 +152,16 @@ def main(argv=None):
                   "--target-metric", "worst-place", *args.extra]
     sets = final_sets(args.per_place, args.size)
     plan = [(backend, variant, int(seed)) for variant in args.variants.split(",")
-            for seed in args.seeds.split(",") for backend in args.backends.split(",")]
+            for seed in args.seeds.split(",") for backend in args.backends.split(",") if applies(backend, variant)]
+    out = Path(args.out or RESULTS)
+    previous = json.loads((out / f"{args.name}.json").read_text()) if args.merge and (
+        out / f"{args.name}.json").exists() else None
+    final = {"train_per_place": args.per_place, "interpolate": args.size, "extrapolate": args.size,
+             "seeds": FINAL_SEEDS}
+    # an earlier result's runs are comparable only under the same budget and final questions
+    if previous and (previous["max_steps"], previous["target"], previous["final_sets"]) != (
+            args.max_steps, args.target, final):
+        parser.error("--merge: the earlier study used another --max-steps, --target or final question sets")
 
     with tempfile.TemporaryDirectory() as temporary, ThreadPoolExecutor(max(1, args.jobs)) as pool:
         workdir = args.work_dir or temporary
@@ -147,14 +174,16 @@ def main(argv=None):
                   f"({r['steps_run']} steps)", flush=True)
             return r
 
-        runs = list(pool.map(one, plan))
-    result = {"environment": environment(runs[0]["device"], MODULE, argv),
-              "max_steps": args.max_steps, "target": args.target,
-              "final_sets": {"train_per_place": args.per_place, "interpolate": args.size, "extrapolate": args.size,
-                             "seeds": FINAL_SEEDS},
-              "variant_options": {v: VARIANTS[v] for v in args.variants.split(",")},
+        runs = merged_runs(previous, list(pool.map(one, plan)))
+    env = environment(runs[-1]["device"], MODULE, argv)
+    commands = (previous or {}).get("commands", [previous["environment"]["command"]] if previous else [])
+    variants = dict.fromkeys(r["variant"] for r in runs)
+    result = {"environment": env, "commands": [*commands, env["command"]],
+              "max_steps": args.max_steps, "target": args.target, "final_sets": final,
+              "variant_options": {v: VARIANTS[v] for v in variants},
               "runs": runs, "levers": lever_table(runs)}
-    out = Path(args.out or RESULTS)
+    if previous and previous.get("note"):
+        result["note"] = previous["note"]
     save(args.name, result, out)
     plot(result, out / f"{args.name}.png")
     for row in result["levers"]:

@@ -362,7 +362,10 @@ def accuracy_levers_section() -> list[str]:
     stops = [[display(r["backend"]), r["variant"], r["seed"], r.get("steps_to_average_target") or "not reached",
               r["steps_to_worst_place_target"] or "not reached", r["steps_run"]] for r in runs]
     sets = data["final_sets"]
-    return lines + [heading("CPU", data), "", "![accuracy levers](results/accuracy_levers_cpu.png)", "",
+    earlier = data.get("commands", [])[:-1]
+    merged = ["The study grew over several invocations (`--merge`, finished runs kept in its work dir); the earlier "
+              "ones: " + "; ".join(f"`{c}`" for c in earlier), ""] if earlier else []
+    return lines + [heading("CPU", data), "", *merged, "![accuracy levers](results/accuracy_levers_cpu.png)", "",
                     f"Every run trains {data['max_steps']} steps on the training distribution only; the final "
                     f"weights answer fresh questions: {sets['train_per_place']} per place of the training "
                     f"distribution, {sets['interpolate']:,} interpolate, {sets['extrapolate']:,} extrapolate. "

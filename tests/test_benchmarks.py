@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import (anchor_ctranslate2, decode_scaling, http_load, serving, shipped_accuracy, slim_memory,
+from benchmarks import (accuracy_levers, anchor_ctranslate2, decode_scaling, http_load, serving, shipped_accuracy, slim_memory,
                         time_to_accuracy, train_throughput)
 from models import registry
 from training import train
@@ -79,6 +79,29 @@ def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_p
     assert [p.stat().st_mtime_ns for p in reports] == stamps
     with pytest.raises(SystemExit):
         time_to_accuracy.main(["--variants", "default,warp-speed", "--out", str(tmp_path)])
+
+
+def test_accuracy_levers_skips_what_a_backend_cannot_train_and_merges_later_invocations(tmp_path):
+    tiny = ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", "--n-decoder-layers", "1",
+            "--threads", "1"]
+    common = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--eval-per-place", "1", "--per-place", "2",
+              "--size", "5", "--device", "cpu", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path),
+              "--name", "levers"]
+    # rotary positions need query-key scores: MemSizer's run of that variant is left out, not failed
+    accuracy_levers.main(["--backends", "memsizer", "--variants", "baseline,rope", *common, "--", *tiny])
+    first = json.loads((tmp_path / "levers.json").read_text())
+    assert [(r["backend"], r["variant"]) for r in first["runs"]] == [("memsizer", "baseline")]
+    accuracy_levers.main(["--backends", "transformer", "--variants", "rope", "--merge", *common, "--", *tiny])
+    merged = json.loads((tmp_path / "levers.json").read_text())
+    assert {(r["backend"], r["variant"]) for r in merged["runs"]} == {("memsizer", "baseline"), ("transformer", "rope")}
+    assert [(row["backend"], row["variant"]) for row in merged["levers"]] == [("transformer", "rope"),
+                                                                               ("memsizer", "baseline")]
+    assert len(merged["commands"]) == 2 and "--merge" in merged["commands"][1]
+    assert set(merged["variant_options"]) == {"baseline", "rope"}
+    with pytest.raises(SystemExit):  # another step budget is not comparable: refused before training
+        accuracy_levers.main(["--backends", "transformer", "--variants", "abacus", "--merge", *common[:-2],
+                              "--name", "levers", "--max-steps", "3", "--", *tiny])
+    assert not (tmp_path / "runs" / "transformer-abacus-0").exists()
 
 
 def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
