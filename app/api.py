@@ -8,7 +8,6 @@ from app.errors import APIError
 from app.metrics import ERRORS, QUESTIONS, render_metrics
 from app.openapi import openapi_document
 from app.service import BackendUnavailable
-from models.task import assess
 from models.tokenizer import QuestionError
 
 bp = Blueprint("api", __name__)
@@ -69,7 +68,7 @@ def answer():
     except Overloaded as err:
         fail(503, "overloaded", f"{err}; retry in {err.retry_after} s", {"Retry-After": str(err.retry_after)})
     QUESTIONS.labels(model=model).inc(len(questions))
-    checks = [assess(q).check(a) for q, a in zip(questions, answers)]
+    checks = [service().assess(q, model).check(a) for q, a in zip(questions, answers)]
     if is_batch:
         return jsonify(answers=answers, checks=checks, model=model, count=len(answers),
                        latency_ms=round(latency_ms, 3))

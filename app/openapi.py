@@ -74,6 +74,9 @@ def _schemas(backends, max_batch: int) -> dict:
                                  "parameters": {"type": "integer"}, "architecture": {"type": "object"},
                                  "checkpoint_sha256": {"type": "string"}, "checkpoint_bytes": {"type": "integer"},
                                  "weights_format": {"type": "string"}, "training_steps": {"type": ["integer", "null"]},
+                                 "training_balanced_share": {
+                                     "type": "number", "description": "share of place-balanced questions in its "
+                                     "training batches (recorded recipe); the answer check's place_rare uses it"},
                                  "accuracy": {"type": "object", "additionalProperties": {"type": "number"}},
                                  "interpolate_accuracy": {"type": ["number", "null"]},
                                  "reliability": {"type": "object", "description": "per split (interpolate, train, "

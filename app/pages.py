@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, render_template, request
 from app.batching import Overloaded
 from app.charts import accuracy_chart, backend_colour
 from app.service import RELIABILITY_SPLITS, BackendUnavailable
-from models.task import assess
+from models.task import Assessment
 from models.tokenizer import QuestionError
 
 bp = Blueprint("pages", __name__)
@@ -65,14 +65,21 @@ def ask():
     except QuestionError as err:
         return render_form(question, model, error=err.message[:1].upper() + err.message[1:], status=400)
     g.model = model
-    assessment, results = assess(question), []
-    for name in qa.backends if model == COMPARE else (model,):
+    names = qa.backends if model == COMPARE else (model,)
+    # reasons depend on each backend's training mix: the warning box holds those every backend
+    # shares, a result lists its own others
+    assessments = {name: qa.assess(question, name) for name in names}
+    shared = [r for r in assessments[names[0]].reasons if all(r in a.reasons for a in assessments.values())]
+    results = []
+    for name in names:
+        own = [r for r in assessments[name].reasons if r not in shared]
         try:
             (answer,), latency_ms = qa.run(ids, name)
-            results.append({"model": name, "answer": answer, "latency_ms": latency_ms,
-                            "correct": assessment.check(answer)["correct"]})
+            results.append({"model": name, "answer": answer, "latency_ms": latency_ms, "reasons": own,
+                            "correct": assessments[name].check(answer)["correct"]})
         except BackendUnavailable as err:
             results.append({"model": name, "error": f"{name} is unavailable: {err}"})
         except Overloaded as err:
             results.append({"model": name, "error": f"{name} is busy: {err}. Try again in {err.retry_after} s."})
-    return render_form(question, model, results=results, check=assessment)
+    check = Assessment(assessments[names[0]].expected, tuple(shared))
+    return render_form(question, model, results=results, check=check)

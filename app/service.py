@@ -16,7 +16,7 @@ from app.batching import MicroBatcher
 from app.metrics import record_pass
 from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
-from models.task import PLACE_NAMES, SPLITS, generate
+from models.task import PLACE_NAMES, SPLITS, Assessment, assess, generate
 from models.tokenizer import MAX_ANSWER_CHARS, QuestionError, Tokenizer, pad_batch
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,16 @@ class QAService:
             latency_ms = (time.perf_counter() - start) * 1000
         return [self.tokenizer.decode(row) for row in rows], latency_ms
 
+    def training_balanced_share(self, name: str) -> float:
+        """The share of place-balanced questions in the backend's training batches, from its
+        checkpoint's recorded recipe (0: DeepMind's sampler alone, also for older checkpoints)."""
+        recipe = self.configs.get(name, {}).get("provenance", {}).get("recipe", {})
+        return float(recipe.get("balanced_share") or 0.0)
+
+    def assess(self, question: str, name: str) -> Assessment:
+        """The exact answer and the out-of-distribution reasons for the backend's own training mix."""
+        return assess(question, self.training_balanced_share(name))
+
     def describe(self) -> list[dict]:
         """What /models and the page report for each backend."""
         rows = []
@@ -185,6 +195,7 @@ class QAService:
                 "checkpoint_bytes": config["weights"]["bytes"],
                 "weights_format": config["weights"]["format"],
                 "training_steps": config.get("provenance", {}).get("steps"),
+                "training_balanced_share": self.training_balanced_share(name),
                 "accuracy": {k: v["accuracy"] for k, v in evaluation.items()},
                 "interpolate_accuracy": reliability.get("interpolate", {}).get("accuracy"),
                 "reliability": reliability,

@@ -36,8 +36,10 @@ QUESTION_RE = re.compile(r"^What is the (?P<place>[a-z ]+) digit of (?P<integer>
 _LOOSE_QUESTION_RE = re.compile(r"^\s*what\s+is\s+the\s+(?P<place>[a-z]+(?:\s+[a-z]+)*)\s+digit\s+of\s+"
                                 r"(?P<integer>[0-9]+)\s*\?\s*$", re.IGNORECASE)
 
-# A place name asked in under this share of training questions is "rare" (billions: 0.87%,
-# hundred millions: 2.4%, ten millions: 4.2%); under UNSEEN_SHARE it is effectively never asked.
+# A place name asked in under this share of training questions is "rare" (with DeepMind's sampler
+# alone billions: 0.87%, hundred millions: 2.4%, ten millions: 4.2%; with half of every batch
+# place-balanced, the adopted recipe, every asked place gets >= 5%); under UNSEEN_SHARE it is
+# effectively never asked.
 RARE_SHARE = 0.03
 UNSEEN_SHARE = 1e-6
 
@@ -117,21 +119,32 @@ class Support:
 
 
 @functools.cache
-def support(split: str = "train", grid: int = 4000) -> Support:
-    """Exact shares under the sampler, integrated over the split's entropy range on a fine grid."""
+def support(split: str = "train", grid: int = 4000, balanced_share: float = 0.0) -> Support:
+    """Exact shares under the sampler, integrated over the split's entropy range on a fine grid.
+    With `balanced_share` b, training's mix (training.data.batch_examples): a share b of questions
+    drawn place-balanced (generate_place_balanced: the place uniform over the split's asked places,
+    the number from the split's sampler given that place), the rest from the sampler itself."""
+    if not 0.0 <= balanced_share <= 1.0:
+        raise ValueError(f"balanced_share must lie in [0, 1], got {balanced_share}")
     low, high = SPLITS[split]
     max_len = len(str(math.ceil(10 ** high + 1)))
-    lengths, places = [0.0] * (max_len + 1), [0.0] * (max_len + 1)
+    # joint[n][p]: share of questions with an n-digit number asking place p (1 = units)
+    joint = [[0.0] * (max_len + 1) for _ in range(max_len + 1)]
     points = [low + (high - low) * (i + 0.5) / grid for i in range(grid)] if high > low else [low]
     for entropy in points:
         top = math.ceil(10 ** entropy + 1)  # integers are uniform on [1, top]
         for n in range(1, max_len + 1):
             count = max(0, min(top, 10 ** n - 1) - 10 ** (n - 1) + 1)  # n-digit integers in range
-            lengths[n] += count / top / len(points)
             for place in range(1, n + 1):  # the place is uniform over the number's digits
-                places[place] += count / top / n / len(points)
-    return Support({n: lengths[n] for n in range(1, max_len + 1)},
-                   {PLACE_NAMES[p - 1]: places[p] for p in range(1, max_len + 1)})
+                joint[n][place] += count / top / n / len(points)
+    places = [sum(joint[n][p] for n in range(1, max_len + 1)) for p in range(max_len + 1)]
+    asked = [p for p in range(1, max_len + 1) if places[p] >= UNSEEN_SHARE]
+    b = balanced_share
+    place_share = {PLACE_NAMES[p - 1]: (1 - b) * places[p] + (b / len(asked) if p in asked else 0.0)
+                   for p in range(1, max_len + 1)}
+    length_share = {n: (1 - b) * sum(joint[n]) + b * sum(joint[n][p] / places[p] for p in asked) / len(asked)
+                    for n in range(1, max_len + 1)}
+    return Support(length_share, place_share)
 
 
 @dataclass(frozen=True)
@@ -156,8 +169,9 @@ class Assessment:
                 "reasons": [{"code": r.code, "message": r.message} for r in self.reasons]}
 
 
-def assess(question: str) -> Assessment:
-    """The exact answer to a place-value question and the reasons it is out of distribution."""
+def assess(question: str, balanced_share: float = 0.0) -> Assessment:
+    """The exact answer to a place-value question and the reasons it is out of distribution for a
+    model trained with `balanced_share` of its batches place-balanced (its recorded recipe)."""
     match = _LOOSE_QUESTION_RE.match(question)
     if not match:
         return Assessment(None, (Reason("not_task_form", 'not a question of the form "What is the <place> '
@@ -170,7 +184,7 @@ def assess(question: str) -> Assessment:
     digits = written.lstrip("0") or "0"
     place = PLACE_NAMES.index(place_name) + 1
     expected = digits[-place] if place <= len(digits) else "0"
-    train, reasons = support("train"), []
+    train, reasons = support("train", balanced_share=balanced_share), []
     strict = QUESTION_RE.match(question)
     if not strict or strict.group("place") != place_name:
         reasons.append(Reason("irregular_wording", "the wording differs from training's exact form "

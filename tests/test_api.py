@@ -153,3 +153,29 @@ def test_request_id_and_security_headers(client):
     assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Referrer-Policy"]
     forged = client.get("/healthz", headers={"X-Request-ID": "<script>"})
     assert forged.headers["X-Request-ID"] != "<script>"
+
+
+def test_rare_place_reason_follows_each_checkpoints_recorded_training_mix(tiny_checkpoints, tmp_path):
+    """A model trained with half its batches place-balanced saw `billions` in ~5% of questions:
+    not rare for it, while it stays rare (0.9%) for one trained on DeepMind's sampler alone."""
+    import json
+    import shutil
+
+    from app import create_app
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_checkpoints, root)
+    config_path = root / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["provenance"]["recipe"] = {"balanced_share": 0.5}
+    config_path.write_text(json.dumps(config))
+    client = create_app({"TESTING": True, "CHECKPOINT_DIR": str(root)}).test_client()
+    question = "What is the billions digit of 4123456789?"
+    codes = {model: [r["code"] for r in client.post("/answer", json={"question": question, "model": model})
+                     .json["check"]["reasons"]] for model in ("transformer", "memsizer")}
+    assert codes == {"transformer": [], "memsizer": ["place_rare"]}
+    shares = {m["name"]: m.get("training_balanced_share") for m in client.get("/models").json["models"]}
+    assert shares["transformer"] == 0.5 and shares["memsizer"] == 0.0
+    # the page: the shared warning box holds no reason; the MemSizer result names its own
+    page = client.post("/", data={"question": question, "model": "all"}).get_data(as_text=True)
+    assert 'id="ood-warning"' not in page
+    assert page.count('data-code="place_rare"') == sum(1 for m in BACKENDS if m != "transformer")

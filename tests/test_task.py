@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from models.task import PLACE_NAMES, RARE_SHARE, assess, generate, place_value_example, support
+from models.task import (PLACE_NAMES, RARE_SHARE, assess, generate, generate_place_balanced, place_of,
+                         place_value_example, support)
 
 LONG = "1" + "0" * 40
 
@@ -82,3 +83,25 @@ def test_support_matches_sampled_frequencies():
     rare = [p for p, share in train.place_share.items() if share < RARE_SHARE]
     assert rare == ["hundred millions", "billions", "ten billions"]
     assert support("interpolate").max_digits == 8  # 100000000 and 100000001 only: effectively never
+
+
+def test_support_under_place_balanced_batches_matches_training_mix():
+    """The shares the answer check quotes for a model trained with half its batches place-balanced."""
+    mixed = support("train", balanced_share=0.5)
+    sample = generate("train", 10_000, seed=4) + generate_place_balanced("train", 10_000, seed=5)
+    places, lengths = {}, {}
+    for question, _ in sample:
+        places[place_of(question)] = places.get(place_of(question), 0) + 1
+        digits = len(question.rsplit(" ", 1)[1][:-1])
+        lengths[digits] = lengths.get(digits, 0) + 1
+    for place, share in mixed.place_share.items():
+        assert abs(places.get(place, 0) / len(sample) - share) < 0.01, place
+    for digits, share in mixed.length_share.items():
+        assert abs(lengths.get(digits, 0) / len(sample) - share) < 0.01, digits
+    assert mixed.max_digits == 10 and min(s for s in mixed.place_share.values() if s > 0) > RARE_SHARE
+    # the same billions question is rare for DeepMind's sampler, not for the balanced recipe
+    question = "What is the billions digit of 4123456789?"
+    assert "place_rare" in {r.code for r in assess(question).reasons}
+    assert assess(question, balanced_share=0.5).reasons == ()
+    with pytest.raises(ValueError):
+        support("train", balanced_share=1.5)
