@@ -14,6 +14,7 @@ on interpolate and on extrapolate (12-digit numbers, place names up to hundred b
 Variants are those of benchmarks.time_to_accuracy (one lever each).
 """
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -40,6 +41,26 @@ def final_sets(per_place: int, size: int) -> dict:
             "extrapolate": generate("extrapolate", size, seed=FINAL_SEEDS["extrapolate"])}
 
 
+def final_scores(run_dir: Path, sets: dict) -> dict:
+    """The run's stored weights on the final sets; kept beside the run (keyed by the sets' digest),
+    so a later invocation that merges finished runs does not answer the same questions again."""
+    digest = hashlib.sha256(json.dumps(sets, sort_keys=True).encode()).hexdigest()
+    weights = json.loads((run_dir / "checkpoint" / "config.json").read_text())["weights"]["sha256"]
+    stored = run_dir / "final_scores.json"
+    if stored.exists():
+        kept = json.loads(stored.read_text())
+        if (kept["sets_sha256"], kept["weights_sha256"]) == (digest, weights):
+            return kept["scores"]
+    model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
+    scores = {}
+    for split, examples in sets.items():
+        result = evaluate_examples(model, tokenizer, examples)
+        scores[split] = {"accuracy": result["accuracy"], "total": result["total"],
+                         "per_place": {p: row["accuracy"] for p, row in result["per_place"].items()}}
+    stored.write_text(json.dumps({"sets_sha256": digest, "weights_sha256": weights, "scores": scores}))
+    return scores
+
+
 def measure(backend, variant, seed, args, workdir, sets) -> dict:
     """Train one run (unless its report exists from an interrupted study), then measure it."""
     run_dir = Path(workdir) / f"{backend}-{variant}-{seed}"
@@ -47,12 +68,7 @@ def measure(backend, variant, seed, args, workdir, sets) -> dict:
     if not (run_dir / "report.json").exists():
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     report = json.loads((run_dir / "report.json").read_text())
-    model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
-    scores = {}
-    for split, examples in sets.items():
-        result = evaluate_examples(model, tokenizer, examples)
-        scores[split] = {"accuracy": result["accuracy"], "total": result["total"],
-                         "per_place": {p: row["accuracy"] for p, row in result["per_place"].items()}}
+    scores = final_scores(run_dir, sets)
     curve = report["curve"]
     reached = next((p for p in curve if p["eval_worst_place"] >= args.target), None)
     # the usual rule, for comparison: the held-out average (every place weighted equally) at 99%

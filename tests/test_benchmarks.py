@@ -98,6 +98,12 @@ def test_accuracy_levers_skips_what_a_backend_cannot_train_and_merges_later_invo
                                                                                ("memsizer", "baseline")]
     assert len(merged["commands"]) == 2 and "--merge" in merged["commands"][1]
     assert set(merged["variant_options"]) == {"baseline", "rope"}
+    # measured once: a later invocation reuses the stored scores of the same weights on the same sets
+    stored = tmp_path / "runs" / "transformer-rope-0" / "final_scores.json"
+    stamp = stored.stat().st_mtime_ns
+    accuracy_levers.main(["--backends", "transformer", "--variants", "rope", "--merge", *common, "--", *tiny])
+    assert stored.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "levers.json").read_text())["runs"] == merged["runs"]
     with pytest.raises(SystemExit):  # another step budget is not comparable: refused before training
         accuracy_levers.main(["--backends", "transformer", "--variants", "abacus", "--merge", *common[:-2],
                               "--name", "levers", "--max-steps", "3", "--", *tiny])
