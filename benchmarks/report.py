@@ -7,6 +7,7 @@ import shlex
 
 from benchmarks.common import RESULTS, hardware_line
 from models import registry
+from models.config import ModelConfig
 from models.summary import PARTS, paper_config_table
 
 ROOT = RESULTS.parent.parent
@@ -51,11 +52,15 @@ def size_section() -> list[str]:
     for n in names:
         config_path = ROOT / "checkpoints" / n / "config.json"
         if config_path.exists():
-            weights = json.loads(config_path.read_text())["weights"]
-            parts[n]["disk"] = f"{weights['bytes'] / 1e6:.1f} MB ({weights['format']})"
+            shipped = json.loads(config_path.read_text())
+            weights, width = shipped["weights"], shipped["architecture"]["d_model"]
+            # a checkpoint shipped at another width than the paper config's says so and its own count
+            other = f", d_model {width}: {shipped['parameters']:,} parameters" if width != ModelConfig(backend=n).d_model else ""
+            parts[n]["disk"] = f"{weights['bytes'] / 1e6:.1f} MB ({weights['format']}{other})"
     rows = [[part, *(f"{parts[n][part]:,}" for n in names)] for part in (*PARTS, "total")]
     rows.append(["shipped weights on disk", *(parts[n].get("disk", "not shipped") for n in names)])
-    return ["## 1. Model size", "", *table(["component", *map(display, names)], rows), "",
+    return ["## 1. Model size", "", "Parameters at the paper config (d_model 512, 4+4 layers, 8 heads).", "",
+            *table(["component", *map(display, names)], rows), "",
             "Command: `python -m models.summary`.", ""]
 
 
