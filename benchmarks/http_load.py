@@ -8,20 +8,28 @@ for each server setting in turn (same questions, one run).
 A setting `wWtTbB` is W gunicorn workers, T torch threads each, and cross-request batches of up
 to B questions (b1: every request runs its own pass, the service before micro-batching);
 `+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
-Reports answers/s, latency p50/p99, errors (503s counted apart) and worker RSS before/after.
-Loopback only.
+Clients are closed-loop: each of N threads sends its next request when its last one is answered.
+Reports answers/s, latency p50/p99, errors (503s counted apart), worker RSS before/after, the
+CPU share of client and server (they share the cores), the server's CPU per answer, the mean
+questions per batched pass (from /metrics), and the HTTP ceiling: GET /healthz requests/s from
+the same clients. Loopback only.
 """
 import argparse
+import http.client
+import itertools
+import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import RESULTS, environment, percentile, save
 from models.task import generate
@@ -74,44 +82,143 @@ def start_server(port: int, workers: int, checkpoints: str, torch_threads: int |
     raise RuntimeError("gunicorn did not become ready")
 
 
-def load(url, model, questions, concurrency, total, max_seconds) -> dict:
-    """`total` requests (or until max_seconds) from `concurrency` client threads."""
-    local = threading.local()  # one keep-alive session per client thread
+class Client:
+    """One keep-alive HTTP/1.1 connection per client thread, on the standard library's http.client.
 
-    def one(item):
-        question, answer = item
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        session = local.session
-        start = time.perf_counter()
-        status = None
+    The client shares the server's two cores, so it must be cheap: `requests` costs ~2 ms of CPU
+    per request here, http.client ~0.3-0.5 ms (both measured against GET /healthz)."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.connection = None
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (0, 1):
+            reused = self.connection is not None
+            if not reused:
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self.connection.request(method, path, payload, headers)
+                response = self.connection.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException) as err:
+                self.connection.close()
+                self.connection = None
+                # the server closes idle keep-alive connections; a reused one may be stale, so one
+                # retry on a fresh connection, as HTTP client pools do. Anything else is an error.
+                stale = isinstance(err, (ConnectionError, http.client.HTTPException)) and reused
+                if not stale or attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def process_cpu_seconds(pids) -> dict:
+    """User + system CPU seconds of each process, from /proc (gone ones count 0)."""
+    seconds = {}
+    for pid in pids:
         try:
-            r = session.post(url + "/answer", json={"question": question, "model": model}, timeout=30)
-            status = r.status_code
-            correct = status == 200 and r.json()["answer"] == answer
-        except requests.RequestException:
-            correct = False
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            fields = None
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+    return seconds
+
+
+def server_pids(master_pid: int) -> list[int]:
+    return [master_pid, *map(int, worker_rss_mib(master_pid))]
+
+
+def pass_questions(url: str, model: str) -> tuple[float, float]:
+    """(questions, passes) the server's batched passes have run for `model` so far, from /metrics."""
+    text = Client(url).request("GET", "/metrics")[1].decode()
+    totals = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "placevalue_pass_questions":
+            for sample in family.samples:
+                kind = sample.name.rsplit("_", 1)[-1]
+                if kind in totals and sample.labels.get("model") == model:
+                    totals[kind] += sample.value
+    return totals["sum"], totals["count"]
+
+
+def closed_loop(url, items, concurrency, max_seconds, one) -> tuple[list, float, float]:
+    """`concurrency` client threads, each sending its next request as soon as its last one is
+    answered, until `items` run out or max_seconds pass. Returns (results of `one`, elapsed
+    seconds, client CPU seconds)."""
+    pending, lock, results = iter(items), threading.Lock(), []
+    deadline = time.monotonic() + max_seconds
+
+    def client_thread():
+        client = Client(url)
+        while time.monotonic() < deadline:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            outcome = one(client, item)
+            with lock:
+                results.append(outcome)
+
+    usage_before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    threads = [threading.Thread(target=client_thread) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
+    return results, time.perf_counter() - start, client_cpu
+
+
+def load(url, model, questions, concurrency, total, max_seconds, pids=()) -> dict:
+    """`total` requests (or until max_seconds) from `concurrency` closed-loop clients, with the CPU
+    each side spent: the client shares the cores, so its share caps what the server can reach."""
+    def one(client, item):
+        question, answer = item
+        start = time.perf_counter()
+        try:
+            status, body = client.request("POST", "/answer", {"question": question, "model": model})
+            correct = status == 200 and json.loads(body)["answer"] == answer
+        except (OSError, http.client.HTTPException, ValueError):
+            status, correct = None, False
         return time.perf_counter() - start, status, correct
 
-    deadline = time.monotonic() + max_seconds
-    latencies, errors, shed, wrong = [], 0, 0, 0
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        pending = iter(questions[:total])
-        futures = [pool.submit(one, next(pending)) for _ in range(min(concurrency, total))]
-        while futures:
-            latency, status, correct = futures.pop(0).result()
-            latencies.append(latency * 1e3)
-            shed += status == 503
-            errors += status not in (200, 503)
-            wrong += status == 200 and not correct
-            item = next(pending, None)
-            if item is not None and time.monotonic() < deadline:
-                futures.append(pool.submit(one, item))
-    elapsed = time.perf_counter() - start
-    answered = len(latencies) - errors - shed
-    return {"requests": len(latencies), "answers_per_second": answered / elapsed, "errors": errors, "shed_503": shed,
-            "wrong_answers": wrong, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
+    questions_before, passes_before = pass_questions(url, model)
+    server_before = process_cpu_seconds(pids)
+    results, elapsed, client_cpu = closed_loop(url, questions[:total], concurrency, max_seconds, one)
+    server_after = process_cpu_seconds(pids)
+    # per process: workers keep the keep-alive connections they accepted, so one can idle while another queues
+    per_process = [(server_after[pid] - server_before.get(pid, 0.0)) / elapsed for pid in pids]
+    server_cpu = sum(per_process) * elapsed
+    questions_after, passes_after = pass_questions(url, model)
+    latencies = [latency * 1e3 for latency, _, _ in results]
+    shed = sum(status == 503 for _, status, _ in results)
+    errors = sum(status not in (200, 503) for _, status, _ in results)
+    wrong = sum(status == 200 and not correct for _, status, correct in results)
+    answered = len(results) - errors - shed
+    cores = os.cpu_count() or 1
+    return {"requests": len(results), "answers_per_second": answered / elapsed, "errors": errors, "shed_503": shed,
+            "wrong_answers": wrong, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+            "client_cpu_share": client_cpu / (elapsed * cores),
+            "server_cpu_share": server_cpu / (elapsed * cores) if pids else None,
+            "server_cpu_ms_per_answer": server_cpu * 1e3 / answered if pids and answered else None,
+            "worker_cpu_cores": [round(share, 3) for share in per_process[1:]],
+            "mean_pass_questions": ((questions_after - questions_before) / (passes_after - passes_before)
+                                    if passes_after > passes_before else None)}
+
+
+def http_ceiling(url, concurrency, seconds) -> dict:
+    """Requests/s of GET /healthz from the same clients: the HTTP stack and the client with no model,
+    the most any backend could be served at on these cores."""
+    def one(client, path):
+        return client.request("GET", path)[0]
+
+    results, elapsed, client_cpu = closed_loop(url, itertools.repeat("/healthz"), concurrency, seconds, one)
+    return {"requests_per_second": sum(status == 200 for status in results) / elapsed,
+            "client_cpu_share": client_cpu / (elapsed * (os.cpu_count() or 1))}
 
 
 def main(argv=None):
@@ -121,6 +228,8 @@ def main(argv=None):
     parser.add_argument("--max-seconds", type=float, default=30)
     parser.add_argument("--settings", default="w2t1b1,w2t1b64,w1t2b64",
                         help="server settings compared in turn (wWtTbB: workers, torch threads, batch max)")
+    parser.add_argument("--ceiling-seconds", type=float, default=3,
+                        help="how long GET /healthz is driven at each level to measure the HTTP ceiling")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     parser.add_argument("--out", default=None)
@@ -136,12 +245,20 @@ def main(argv=None):
             names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
             for i, level in enumerate(map(int, args.concurrency.split(","))):
                 row_set["levels"][level] = {}
+                ceiling = http_ceiling(url, level, args.ceiling_seconds)
+                row_set.setdefault("http_ceiling", {})[level] = ceiling
+                print(f"{setting_name} {level:>3} clients GET /healthz  {ceiling['requests_per_second']:6.1f} "
+                      f"requests/s  client CPU {ceiling['client_cpu_share']:.0%}", flush=True)
                 for model in (names if i % 2 == 0 else names[::-1]):
-                    row = load(url, model, questions, level, args.requests, args.max_seconds)
+                    row = load(url, model, questions, level, args.requests, args.max_seconds,
+                               server_pids(process.pid))
                     row_set["levels"][level][model] = row
                     print(f"{setting_name} {level:>3} clients {model:<12} {row['answers_per_second']:6.1f} answers/s  "
                           f"p50 {row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms  errors {row['errors']}  "
-                          f"503 {row['shed_503']}  wrong {row['wrong_answers']}", flush=True)
+                          f"503 {row['shed_503']}  wrong {row['wrong_answers']}  client CPU "
+                          f"{row['client_cpu_share']:.0%}  server CPU {row['server_cpu_share']:.0%} "
+                          f"({row['server_cpu_ms_per_answer'] or 0:.1f} ms/answer)  mean pass "
+                          f"{row['mean_pass_questions'] or 0:.1f}  workers {row['worker_cpu_cores']} cores", flush=True)
             row_set["rss_after_mib"] = worker_rss_mib(process.pid)
             result["settings"][setting_name] = row_set
         finally:

@@ -96,6 +96,11 @@ def serving_section() -> list[str]:
                          *(f"batch {b} answers/s" for b in data["batched"])], rows), ""]
 
 
+def optional(row: dict, key: str, form: str) -> str:
+    """A field that older results lack, formatted, or '-'."""
+    return form.format(row[key]) if row.get(key) is not None else "-"
+
+
 def http_section() -> list[str]:
     data = load("http_load_cpu")
     lines = ["## 4. HTTP serving (gunicorn on loopback, shipped checkpoints)", ""]
@@ -103,13 +108,18 @@ def http_section() -> list[str]:
         return lines + ["Not measured yet: `python -m benchmarks.http_load`.", ""]
     if "settings" not in data:  # a result from before server settings were compared
         data = {**data, "settings": {f"w{data['workers']}": {**data, "batch_max": 1}}}
-    rows, memory = [], []
+    rows, memory, ceilings = [], [], []
     for name, setting in data["settings"].items():
         for level, by_backend in setting["levels"].items():
             for n in present(by_backend):
                 r = by_backend[n]
                 rows.append([name, level, n, f"{r['answers_per_second']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
-                             r["errors"], r.get("shed_503", 0), r["wrong_answers"], r["requests"]])
+                             r["errors"], r.get("shed_503", 0), r["wrong_answers"], r["requests"],
+                             optional(r, "mean_pass_questions", "{:.1f}"),
+                             optional(r, "server_cpu_ms_per_answer", "{:.1f}"),
+                             optional(r, "client_cpu_share", "{:.0%}")])
+        ceilings.extend(f"{name} at {level} clients {c['requests_per_second']:.0f}/s"
+                        for level, c in setting.get("http_ceiling", {}).items())
         before = ", ".join(f"{v:.0f}" for v in setting["rss_before_mib"].values())
         after = ", ".join(f"{v:.0f}" for v in setting["rss_after_mib"].values())
         memory.append(f"{name}: {before} -> {after}")
@@ -119,7 +129,12 @@ def http_section() -> list[str]:
                     "to B questions (b1: each request runs its own pass); +RUNTIME names PLACEVALUE_RUNTIME (torch "
                     "otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
-                         "wrong answers", "requests"], rows), "",
+                         "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU"], rows), "",
+                    "Clients are closed-loop threads on one keep-alive connection each. Mean pass: questions per "
+                    "batched pass (server /metrics). Server CPU: master and workers, per answer. Client CPU: the "
+                    "load generator's share of both cores, which the server could not use.", "",
+                    *([f"HTTP ceiling, GET /healthz from the same clients (requests/s): {'; '.join(ceilings)}.", ""]
+                      if ceilings else []),
                     f"Worker RSS (MiB) before -> after: {'; '.join(memory)}.", ""]
 
 
