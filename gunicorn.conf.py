@@ -23,8 +23,9 @@ os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 
 # the fastest runtime measured per backend that keeps every stored accuracy (benchmarks/RESULTS.md,
 # sections 4 and 4b): CTranslate2 float32 for the Transformer (the same accuracy per place as torch
 # on every stored evaluation, 1.6x faster per question), torch for the backends it cannot express. Its int8
-# is faster still but moved the train distribution's `billions` from 65.8% to 60.6%, so it is
-# opt-in: PLACEVALUE_RUNTIME=ctranslate2-int8. PLACEVALUE_RUNTIME=torch serves all on torch.
+# is faster still and keeps interpolate and the train distribution at 100%, but loses 1.1 points on
+# extrapolate (`millions` 88.1% -> 80.7%), so it is opt-in: PLACEVALUE_RUNTIME=ctranslate2-int8.
+# PLACEVALUE_RUNTIME=torch serves all on torch.
 os.environ.setdefault("PLACEVALUE_RUNTIME", "ctranslate2")
 # prometheus-client aggregates metrics across workers through files in this directory; without
 # one given, a temporary one, removed when the master exits. The marker is an environment
