@@ -45,6 +45,11 @@ VARIANTS = {  # each changes one lever of the default recipe
     # number's length (counted from the end, a longer number pushes it to positions never paired
     # with that place in training)
     "abacus": ["--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0"],
+    # abacus with each training question's places shifted by a random offset up to 20 (McLeish et
+    # al., 2024): the rows of 11- and 12-digit numbers get trained, and places are read relative to
+    # the units digit
+    "abacus-offset": ["--digit-positions", "abacus", "--digit-offset-max", "20", "--source-positions", "start",
+                      "--balanced-share", "0"],
     "abacus-end": ["--digit-positions", "abacus", "--source-positions", "end", "--balanced-share", "0"],
     # places through a learned projection of fixed sinusoids: unseen places (11, 12 digits) continue
     # the trained ones instead of being untrained rows
@@ -53,6 +58,8 @@ VARIANTS = {  # each changes one lever of the default recipe
     "balanced": ["--digit-positions", "none", "--source-positions", "end", "--balanced-share", "0.5"],
     # the CLI default since it was measured
     "abacus-balanced": ["--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5"],
+    "abacus-balanced-offset": ["--digit-positions", "abacus", "--digit-offset-max", "20", "--source-positions",
+                               "start", "--balanced-share", "0.5"],
     # rotary positions (Su et al., 2021) instead of the absolute sinusoids, for the backends whose
     # attention has query-key scores (Transformer, MemoryFormer): alone, and with the adopted recipe
     "rope": ["--relative-positions", "rope", "--digit-positions", "none", "--source-positions", "start",

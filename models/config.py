@@ -45,6 +45,11 @@ class ModelConfig:
     # distribution in the fewest steps (benchmarks/ANALYSIS.md, "Accuracy where it is weak")
     source_positions: str = "start"
     digit_positions: str = "abacus"
+    # Training only: each question's digit places are shifted by a random offset in
+    # [0, digit_offset_max] (McLeish et al., 2024, who shift by up to 100 for 100-digit operands),
+    # so the place rows of digits longer than any trained number are trained too, and the model
+    # must read a digit's place relative to its number's units digit. Inference uses offset 0.
+    digit_offset_max: int = 0
     relative_positions: str = "none"
     max_source_len: int = 160
     max_target_len: int = 32
@@ -68,6 +73,9 @@ class ModelConfig:
             raise ValueError(f"source_positions must be one of {POSITION_MODES}, got {self.source_positions!r}")
         if self.digit_positions not in DIGIT_POSITION_MODES:
             raise ValueError(f"digit_positions must be one of {DIGIT_POSITION_MODES}, got {self.digit_positions!r}")
+        if self.digit_offset_max < 0 or (self.digit_offset_max and self.digit_positions == "none"):
+            raise ValueError(f"digit_offset_max must be >= 0, and 0 without digit positions; got "
+                             f"{self.digit_offset_max} with digit_positions {self.digit_positions!r}")
         if self.relative_positions not in RELATIVE_POSITION_MODES:
             raise ValueError(f"relative_positions must be one of {RELATIVE_POSITION_MODES}, "
                              f"got {self.relative_positions!r}")

@@ -116,7 +116,8 @@ def ctranslate2_spec(model):
     vocabulary = [token_name(i) for i in range(config.vocab_size)]
     spec.register_source_vocabulary(vocabulary)
     if abacus:
-        spec.register_source_vocabulary([significance_name(i) for i in range(config.max_source_len + 1)])
+        rows = config.max_source_len + 1 + config.digit_offset_max  # the embedding's rows, offsets included
+        spec.register_source_vocabulary([significance_name(i) for i in range(rows)])
     spec.register_target_vocabulary(vocabulary)
     spec.config.unk_token = token_name(PAD)  # never produced: the model was never trained to emit pad
     spec.config.bos_token = spec.config.decoder_start_token = token_name(BOS)
@@ -151,5 +152,6 @@ class CTranslate2Runner:
     def answer_ids(self, ids: list[list[int]]) -> list[str]:
         results = self.translator.translate_batch(source_tokens(ids, self.source_format), beam_size=1,
                                                   max_decoding_length=MAX_ANSWER_CHARS, max_batch_size=0,
-                                                  suppress_sequences=[[token_name(BOS)]])
+                                                  # never pad (the engine's unk) nor bos, as Seq2Seq.generate
+                                                  disable_unk=True, suppress_sequences=[[token_name(BOS)]])
         return [self.tokenizer.decode([int(t[1:]) for t in r.hypotheses[0]] + [EOS]) for r in results]

@@ -120,13 +120,14 @@ class Seq2Seq(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD)
         length = max(config.max_source_len, config.max_target_len)
         self.register_buffer("positions", sinusoidal_table(length, config.d_model), persistent=False)
-        if config.digit_positions == "abacus":  # row 0: not a digit; a number can fill the question
-            self.digit_embed = nn.Embedding(config.max_source_len + 1, config.d_model, padding_idx=0)
+        places = config.max_source_len + 1 + config.digit_offset_max  # row 0: not a digit
+        if config.digit_positions == "abacus":  # a number can fill the question, then be shifted
+            self.digit_embed = nn.Embedding(places, config.d_model, padding_idx=0)
             nn.init.normal_(self.digit_embed.weight, std=config.d_model ** -0.5)  # unit scale, as embed
             with torch.no_grad():
                 self.digit_embed.weight[0].zero_()
         elif config.digit_positions == "abacus-sinusoid":
-            table = sinusoidal_table(config.max_source_len + 1, config.d_model)
+            table = sinusoidal_table(places, config.d_model)
             table[0] = 0  # not a digit
             self.register_buffer("digit_table", table, persistent=False)
             self.digit_proj = nn.Linear(config.d_model, config.d_model, bias=False)
@@ -164,6 +165,9 @@ class Seq2Seq(nn.Module):
         else:
             positions = index[None, :].expand(src.shape[0], S)
         significance = digit_significance(src) if self.config.digit_positions != "none" else None
+        if significance is not None and self.training and self.config.digit_offset_max:
+            shift = torch.randint(0, self.config.digit_offset_max + 1, (src.shape[0], 1), device=src.device)
+            significance = torch.where(significance > 0, significance + shift, significance)
         x = self._embed(src, positions, significance)
         for layer in self.encoder:
             x = layer(x, pad)

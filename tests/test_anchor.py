@@ -11,10 +11,13 @@ from models.tokenizer import PAD, Tokenizer, pad_batch
 from tests.conftest import tiny_model
 
 
-@pytest.mark.parametrize("source_positions,digit_positions",
-                         [("end", "none"), ("start", "abacus"), ("end", "abacus"), ("start", "none")])
-def test_converted_transformer_scores_answers_like_ours(tmp_path, source_positions, digit_positions):
-    model = tiny_model("transformer", n_heads=4, source_positions=source_positions, digit_positions=digit_positions)
+@pytest.mark.parametrize("source_positions,digit_positions,digit_offset_max",
+                         [("end", "none", 0), ("start", "abacus", 0), ("end", "abacus", 0), ("start", "none", 0),
+                          ("start", "abacus", 20)])
+def test_converted_transformer_scores_answers_like_ours(tmp_path, source_positions, digit_positions,
+                                                        digit_offset_max):
+    model = tiny_model("transformer", n_heads=4, source_positions=source_positions, digit_positions=digit_positions,
+                       digit_offset_max=digit_offset_max)
     tokenizer = Tokenizer()
     model_dir = convert(model, tmp_path / "ct2")
     anchor = CTranslate2Runner(model_dir, tokenizer, threads=1)

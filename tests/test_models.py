@@ -193,6 +193,42 @@ def test_abacus_adds_each_digit_the_embedding_of_its_place(tokenizer):
     assert "digit_embed.weight" not in dict(tiny_model("transformer", digit_positions="none").named_parameters())
 
 
+@pytest.mark.parametrize("mode", ["abacus", "abacus-sinusoid"])
+def test_random_place_offsets_shift_digits_in_training_only(mode, tokenizer):
+    """digit_offset_max: in training each question's digits move up by one random offset (the same
+    for all its digits, none for other tokens); in evaluation nothing moves, so answers are
+    deterministic and equal to a model that never had offsets."""
+    torch.manual_seed(0)
+    model = tiny_model("transformer", digit_positions=mode, digit_offset_max=20)
+    rows = model.config.max_source_len + 1 + 20
+    table = model.digit_embed.weight if mode == "abacus" else model.digit_table
+    assert table.shape[0] == rows
+    src = tokenizer.batch_questions(["What is the tens digit of 50?"] * 64)
+    seen = []
+    model._embed = lambda tokens, positions, significance=None: seen.append(significance) or torch.zeros(
+        *tokens.shape, model.config.d_model)
+    model.train()
+    model.encode(src)
+    model.eval()
+    model.encode(src)
+    trained, evaluated = seen
+    base = digit_significance(src)
+    assert torch.equal(evaluated, base)
+    shift = trained - base
+    digits = base > 0
+    assert (shift[~digits] == 0).all(), "only digits move"
+    per_question = shift[:, digits[0]]
+    assert (per_question == per_question[:, :1]).all(), "one offset per question"
+    assert per_question.min() >= 0 and per_question.max() <= 20 and per_question.unique().numel() > 5
+
+
+def test_place_offsets_need_digit_positions():
+    with pytest.raises(ValueError, match="digit_offset_max"):
+        tiny_config("transformer", digit_positions="none", digit_offset_max=4)
+    with pytest.raises(ValueError, match="digit_offset_max"):
+        tiny_config("transformer", digit_offset_max=-1)
+
+
 def test_stored_configs_from_before_abacus_load_without_it():
     """A config.json written before digit positions existed meant none, whatever today's default is."""
     stored = tiny_config("memsizer", source_positions="end").to_dict()
