@@ -228,6 +228,8 @@ def main(argv=None):
     parser.add_argument("--max-seconds", type=float, default=30)
     parser.add_argument("--settings", default="w2t1b1,w2t1b64,w1t2b64",
                         help="server settings compared in turn (wWtTbB: workers, torch threads, batch max)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the earlier result's settings that this run does not measure")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each backend and level this many times (alternating order); the median is kept")
     parser.add_argument("--ceiling-seconds", type=float, default=3,
@@ -237,13 +239,21 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     questions = generate("interpolate", args.requests, seed=5151)
-    result = {"environment": environment("cpu", MODULE, argv), "settings": {}}
+    environment_now = environment("cpu", MODULE, argv)
+    result = {"environment": environment_now, "settings": {}}
+    out = Path(args.out or RESULTS)
+    if args.merge and (out / "http_load_cpu.json").exists():
+        # keep the earlier result's other settings, each with the run that measured it
+        previous = json.loads((out / "http_load_cpu.json").read_text())
+        result["settings"] = {name: {"measured": previous["environment"], **setting}
+                              for name, setting in previous.get("settings", {}).items()}
     for setting_name in args.settings.split(","):
         setting = parse_setting(setting_name)
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
                                     setting["batch_max"], setting["runtime"])
         try:
-            row_set = {**setting, "levels": {}, "rss_before_mib": worker_rss_mib(process.pid)}
+            row_set = {**setting, "measured": environment_now, "levels": {},
+                       "rss_before_mib": worker_rss_mib(process.pid)}
             names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
             for i, level in enumerate(map(int, args.concurrency.split(","))):
                 row_set["levels"][level] = {}
@@ -274,7 +284,7 @@ def main(argv=None):
         finally:
             process.terminate()
             process.wait(timeout=30)
-    save("http_load_cpu", result, args.out or RESULTS)
+    save("http_load_cpu", result, out)
 
 
 if __name__ == "__main__":

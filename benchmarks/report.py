@@ -108,7 +108,7 @@ def http_section() -> list[str]:
         return lines + ["Not measured yet: `python -m benchmarks.http_load`.", ""]
     if "settings" not in data:  # a result from before server settings were compared
         data = {**data, "settings": {f"w{data['workers']}": {**data, "batch_max": 1}}}
-    rows, memory, ceilings = [], [], []
+    rows, memory, ceilings, earlier = [], [], [], []
     for name, setting in data["settings"].items():
         for level, by_backend in setting["levels"].items():
             for n in present(by_backend):
@@ -125,6 +125,9 @@ def http_section() -> list[str]:
         before = ", ".join(f"{v:.0f}" for v in setting["rss_before_mib"].values())
         after = ", ".join(f"{v:.0f}" for v in setting["rss_after_mib"].values())
         memory.append(f"{name}: {before} -> {after}")
+        measured = setting.get("measured")
+        if measured and measured.get("command") != data["environment"].get("command"):
+            earlier.append(f"{name}: {measured.get('date', '?')}, `{measured['command']}`")
     note = [f"Note: {data['note']}.", ""] if data.get("note") else []
     return lines + [f"{hardware_line(data['environment'])}. Command: `{data['environment']['command']}`", "",
                     "A setting wWtTbB is W gunicorn workers with T torch threads each and cross-request batches of up "
@@ -138,6 +141,7 @@ def http_section() -> list[str]:
                     "load generator's share of both cores, which the server could not use.", "",
                     *([f"HTTP ceiling, GET /healthz from the same clients (requests/s): {'; '.join(ceilings)}.", ""]
                       if ceilings else []),
+                    *([f"Settings measured by an earlier run (merged): {'; '.join(earlier)}.", ""] if earlier else []),
                     f"Worker RSS (MiB) before -> after: {'; '.join(memory)}.", ""]
 
 

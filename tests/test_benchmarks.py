@@ -50,6 +50,14 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     # without batching every pass holds one question
     assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
     assert settings["w1t1b8+ctranslate2"]["runtime"] == "ctranslate2"
+    # --merge re-measures one setting and keeps the other with the command that measured it
+    http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1", "--requests", "2",
+                    "--settings", "w1t1b1", "--port", str(free_port()), "--ceiling-seconds", "0.1", "--merge",
+                    "--out", str(tmp_path)])
+    merged = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
+    assert set(merged) == {"w1t1b1", "w1t1b8+ctranslate2"} and list(merged["w1t1b1"]["levels"]) == ["1"]
+    assert "--merge" in merged["w1t1b1"]["measured"]["command"]
+    assert "--merge" not in merged["w1t1b8+ctranslate2"]["measured"]["command"]
 
 
 def test_anchor_tiny(tmp_path, tiny_checkpoints):
