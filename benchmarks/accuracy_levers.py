@@ -83,11 +83,11 @@ def measure(backend, variant, seed, args, workdir, sets) -> dict:
 
 
 def applies(backend: str, variant: str) -> bool:
-    """Whether the backend can train the variant: rotary positions need query-key scores, which
+    """Whether the backend can train the variant: relative positions (rope, alibi) need query-key scores, which
     MemSizer's memory slots and the Performer's kernel features do not have."""
     options = VARIANTS[variant]
-    rotary = "--relative-positions" in options and options[options.index("--relative-positions") + 1] == "rope"
-    return registry.get(backend).rotary or not rotary
+    relative = "--relative-positions" in options and options[options.index("--relative-positions") + 1] != "none"
+    return registry.get(backend).query_key_scores or not relative
 
 
 def merged_runs(previous: dict | None, runs: list[dict]) -> list[dict]:

@@ -66,6 +66,11 @@ VARIANTS = {  # each changes one lever of the default recipe
              "--balanced-share", "0"],
     "abacus-balanced-rope": ["--relative-positions", "rope", "--digit-positions", "abacus", "--source-positions",
                              "start", "--balanced-share", "0.5"],
+    # linear attention biases (Press et al., 2022) instead of the absolute sinusoids, same backends as rope
+    "alibi": ["--relative-positions", "alibi", "--digit-positions", "none", "--source-positions", "start",
+              "--balanced-share", "0"],
+    "abacus-balanced-alibi": ["--relative-positions", "alibi", "--digit-positions", "abacus", "--source-positions",
+                              "start", "--balanced-share", "0.5"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"

@@ -55,9 +55,10 @@ class Backend:
     train_options: str = ""
     # for a backend that does not ship: what training it measured, shown beside its command
     training_status: str = ""
-    # True when its self-attention applies rotary positions (config.relative_positions "rope") to
-    # the query-key scores; a backend without such scores (MemSizer's memory slots) cannot
-    rotary: bool = False
+    # True when its attention has query-key scores, which relative positions (config.relative_positions
+    # "rope" rotates queries and keys, "alibi" biases the scores) act on; a backend without such
+    # scores (MemSizer's memory slots, the Performer's kernel features) cannot use them
+    query_key_scores: bool = False
     # True when outputs jump wherever an input's hash code flips (MemoryFormer): lossy weight
     # storage then moves outputs by more than its rounding alone, and the tests allow for it
     hashed: bool = False

@@ -17,8 +17,11 @@ DIGIT_POSITION_MODES = ("none", "abacus", "abacus-sinusoid")
 # "rope" (Su et al., 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding"): self-
 # attention queries and keys are rotated by their positions, so scores depend only on the offset
 # between two tokens; no absolute sinusoid is added. Only backends whose attention has query-key
-# scores apply it (Backend.rotary)
-RELATIVE_POSITION_MODES = ("none", "rope")
+# scores apply it (Backend.query_key_scores).
+# "alibi" (Press et al., 2022, "Train Short, Test Long: Attention with Linear Biases Enables Input
+# Length Extrapolation"): no position embedding; every self-attention score is lowered by a fixed
+# per-head slope times the distance between query and key. Same backends as rope
+RELATIVE_POSITION_MODES = ("none", "rope", "alibi")
 # What a stored config that lacks a field meant: the behaviour before the field existed (configs
 # written before abacus positions were had none), not today's default
 LEGACY_DEFAULTS = {"digit_positions": "none", "relative_positions": "none"}
@@ -79,11 +82,13 @@ class ModelConfig:
         if self.relative_positions not in RELATIVE_POSITION_MODES:
             raise ValueError(f"relative_positions must be one of {RELATIVE_POSITION_MODES}, "
                              f"got {self.relative_positions!r}")
-        if self.relative_positions == "rope" and not spec.rotary:
-            raise ValueError(f"{self.backend} attention has no query-key scores to rotate: relative_positions "
-                             f"'rope' applies only to {', '.join(b.name for b in registry.backends() if b.rotary)}")
-        if self.relative_positions == "rope" and self.source_positions != "start":
-            raise ValueError("rope counts positions from the question's start: use source_positions 'start'")
+        if self.relative_positions != "none" and not spec.query_key_scores:
+            raise ValueError(f"{self.backend} attention has no query-key scores: relative_positions "
+                             f"{self.relative_positions!r} applies only to "
+                             f"{', '.join(b.name for b in registry.backends() if b.query_key_scores)}")
+        if self.relative_positions != "none" and self.source_positions != "start":
+            raise ValueError(f"{self.relative_positions} counts positions from the question's start: use "
+                             f"source_positions 'start'")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 

@@ -168,7 +168,7 @@ BACKEND = Backend(
     settings=MemoryFormerSettings,
     feed_forward=MemoryBlock,
     decode_state_grows=True,
-    rotary=True,  # its softmax attention is the Transformer's
+    query_key_scores=True,  # its softmax attention is the Transformer's
     shipped=True,
     # the paper width (d 512) needs 31 MB at tau 4 and does not fit beside the shipped models; d 256
     # fits (7.9 MB in 4 bits). The hashed layers take a higher peak rate than the paper config's 1e-4

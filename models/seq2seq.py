@@ -145,7 +145,7 @@ class Seq2Seq(nn.Module):
 
     def _embed(self, tokens, positions, significance=None):
         x = self.embed(tokens) * math.sqrt(self.config.d_model)
-        if self.config.relative_positions == "none":  # with rope, order lives in the attention scores
+        if self.config.relative_positions == "none":  # otherwise order lives in the attention scores
             x = x + self.positions[positions]
         if significance is not None and self.config.digit_positions == "abacus":
             x = x + self.digit_embed(significance) * math.sqrt(self.config.d_model)

@@ -59,8 +59,14 @@ class SoftmaxAttention(nn.Module):
         self.role = role
         self.n_heads = config.n_heads
         self.dropout = config.dropout
-        # cross-attention relates a target and a source position, which share no axis: no rotation
-        self.rotary = config.relative_positions == "rope" and role != "cross"
+        # cross-attention relates a target and a source position, which share no axis: no relative positions
+        relative = config.relative_positions if role != "cross" else "none"
+        self.rotary = relative == "rope"
+        if relative == "alibi":  # the paper's slopes 2^(-8h/H), h = 1..H: one distance scale per head
+            slopes = 2.0 ** (-8.0 * torch.arange(1, config.n_heads + 1) / config.n_heads)
+            self.register_buffer("alibi_slopes", slopes[:, None, None], persistent=False)  # (H, 1, 1)
+        else:
+            self.alibi_slopes = None
         self.build_projections(config)
 
     def build_projections(self, config) -> None:
@@ -86,6 +92,11 @@ class SoftmaxAttention(nn.Module):
     def new_state(self) -> KVCache:
         return KVCache()
 
+    def _alibi(self, allowed: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        """A float attention mask: -slope * distance where `allowed`, -inf elsewhere; (.., H, T, S)."""
+        bias = -self.alibi_slopes.to(torch.float32) * distance.to(torch.float32)  # (H, T, S)
+        return bias.masked_fill(~allowed, float("-inf"))
+
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, d = x.shape
         return x.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, T, dh)
@@ -107,6 +118,9 @@ class SoftmaxAttention(nn.Module):
             if self.rotary:  # source positions from the start: padding sits after every real token
                 q, k = rotate(q), rotate(k)
             mask = ~context_pad[:, None, None, :]
+            if self.alibi_slopes is not None:  # both directions, by distance
+                index = torch.arange(T, device=x.device)
+                mask = self._alibi(mask, (index[:, None] - index[None, :]).abs())
         else:
             q, k, v = map(self._split_heads, self.project_self(x))
             past = 0 if state is None else state.length
@@ -116,6 +130,11 @@ class SoftmaxAttention(nn.Module):
                 k, v = state.append(k, v)
             # query i sits at absolute position past + i and sees keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            if self.alibi_slopes is not None:  # keys behind the query, by distance (ahead: masked)
+                query, key = torch.arange(past, past + T, device=x.device), torch.arange(past + T, device=x.device)
+                mask = self._alibi(mask, (query[:, None] - key[None, :]).clamp(min=0))
+        if mask.is_floating_point():  # alibi's biases, in the queries' precision
+            mask = mask.to(q.dtype)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, dh)
         return self.project_output(out.transpose(1, 2).reshape(B, T, d))
@@ -128,5 +147,5 @@ BACKEND = Backend(
     summary="Multi-head softmax attention; decoding keeps a key/value cache that grows with every token.",
     attention=SoftmaxAttention,
     decode_state_grows=True,
-    rotary=True,
+    query_key_scores=True,
 )

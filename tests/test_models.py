@@ -263,9 +263,10 @@ def test_rotary_scores_depend_only_on_the_offset():
     assert torch.allclose(rotate(sequence)[:, :, 4:], rotate(sequence[:, :, 4:], 4)), "a cache's keys as rotated whole"
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if registry.get(b).rotary])
-def test_rope_keeps_batching_decoding_and_storage_exact(backend, tokenizer, tmp_path):
-    model = tiny_model(backend, relative_positions="rope")
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if registry.get(b).query_key_scores])
+@pytest.mark.parametrize("mode", ["rope", "alibi"])
+def test_relative_positions_keep_batching_decoding_and_storage_exact(backend, mode, tokenizer, tmp_path):
+    model = tiny_model(backend, relative_positions=mode)
     src = tokenizer.batch_questions(QUESTIONS)
     tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 5))], dim=1)
     steps, full = cached_and_full_logits(model, src, tgt_in)
@@ -275,17 +276,31 @@ def test_rope_keeps_batching_decoding_and_storage_exact(backend, tokenizer, tmp_
             assert torch.allclose(full[i], model(tokenizer.batch_questions([q]), tgt_in[i:i + 1])[0][0], **TOL)
         plain = tiny_model(backend, relative_positions="none")
         plain.load_state_dict(model.state_dict())
-        assert not torch.allclose(plain(src, tgt_in)[0], full, atol=1e-3), "rope replaces the sinusoids"
+        assert not torch.allclose(plain(src, tgt_in)[0], full, atol=1e-3), f"{mode} replaces the sinusoids"
     save_checkpoint(model, tmp_path, tokenizer, "float32")
     loaded, _, stored = load_checkpoint(tmp_path)
-    assert stored["architecture"]["relative_positions"] == "rope"
+    assert stored["architecture"]["relative_positions"] == mode
     with torch.no_grad():
         assert torch.equal(loaded(src, tgt_in)[0], full)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if not registry.get(b).rotary])
-def test_rope_is_refused_where_attention_has_no_query_key_scores(backend):
-    with pytest.raises(ValueError, match="no query-key scores"):
-        tiny_config(backend, relative_positions="rope")
-    with pytest.raises(ValueError, match="from the question's start"):
-        tiny_config("transformer", relative_positions="rope", source_positions="end")
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not registry.get(b).query_key_scores])
+def test_relative_positions_are_refused_where_attention_has_no_query_key_scores(backend):
+    for mode in ("rope", "alibi"):
+        with pytest.raises(ValueError, match="no query-key scores"):
+            tiny_config(backend, relative_positions=mode)
+        with pytest.raises(ValueError, match="from the question's start"):
+            tiny_config("transformer", relative_positions=mode, source_positions="end")
+
+
+def test_alibi_lowers_each_score_by_its_heads_slope_times_the_distance():
+    """The encoder's bias is -m_h |i - j| with the paper's slopes m_h = 2^(-8h/H); the decoder's
+    is -m_h (i - j) over the keys it may see, with i counted from the first target token even
+    when the earlier ones sit in the cache."""
+    from models.transformer import SoftmaxAttention
+    attention = SoftmaxAttention(tiny_config("transformer", relative_positions="alibi", n_heads=4), "causal")
+    assert torch.allclose(attention.alibi_slopes.flatten(), torch.tensor([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8]))
+    allowed = torch.ones(1, 3, dtype=torch.bool)
+    bias = attention._alibi(allowed, torch.tensor([[2, 1, 0]]))  # the third query (past 2) against 3 keys
+    assert torch.allclose(bias[1, 0], torch.tensor([-2 * 2 ** -4, -2 ** -4, 0.0]))
+    assert torch.isinf(attention._alibi(~allowed, torch.tensor([[2, 1, 0]]))).all()
