@@ -71,7 +71,11 @@ def _schemas(backends, max_batch: int) -> dict:
                                  "runtime": {"type": ["string", "null"], "enum": ["torch", "ctranslate2", "ctranslate2-int8", None],
                                              "description": "what runs its passes; null when not loaded"},
                                  "error": {"type": ["string", "null"]},
-                                 "parameters": {"type": "integer"}, "architecture": {"type": "object"},
+                                 "parameters": {"type": "integer"}, "architecture": {
+                                     "type": "object", "description": "layers, widths, the backend's own settings, and "
+                                     "positions: source (absolute sinusoids counted from the number's start or end), "
+                                     "digits (abacus place embeddings or none), relative (attention biases: none, "
+                                     "rope or alibi)"},
                                  "checkpoint_sha256": {"type": "string"}, "checkpoint_bytes": {"type": "integer"},
                                  "weights_format": {"type": "string"}, "training_steps": {"type": ["integer", "null"]},
                                  "training_balanced_share": {

@@ -16,6 +16,7 @@ from app.batching import MicroBatcher
 from app.metrics import record_pass
 from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
+from models.config import LEGACY_DEFAULTS
 from models.task import PLACE_NAMES, SPLITS, Assessment, assess, generate
 from models.tokenizer import MAX_ANSWER_CHARS, QuestionError, Tokenizer, pad_batch
 
@@ -190,6 +191,10 @@ class QAService:
                 "parameters": config["parameters"],
                 "architecture": {"backend": name, **{k: arch[k] for k in (
                     "n_encoder_layers", "n_decoder_layers", "d_model", "d_ff", "n_heads")},
+                    # how it knows where a digit is (what a stored config without a mode meant)
+                    "positions": {shown: {**LEGACY_DEFAULTS, **arch}[field] for shown, field in (
+                        ("source", "source_positions"), ("digits", "digit_positions"),
+                        ("relative", "relative_positions"))},
                     "settings": arch.get("settings") or {}},
                 "checkpoint_sha256": config["weights"]["sha256"],
                 "checkpoint_bytes": config["weights"]["bytes"],

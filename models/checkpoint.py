@@ -86,13 +86,14 @@ def dequantize_int4(packed, scale, low, cols: int, group_size: int = GROUP_SIZE)
     return low.float()[:, index] + codes.float() * scale.float()[:, index]
 
 
-def quantize_state(state: dict, weights_format: str = "int8", buffers=()) -> tuple[dict, dict]:
+def quantize_state(state: dict, weights_format: str = "int8", buffers=(),
+                   group_size: int = GROUP_SIZE) -> tuple[dict, dict]:
     """Quantize every learned matrix (not vectors, not `buffers`); return tensors and metadata."""
     out, shapes = {}, {}
     for name, tensor in state.items():
         tensor = tensor.detach().float().cpu()
         if tensor.dim() == 2 and name not in buffers and weights_format == "int4":
-            for suffix, part in quantize_int4(tensor).items():
+            for suffix, part in quantize_int4(tensor, group_size).items():
                 out[f"{name}.{suffix}"] = part
             shapes[name] = list(tensor.shape)
         elif tensor.dim() == 2 and name not in buffers:
@@ -103,7 +104,7 @@ def quantize_state(state: dict, weights_format: str = "int8", buffers=()) -> tup
             out[name] = tensor.contiguous()
     metadata = {"format": weights_format}
     if weights_format == "int4":
-        metadata.update(group_size=str(GROUP_SIZE), shapes=json.dumps(shapes))
+        metadata.update(group_size=str(group_size), shapes=json.dumps(shapes))
     return out, metadata
 
 
@@ -127,7 +128,7 @@ def dequantize_state(stored: dict, metadata: dict | None = None) -> dict:
 
 
 def save_checkpoint(model: Seq2Seq, directory, tokenizer: Tokenizer, weights_format: str = "float32",
-                    extra: dict | None = None) -> dict:
+                    extra: dict | None = None, group_size: int = GROUP_SIZE) -> dict:
     """Write weights then config (the config names the weights' sha256); return the config dict."""
     if weights_format not in WEIGHT_FORMATS:
         raise ValueError(f"weights format must be one of {WEIGHT_FORMATS}, got {weights_format!r}")
@@ -136,7 +137,8 @@ def save_checkpoint(model: Seq2Seq, directory, tokenizer: Tokenizer, weights_for
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": weights_format}
     if weights_format != "float32":
-        state, metadata = quantize_state(state, weights_format, buffers={name for name, _ in model.named_buffers()})
+        state, metadata = quantize_state(state, weights_format, buffers={name for name, _ in model.named_buffers()},
+                                         group_size=group_size)
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
     config = dict(extra or {})
     config.update({

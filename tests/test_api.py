@@ -109,6 +109,7 @@ def test_models_endpoint_fields(client):
         assert row["ready"] is True and row["parameters"] > 0 and len(row["checkpoint_sha256"]) == 64
         assert row["architecture"]["d_model"] == 32 and row["training_steps"] == 7
         assert row["architecture"]["backend"] == name and row["display_name"] and row["paper"]
+        assert row["architecture"]["positions"] == {"source": "start", "digits": "abacus", "relative": "none"}
         assert row["interpolate_accuracy"] == 0.5
         reliability = row["reliability"]
         assert set(reliability) == {"interpolate", "train", "extrapolate"}

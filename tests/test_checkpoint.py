@@ -3,12 +3,14 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from models import registry
 from models.checkpoint import (GROUP_SIZE, CheckpointError, dequantize_int4, load_checkpoint, quantize_int4,
                                save_checkpoint, sha256_file)
 from tests.conftest import BACKENDS, tiny_model
+from training.export import main as export_main
 
 QUESTIONS = ["What is the tens digit of 89290?", "What is the units digit of 7?"]
 
@@ -116,3 +118,24 @@ def test_int4_weights_are_packed_and_about_seven_times_smaller(tmp_path, tokeniz
     learned = sum(p.numel() for p in model.parameters() if p.dim() == 2) * 4
     size = {f: (tmp_path / f / "model.safetensors").stat().st_size for f in "fq"}
     assert size["f"] - size["q"] > 0.8 * learned, "4.5 bits instead of 32 per learned matrix weight"
+
+
+def test_export_with_smaller_int4_groups_is_closer_and_loads_by_its_stored_group_size(tmp_path, tokenizer):
+    """`training.export --group-size`: the files record their group size, so loading needs no flag,
+    and halving the groups brings the dequantized matrices closer to the float weights."""
+    model = tiny_model("memoryformer", d_model=64, d_ff=256)
+    save_checkpoint(model, tmp_path / "f", tokenizer, "float32")
+    errors = {}
+    for group_size in (GROUP_SIZE, GROUP_SIZE // 2):
+        out = tmp_path / f"g{group_size}"
+        export_main(["--checkpoint", str(tmp_path / "f"), "--out", str(out), "--group-size", str(group_size)])
+        with safe_open(out / "model.safetensors", "pt") as stored:
+            assert stored.metadata()["group_size"] == str(group_size)
+        restored, _, _ = load_checkpoint(out)
+        errors[group_size] = sum((p - model.state_dict()[name]).abs().mean().item()
+                                 for name, p in restored.state_dict().items() if p.dim() == 2)
+    # a group's step is its range / 15; the range of 32 normal draws is ~12% below that of 64
+    assert 0 < errors[GROUP_SIZE // 2] < 0.95 * errors[GROUP_SIZE]
+    with pytest.raises(SystemExit):
+        export_main(["--checkpoint", str(tmp_path / "f"), "--out", str(tmp_path / "bad"), "--group-size", "0"])
+    assert not (tmp_path / "bad").exists()

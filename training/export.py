@@ -10,16 +10,17 @@ import argparse
 import shutil
 from pathlib import Path
 
-from models.checkpoint import WEIGHT_FORMATS, load_checkpoint, save_checkpoint
+from models.checkpoint import GROUP_SIZE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint
 
 
-def export(source, out, weights_format: str) -> dict:
+def export(source, out, weights_format: str, group_size: int = GROUP_SIZE) -> dict:
     model, tokenizer, config = load_checkpoint(source)
     provenance = dict(config.get("provenance", {}))
     provenance.setdefault("converted_from", []).append(
         {"format": config["weights"]["format"], "sha256": config["weights"]["sha256"]})
     out = Path(out)
-    stored = save_checkpoint(model, out, tokenizer, weights_format, extra={"provenance": provenance})
+    stored = save_checkpoint(model, out, tokenizer, weights_format, extra={"provenance": provenance},
+                             group_size=group_size)
     report = Path(source) / "training_report.json"
     if report.is_file() and report.resolve() != (out / report.name).resolve():
         shutil.copyfile(report, out / report.name)
@@ -31,8 +32,13 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory to read")
     parser.add_argument("--out", required=True, help="directory to write (may be the same)")
     parser.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
+    parser.add_argument("--group-size", type=int, default=GROUP_SIZE,
+                        help="int4 only: values per group sharing one scale and minimum (smaller: closer to "
+                             "the float weights, 32 bits more per group)")
     args = parser.parse_args(argv)
-    stored = export(args.checkpoint, args.out, args.weights_format)
+    if args.group_size < 1:
+        parser.error("--group-size must be at least 1")
+    stored = export(args.checkpoint, args.out, args.weights_format, args.group_size)
     print(f"{args.out}: {stored['weights']['format']}, {stored['weights']['bytes']:,} bytes, "
           f"sha256 {stored['weights']['sha256'][:12]}; re-run training.evaluate --record on it")
 
