@@ -243,15 +243,25 @@ def memory_section() -> list[str]:
     return lines
 
 
+MEASURED_ALTERNATIVES = {"transformer_alibi_cpu": "Transformer + ALiBi (not shipped)"}
+
+
 def accuracy_section() -> list[str]:
     lines = ["## 6. Accuracy of the shipped checkpoints (`training.evaluate`, stored files)", ""]
     configs = {n: json.loads(path.read_text()) for n in registry.names()
                if (path := ROOT / "checkpoints" / n / "config.json").exists()}
+    headers = {n: display(n) for n in configs}
+    # checkpoints trained and evaluated from their stored files but not shipped (their records kept)
+    for name, header in MEASURED_ALTERNATIVES.items():
+        if (alternative := load(name)):
+            configs[name], headers[name] = alternative, header
     names = list(configs)
     evaluations = sorted({k for c in configs.values() for k in c.get("evaluation", {})})
     rows = [[e, *(f"{r['accuracy']:.2%} ({r['correct']}/{r['total']})" if (r := configs[n]["evaluation"].get(e))
                   else "-" for n in names)] for e in evaluations]
-    lines += table(["evaluation", *map(display, names)], rows)
+    lines += table(["evaluation", *(headers[n] for n in names)], rows)
+    lines += [f"\n{headers[n]}: {configs[n]['note']} Command: `{configs[n]['provenance']['command']}`"
+              for n in names if n in MEASURED_ALTERNATIVES]
     shipped = load("shipped_accuracy")  # the plot and each checkpoint's recipe (benchmarks.shipped_accuracy)
     if shipped:
         recipes = [[display(n), m["steps"], *(m["recipe"][f] for f in ("source_positions", "digit_positions",
@@ -268,7 +278,7 @@ def accuracy_section() -> list[str]:
         if len(places) > 8:  # the per-place tables worth reading: splits with the rare and long places
             rows = [[p, *(f"{per_place[n][p]['accuracy']:.1%}" if p in per_place[n] else "-" for n in names)]
                     for p in places]
-            lines += ["", f"Per place name, {evaluation}:", "", *table(["place", *map(display, names)], rows)]
+            lines += ["", f"Per place name, {evaluation}:", "", *table(["place", *(headers[n] for n in names)], rows)]
     return lines + [""]
 
 
@@ -374,11 +384,13 @@ def entropy_lines(entropy) -> list[str]:
             "</details>", ""]
 
 
-def accuracy_levers_section() -> list[str]:
-    data = load("accuracy_levers_cpu")
-    lines = ["## 6c. Accuracy levers: rare places and numbers longer than training", ""]
+def accuracy_levers_section(name: str = "accuracy_levers_cpu",
+                            title: str = "6c. Accuracy levers: rare places and numbers longer than training",
+                            optional: bool = False) -> list[str]:
+    data = load(name)
+    lines = [f"## {title}", ""]
     if not data:
-        return lines + ["Not measured yet: `python -m benchmarks.accuracy_levers`.", ""]
+        return [] if optional else lines + ["Not measured yet: `python -m benchmarks.accuracy_levers`.", ""]
     rows = [[display(r["backend"]), r["variant"], *(
         f"{r[k]['median']:.1%} ({', '.join(f'{v:.1%}' for v in r[k]['per_seed'])})"
         for k in ("train_worst_place", "train", "interpolate", "extrapolate"))] for r in data["levers"]]
@@ -392,7 +404,7 @@ def accuracy_levers_section() -> list[str]:
     earlier = data.get("commands", [])[:-1]
     merged = ["The study grew over several invocations (`--merge`, finished runs kept in its work dir); the earlier "
               "ones: " + "; ".join(f"`{c}`" for c in earlier), ""] if earlier else []
-    return lines + [heading("CPU", data), "", *merged, "![accuracy levers](results/accuracy_levers_cpu.png)", "",
+    return lines + [heading("CPU", data), "", *merged, f"![accuracy levers](results/{name}.png)", "",
                     f"Every run trains {data['max_steps']} steps on the training distribution only; the final "
                     f"weights answer fresh questions: {sets['train_per_place']} per place of the training "
                     f"distribution, {sets['interpolate']:,} interpolate, {sets['extrapolate']:,} extrapolate. "
@@ -414,7 +426,9 @@ def render() -> str:
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
         + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
-        + accuracy_levers_section()
+        + accuracy_levers_section() \
+        + accuracy_levers_section("accuracy_levers_long_cpu", "6d. Length levers trained to the target (a longer "
+                                  "step budget)", optional=True)
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()

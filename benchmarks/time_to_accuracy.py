@@ -71,6 +71,11 @@ VARIANTS = {  # each changes one lever of the default recipe
               "--balanced-share", "0"],
     "abacus-balanced-alibi": ["--relative-positions", "alibi", "--digit-positions", "abacus", "--source-positions",
                               "start", "--balanced-share", "0.5"],
+    # both length devices together: ALiBi's distance biases and random place offsets (which train the
+    # abacus rows of 11- and 12-digit numbers)
+    "abacus-balanced-offset-alibi": ["--relative-positions", "alibi", "--digit-positions", "abacus",
+                                     "--digit-offset-max", "20", "--source-positions", "start",
+                                     "--balanced-share", "0.5"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"
