@@ -63,6 +63,9 @@ def test_pad_is_never_a_source_token():
     assert token_name(PAD) == "t0"
 
 
-def test_rotary_positions_are_refused():
-    with pytest.raises(ValueError, match="rope"):
-        ctranslate2_spec(tiny_model("transformer", n_heads=4, relative_positions="rope"))
+@pytest.mark.parametrize("mode", ["rope", "alibi"])
+def test_relative_positions_are_refused(mode):
+    """CTranslate2's encoder-decoder spec has neither (ALiBi exists only in its decoder spec), so such a
+    Transformer serves on torch."""
+    with pytest.raises(ValueError, match=mode):
+        ctranslate2_spec(tiny_model("transformer", n_heads=4, relative_positions=mode))
