@@ -405,7 +405,8 @@ def accuracy_levers_section(name: str = "accuracy_levers_cpu",
     merged = ["The study grew over several invocations (`--merge`, finished runs kept in its work dir); the earlier "
               "ones: " + "; ".join(f"`{c}`" for c in earlier), ""] if earlier else []
     return lines + [heading("CPU", data), "", *merged, f"![accuracy levers](results/{name}.png)", "",
-                    f"Every run trains {data['max_steps']} steps on the training distribution only; the final "
+                    f"Every run trains on the training distribution only, for at most {data['max_steps']} steps (it "
+                    f"stops once its held-out worst place reaches {data['target']:.1%}); the final "
                     f"weights answer fresh questions: {sets['train_per_place']} per place of the training "
                     f"distribution, {sets['interpolate']:,} interpolate, {sets['extrapolate']:,} extrapolate. "
                     "Medians over seeds, each seed in brackets.", "",
