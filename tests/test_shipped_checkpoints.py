@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from models import registry
 from models.checkpoint import load_checkpoint, sha256_file
@@ -29,6 +30,8 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     assert (trained.n_encoder_layers, trained.n_decoder_layers, trained.n_heads) == (4, 4, 8)
     assert trained.d_model == (256 if backend == "memoryformer" else 512)
     assert config["weights"]["format"] == "int4"
+    with safe_open(CHECKPOINTS / backend / "model.safetensors", "pt") as stored:  # its command's 4-bit groups
+        assert stored.metadata()["group_size"] == str(trained.group_size)
     evaluation = config["evaluation"]
     assert evaluation["interpolate_10k_seed777"]["accuracy"] >= 0.999
     for record in ("interpolate_10k_seed777", "train_per_place_1000_seed780", "extrapolate_10k_seed778"):

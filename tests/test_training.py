@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from models import registry
@@ -46,8 +47,11 @@ def test_default_recipe_learns_a_tiny_config(tmp_path, model):
 def test_stopping_on_the_worst_place_of_a_per_place_held_out_set(tmp_path):
     """--eval-per-place measures every place equally; --target-metric worst-place judges the lowest one."""
     out, _, report = run_train(tmp_path, "memsizer", "--max-steps", "4", "--eval-every", "2", "--eval-split", "train",
-                               "--eval-per-place", "3", "--target-metric", "worst-place", "--target-accuracy", "0.0")
+                               "--eval-per-place", "3", "--target-metric", "worst-place", "--target-accuracy", "0.0",
+                               "--group-size", "16")
     assert report["curve"][-1]["step"] == 2, "a target of 0 is met at the first evaluation"
+    with safe_open(out / "model.safetensors", "pt") as stored:  # the default int4, in the groups asked for
+        assert stored.metadata()["format"] == "int4" and stored.metadata()["group_size"] == "16"
     final = report["final_evaluation"]
     assert final["total"] == 3 * len(final["per_place"]) and "billions" in final["per_place"]
     point = report["curve"][0]
@@ -139,7 +143,7 @@ def test_label_smoothing_loss_is_the_smoothed_cross_entropy_over_answer_tokens()
 
 
 @pytest.mark.parametrize("flag", [["--curriculum-steps", "-1"], ["--label-smoothing", "1.0"], ["--bucket-pool", "0"],
-                                  ["--grad-accum", "0"]])
+                                  ["--grad-accum", "0"], ["--group-size", "0"]])
 def test_bad_recipe_options_are_rejected(flag, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--model", "memsizer", *flag])

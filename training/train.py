@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
+from models.checkpoint import CONFIG_FILE, GROUP_SIZE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
 from models import registry
 from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
@@ -112,6 +112,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="checkpoint directory (default checkpoints/<model>)")
     p.add_argument("--run-dir", default=None, help="resumable state and report (default runs/<model>)")
     p.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
+    p.add_argument("--group-size", type=int, default=GROUP_SIZE,
+                   help="int4 only: values per group sharing one scale and minimum (smaller: closer to the "
+                        "float weights, 32 bits more per group)")
     p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -127,6 +130,8 @@ def parse_args(argv=None):
         p.error("--curriculum-steps must be 0 (off) or positive")
     if not 0.0 <= args.label_smoothing < 1.0:
         p.error("--label-smoothing must be in [0, 1)")
+    if args.group_size < 1:
+        p.error("--group-size must be at least 1")
     if args.eval_per_place is None and args.target_metric == "worst-place":
         args.eval_per_place = math.ceil(args.eval_size / len(asked_places(args.eval_split)))
     args.out = args.out or f"checkpoints/{args.model}"
@@ -306,7 +311,8 @@ def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, d
                       "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
                       "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
                       "world_size": world, "recipe": {k: v for k, v in vars(args).items() if k != "argv"}}
-        config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance})
+        config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance},
+                                 group_size=args.group_size)
         stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
         final = evaluate_examples(stored_model, tokenizer, held_out, device=device)
         final_summary = {"split": args.eval_split.partition("-")[0],
