@@ -175,6 +175,26 @@ def test_ctranslate2_runtime_serves_what_it_can_express_and_leaves_the_rest_on_t
         QAService(tiny_checkpoints, runtime="onnx")
 
 
+def test_a_transformer_with_alibi_stays_on_torch_under_the_ctranslate2_runtime(tmp_path):
+    """The engine's encoder has no ALiBi: such a checkpoint (the measured length lever) is served by
+    torch, with the same answers as a torch-only service, instead of failing at start."""
+    from models.checkpoint import save_checkpoint
+    from models.tokenizer import Tokenizer
+    from tests.conftest import tiny_model
+    save_checkpoint(tiny_model("transformer", relative_positions="alibi"), tmp_path / "transformer", Tokenizer(),
+                    "float32")
+    questions = [q for q, _ in generate("train", 8, seed=9)]
+    plain = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0})
+    engine = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0}, runtime="ctranslate2")
+    try:
+        assert engine.runtimes["transformer"] == "torch"
+        assert {row["name"]: row["runtime"] for row in engine.describe()}["transformer"] == "torch"
+        assert engine.answer(questions, "transformer")[0] == plain.answer(questions, "transformer")[0]
+    finally:
+        plain.batcher.close()
+        engine.batcher.close()
+
+
 def test_reliability_comes_from_the_serving_runtime_when_it_was_measured():
     from app.service import per_place_reliability
 
