@@ -13,6 +13,18 @@ from pathlib import Path
 from models.checkpoint import GROUP_SIZE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint
 
 
+def add_group_size_flag(parser: argparse.ArgumentParser) -> None:
+    """--group-size, shared by training.train and training.export."""
+    parser.add_argument("--group-size", type=int, default=GROUP_SIZE,
+                        help="int4 only: values per group sharing one scale and minimum (smaller: closer to "
+                             "the float weights, 32 bits more per group)")
+
+
+def check_group_size(parser: argparse.ArgumentParser, args) -> None:
+    if args.group_size < 1:
+        parser.error("--group-size must be at least 1")
+
+
 def export(source, out, weights_format: str, group_size: int = GROUP_SIZE) -> dict:
     model, tokenizer, config = load_checkpoint(source)
     provenance = dict(config.get("provenance", {}))
@@ -32,12 +44,9 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory to read")
     parser.add_argument("--out", required=True, help="directory to write (may be the same)")
     parser.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
-    parser.add_argument("--group-size", type=int, default=GROUP_SIZE,
-                        help="int4 only: values per group sharing one scale and minimum (smaller: closer to "
-                             "the float weights, 32 bits more per group)")
+    add_group_size_flag(parser)
     args = parser.parse_args(argv)
-    if args.group_size < 1:
-        parser.error("--group-size must be at least 1")
+    check_group_size(parser, args)
     stored = export(args.checkpoint, args.out, args.weights_format, args.group_size)
     print(f"{args.out}: {stored['weights']['format']}, {stored['weights']['bytes']:,} bytes, "
           f"sha256 {stored['weights']['sha256'][:12]}; re-run training.evaluate --record on it")

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from models.checkpoint import CONFIG_FILE, GROUP_SIZE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
+from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
 from models import registry
 from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
@@ -31,6 +31,7 @@ from models.tokenizer import PAD, Tokenizer, pad_batch
 from models.task import SPLITS, asked_places, generate, generate_per_place
 from training.data import bucketed_batch, curriculum_split, training_batch
 from training.evaluate import evaluate_examples
+from training.export import add_group_size_flag, check_group_size
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
 
 log = logging.getLogger("training.train")
@@ -112,9 +113,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="checkpoint directory (default checkpoints/<model>)")
     p.add_argument("--run-dir", default=None, help="resumable state and report (default runs/<model>)")
     p.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
-    p.add_argument("--group-size", type=int, default=GROUP_SIZE,
-                   help="int4 only: values per group sharing one scale and minimum (smaller: closer to the "
-                        "float weights, 32 bits more per group)")
+    add_group_size_flag(p)
     p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -130,8 +129,7 @@ def parse_args(argv=None):
         p.error("--curriculum-steps must be 0 (off) or positive")
     if not 0.0 <= args.label_smoothing < 1.0:
         p.error("--label-smoothing must be in [0, 1)")
-    if args.group_size < 1:
-        p.error("--group-size must be at least 1")
+    check_group_size(p, args)
     if args.eval_per_place is None and args.target_metric == "worst-place":
         args.eval_per_place = math.ceil(args.eval_size / len(asked_places(args.eval_split)))
     args.out = args.out or f"checkpoints/{args.model}"
