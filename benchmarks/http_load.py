@@ -12,7 +12,8 @@ Clients are closed-loop: each of N threads sends its next request when its last 
 Reports answers/s, latency p50/p99, errors (503s counted apart), worker RSS before/after, the
 CPU share of client and server (they share the cores), the server's CPU per answer, the mean
 questions per batched pass (from /metrics), and the HTTP ceiling: GET /healthz requests/s from
-the same clients. Loopback only.
+the same clients. Loopback only. `--device cuda` serves on the GPU (PLACEVALUE_DEVICE; the
+result is http_load_gpu.json).
 """
 import argparse
 import http.client
@@ -64,8 +65,8 @@ def parse_setting(text: str) -> dict:
 
 
 def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
-                 runtime: str = "torch"):
-    env = dict(os.environ, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
+                 runtime: str = "torch", device: str = "cpu"):
+    env = dict(os.environ, PLACEVALUE_DEVICE=device, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
                PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
                PLACEVALUE_RUNTIME=runtime)
@@ -236,21 +237,24 @@ def main(argv=None):
                         help="how long GET /healthz is driven at each level to measure the HTTP ceiling")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the server's torch models run (PLACEVALUE_DEVICE)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    name = "http_load_gpu" if args.device == "cuda" else "http_load_cpu"
     questions = generate("interpolate", args.requests, seed=5151)
-    environment_now = environment("cpu", MODULE, argv)
+    environment_now = environment(args.device, MODULE, argv)
     result = {"environment": environment_now, "settings": {}}
     out = Path(args.out or RESULTS)
-    if args.merge and (out / "http_load_cpu.json").exists():
+    if args.merge and (out / f"{name}.json").exists():
         # keep the earlier result's other settings, each with the run that measured it
-        previous = json.loads((out / "http_load_cpu.json").read_text())
+        previous = json.loads((out / f"{name}.json").read_text())
         result["settings"] = {name: {"measured": previous["environment"], **setting}
                               for name, setting in previous.get("settings", {}).items()}
     for setting_name in args.settings.split(","):
         setting = parse_setting(setting_name)
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
-                                    setting["batch_max"], setting["runtime"])
+                                    setting["batch_max"], setting["runtime"], args.device)
         try:
             row_set = {**setting, "measured": environment_now, "levels": {},
                        "rss_before_mib": worker_rss_mib(process.pid)}
@@ -284,7 +288,7 @@ def main(argv=None):
         finally:
             process.terminate()
             process.wait(timeout=30)
-    save("http_load_cpu", result, out)
+    save(name, result, out)
 
 
 if __name__ == "__main__":

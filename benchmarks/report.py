@@ -83,17 +83,20 @@ def throughput_section() -> list[str]:
 
 
 def serving_section() -> list[str]:
-    data = load("serving_cpu")
     lines = ["## 3. Serving latency in process (shipped checkpoints)", ""]
-    if not data:
-        return lines + ["Not measured yet: `python -m benchmarks.serving`.", ""]
-    rows = [[n, f"{data['single_ms'][n]['median']:.1f}", f"{data['single_ms'][n]['p99']:.1f}",
-             *(f"{data['batched'][b][n]['answers_per_second']:.0f}" for b in data["batched"])]
-            for n in present(data["single_ms"])]
-    return lines + [f"{hardware_line(data['environment'])}; {data['torch_threads']} torch thread(s) as each gunicorn "
-                    f"worker uses. Command: `{data['environment']['command']}`", "", *table(
-                        ["backend", "single p50 (ms)", "single p99 (ms)",
-                         *(f"batch {b} answers/s" for b in data["batched"])], rows), ""]
+    found = False
+    for kind, data in results("serving"):
+        found = True
+        rows = [[n, f"{data['single_ms'][n]['median']:.1f}", f"{data['single_ms'][n]['p99']:.1f}",
+                 *(f"{data['batched'][b][n]['answers_per_second']:.0f}" for b in data["batched"])]
+                for n in present(data["single_ms"])]
+        lines += [f"**{kind.upper()}** — {hardware_line(data['environment'])}; {data['torch_threads']} torch thread(s) "
+                  f"as each gunicorn worker uses. Command: `{data['environment']['command']}`", "", *table(
+                      ["backend", "single p50 (ms)", "single p99 (ms)",
+                       *(f"batch {b} answers/s" for b in data["batched"])], rows), ""]
+    if not found:
+        lines += ["Not measured yet: `python -m benchmarks.serving`.", ""]
+    return lines
 
 
 def optional(row: dict, key: str, form: str) -> str:
@@ -102,10 +105,15 @@ def optional(row: dict, key: str, form: str) -> str:
 
 
 def http_section() -> list[str]:
-    data = load("http_load_cpu")
     lines = ["## 4. HTTP serving (gunicorn on loopback, shipped checkpoints)", ""]
-    if not data:
-        return lines + ["Not measured yet: `python -m benchmarks.http_load`.", ""]
+    found = [http_rows(kind, data) for kind, data in results("http_load")]
+    return lines + ([line for block in found for line in block] or
+                    ["Not measured yet: `python -m benchmarks.http_load`.", ""])
+
+
+def http_rows(kind: str, data: dict) -> list[str]:
+    """One result file's settings, levels and backends, with its ceiling, memory and merge notes."""
+    lines = []
     if "settings" not in data:  # a result from before server settings were compared
         data = {**data, "settings": {f"w{data['workers']}": {**data, "batch_max": 1}}}
     rows, memory, ceilings, earlier = [], [], [], []
@@ -129,7 +137,8 @@ def http_section() -> list[str]:
         if measured and measured.get("command") != data["environment"].get("command"):
             earlier.append(f"{name}: {measured.get('date', '?')}, `{measured['command']}`")
     note = [f"Note: {data['note']}.", ""] if data.get("note") else []
-    return lines + [f"{hardware_line(data['environment'])}. Command: `{data['environment']['command']}`", "",
+    return lines + [f"**{kind.upper()}** — {hardware_line(data['environment'])}. "
+                    f"Command: `{data['environment']['command']}`", "",
                     "A setting wWtTbB is W gunicorn workers with T torch threads each and cross-request batches of up "
                     "to B questions (b1: each request runs its own pass); +RUNTIME names PLACEVALUE_RUNTIME (torch "
                     "otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
@@ -404,7 +413,9 @@ def accuracy_levers_section(name: str = "accuracy_levers_cpu",
     earlier = data.get("commands", [])[:-1]
     merged = ["The study grew over several invocations (`--merge`, finished runs kept in its work dir); the earlier "
               "ones: " + "; ".join(f"`{c}`" for c in earlier), ""] if earlier else []
-    return lines + [heading("CPU", data), "", *merged, f"![accuracy levers](results/{name}.png)", "",
+    kind = "GPU" if data["environment"].get("device", "cpu").startswith("cuda") else "CPU"
+    note = [f"Note: {data['note']}.", ""] if data.get("note") else []
+    return lines + [heading(kind, data), "", *merged, *note, f"![accuracy levers](results/{name}.png)", "",
                     f"Every run trains on the training distribution only, for at most {data['max_steps']} steps (it "
                     f"stops once its held-out worst place reaches {data['target']:.1%}); the final "
                     f"weights answer fresh questions: {sets['train_per_place']} per place of the training "
@@ -429,7 +440,9 @@ def render() -> str:
         + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
         + accuracy_levers_section() \
         + accuracy_levers_section("accuracy_levers_long_cpu", "6d. Length levers trained to the target (a longer "
-                                  "step budget)", optional=True)
+                                  "step budget)", optional=True) \
+        + accuracy_levers_section("accuracy_levers_gpu", "6e. Accuracy levers at the paper config on a GPU "
+                                  "(more seeds)", optional=True)
     outro = ROOT / "benchmarks" / "ANALYSIS.md"
     if outro.exists():
         lines += outro.read_text().splitlines()

@@ -1,7 +1,9 @@
 """In-process serving latency of the shipped checkpoints, every loaded backend side by side:
 single-question p50/p99 and batched answers/s, with the torch thread count the server uses.
 
-    python -m benchmarks.serving [--checkpoints checkpoints] [--threads 1] [--questions 100]
+    python -m benchmarks.serving [--checkpoints checkpoints] [--threads 1] [--questions 100] [--device cpu]
+
+On a GPU (`--device cuda`, the service's PLACEVALUE_DEVICE) the result is serving_gpu.json.
 """
 import argparse
 import time
@@ -21,9 +23,11 @@ def main(argv=None):
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--batch-sizes", default="8,64,256")
     parser.add_argument("--batch-repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where torch runs the models (the service's PLACEVALUE_DEVICE)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    service = QAService(args.checkpoints, torch_threads=args.threads)
+    service = QAService(args.checkpoints, torch_threads=args.threads, device=args.device)
     names = tuple(service.models)  # the backends whose checkpoints loaded
     questions = [q for q, _ in generate("interpolate", max(args.questions, 256), seed=4242)]
     for name in names:  # warm-up
@@ -34,7 +38,7 @@ def main(argv=None):
             start = time.perf_counter()
             service.answer([question], name)
             single[name].append((time.perf_counter() - start) * 1e3)
-    result = {"environment": environment("cpu", MODULE, argv), "torch_threads": args.threads, "single_ms": {}, "batched": {}}
+    result = {"environment": environment(args.device, MODULE, argv), "torch_threads": args.threads, "single_ms": {}, "batched": {}}
     for name in names:
         result["single_ms"][name] = {**summary(single[name]), "p99": percentile(single[name], 0.99)}
     for size in map(int, args.batch_sizes.split(",")):
@@ -50,7 +54,7 @@ def main(argv=None):
         s = result["single_ms"][name]
         batched = ", ".join(f"batch {b}: {result['batched'][b][name]['answers_per_second']:.0f}/s" for b in result["batched"])
         print(f"{name:<12} single p50 {s['median']:.1f} ms p99 {s['p99']:.1f} ms; {batched}")
-    save("serving_cpu", result, args.out or RESULTS)
+    save("serving_gpu" if args.device == "cuda" else "serving_cpu", result, args.out or RESULTS)
 
 
 if __name__ == "__main__":

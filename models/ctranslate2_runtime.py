@@ -11,7 +11,14 @@ vectors. Abacus digit positions become a second source embedding ("source factor
 token's: every source token carries its digit's significance as its factor, and CTranslate2 sums
 the two before scaling by sqrt(d), as our embedding does.
 
-It has no spec for other attention kinds (MemSizer's key-value memory, the Performer's random
+ALiBi (linear distance biases, `relative_positions="alibi"`) has a decoder switch in
+CTranslate2 (the same slopes 2^(-8h/H); it biases by the key's position, which differs from our
+-slope * distance by one constant per query row, which softmax ignores), but no encoder switch.
+The encoder's symmetric biases become a T5-style relative attention bias table instead: one
+bucket per distance and direction, exact because CTranslate2's buckets are exact below a quarter
+of the table's rows and the table has four rows per source position.
+
+It has no spec for rotary positions, nor for other attention kinds (MemSizer's key-value memory, the Performer's random
 features) or for hash-table layers (MemoryFormer): `ctranslate2_spec` raises ValueError for them,
 and callers keep torch for those backends. `ctranslate2` is imported only when used.
 """
@@ -59,17 +66,21 @@ def ctranslate2_spec(model):
     config = model.config
     if config.backend != "transformer":
         raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
-    if config.relative_positions != "none":
+    if config.relative_positions not in ("none", "alibi"):
         raise ValueError(f"CTranslate2's encoder-decoder spec has no {config.relative_positions!r} positions")
+    alibi = config.relative_positions == "alibi"
     if config.digit_positions not in ("none", "abacus"):
         raise ValueError(f"CTranslate2 has no {config.digit_positions!r} digit position (a projected table)")
     abacus = config.digit_positions == "abacus"
     # copies: the converter rewrites arrays in place (quantization), which must not reach the torch model
     weights = {name: tensor.detach().float().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
-    spec = transformer_spec.TransformerSpec.from_config(
-        (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=True,
-        activation=common_spec.Activation.RELU, num_source_embeddings=2 if abacus else 1,
-        embeddings_merge=common_spec.EmbeddingsMerge.ADD)
+    encoder = transformer_spec.TransformerEncoderSpec(
+        config.n_encoder_layers, config.n_heads, pre_norm=True, activation=common_spec.Activation.RELU,
+        num_source_embeddings=2 if abacus else 1, embeddings_merge=common_spec.EmbeddingsMerge.ADD,
+        relative_attention_bias=alibi)
+    decoder = transformer_spec.TransformerDecoderSpec(
+        config.n_decoder_layers, config.n_heads, pre_norm=True, activation=common_spec.Activation.RELU, alibi=alibi)
+    spec = transformer_spec.TransformerSpec(encoder, decoder)
 
     def linear(target, prefix):
         target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
@@ -86,10 +97,13 @@ def ctranslate2_spec(model):
         linear(target.linear_0, f"{prefix}.ff.up")
         linear(target.linear_1, f"{prefix}.ff.down")
 
-    positions = model.positions.float().cpu().numpy().copy()
     for stack in (spec.encoder, spec.decoder):
         stack.scale_embeddings = True
-        stack.position_encodings.encodings = positions
+        if not alibi:  # ALiBi models have no absolute position table
+            stack.position_encodings.encodings = model.positions.float().cpu().numpy().copy()
+    if alibi:
+        bias_table, max_distance = encoder_alibi_table(model.encoder[0].self_attn.alibi_slopes.cpu().numpy(),
+                                                       config.max_source_len)
     spec.encoder.embeddings[0].weight = weights["embed.weight"]
     if abacus:  # summed with the token's embedding, then both scaled by sqrt(d), as in Seq2Seq._embed
         spec.encoder.embeddings[1].weight = weights["digit_embed.weight"]
@@ -102,6 +116,9 @@ def ctranslate2_spec(model):
         norm(layer.self_attention.layer_norm, f"{prefix}.self_norm")
         fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{p}_proj" for p in "qkv"])
         linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        if alibi:
+            layer.self_attention.relative_attention_bias = bias_table
+            layer.self_attention.relative_attention_max_distance = np.dtype("int32").type(max_distance)
         feed_forward(layer.ffn, prefix)
     for i, layer in enumerate(spec.decoder.layer):
         prefix = f"decoder.{i}"
@@ -124,6 +141,18 @@ def ctranslate2_spec(model):
     spec.config.eos_token = token_name(EOS)
     spec.config.layer_norm_epsilon = 1e-5  # torch's LayerNorm default, which our model uses
     return spec
+
+
+def encoder_alibi_table(slopes, max_source_len: int) -> tuple[np.ndarray, int]:
+    """The encoder's ALiBi biases as CTranslate2's (T5's) relative attention bias: a (buckets, heads)
+    table and its max distance. For a bidirectional bias, a key at relative position n (key minus
+    query) falls in bucket |n| for -B/4 < n <= 0 and B/2 + n for 0 < n < B/4, where B is the number of
+    rows (further ones are bucketed by log distance): with B = 4 x max_source_len every distance a
+    question can have gets its own row, holding -slope * |n| for each head."""
+    slopes = np.asarray(slopes, dtype=np.float32).reshape(-1)
+    distance = np.arange(2 * max_source_len, dtype=np.float32)
+    half = -distance[:, None] * slopes[None, :]  # (B/2, H): keys before the query, then the same after it
+    return np.concatenate([half, half]), max_source_len
 
 
 def convert(model, out_dir, quantization: str | None = None) -> Path:

@@ -175,13 +175,13 @@ def test_ctranslate2_runtime_serves_what_it_can_express_and_leaves_the_rest_on_t
         QAService(tiny_checkpoints, runtime="onnx")
 
 
-def test_a_transformer_with_alibi_stays_on_torch_under_the_ctranslate2_runtime(tmp_path):
-    """The engine's encoder has no ALiBi: such a checkpoint (the measured length lever) is served by
-    torch, with the same answers as a torch-only service, instead of failing at start."""
+def test_a_transformer_with_rotary_positions_stays_on_torch_under_the_ctranslate2_runtime(tmp_path):
+    """The engine's encoder-decoder spec has no rotary positions: such a checkpoint (a measured length
+    lever) is served by torch, with the same answers as a torch-only service, instead of failing at start."""
     from models.checkpoint import save_checkpoint
     from models.tokenizer import Tokenizer
     from tests.conftest import tiny_model
-    save_checkpoint(tiny_model("transformer", relative_positions="alibi"), tmp_path / "transformer", Tokenizer(),
+    save_checkpoint(tiny_model("transformer", relative_positions="rope"), tmp_path / "transformer", Tokenizer(),
                     "float32")
     questions = [q for q, _ in generate("train", 8, seed=9)]
     plain = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0})
