@@ -23,10 +23,13 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     assert (arch["backend"], arch["n_encoder_layers"], arch["n_decoder_layers"], arch["d_model"],
             arch["d_ff"], arch["n_heads"]) == (backend, trained.n_encoder_layers, trained.n_decoder_layers,
                                                trained.d_model, trained.d_ff, trained.n_heads)
-    # positions as its training command sets them (MemoryFormer adds ALiBi biases)
-    assert {k: arch[k] for k in ("source_positions", "digit_positions", "relative_positions")} == {
+    # positions as its training command sets them (ALiBi biases for the Transformer and MemoryFormer,
+    # random place offsets for the Transformer)
+    stored = {**arch, "digit_offset_max": arch.get("digit_offset_max", 0)}  # older configs predate offsets
+    assert {k: stored[k] for k in ("source_positions", "digit_positions", "relative_positions",
+                                   "digit_offset_max")} == {
         "source_positions": trained.source_positions, "digit_positions": trained.digit_positions,
-        "relative_positions": trained.relative_positions}
+        "relative_positions": trained.relative_positions, "digit_offset_max": trained.digit_offset_max}
     assert (trained.n_encoder_layers, trained.n_decoder_layers, trained.n_heads) == (4, 4, 8)
     assert trained.d_model == (256 if backend == "memoryformer" else 512)
     assert config["weights"]["format"] == "int4"
