@@ -54,8 +54,12 @@ def size_section() -> list[str]:
         if config_path.exists():
             shipped = json.loads(config_path.read_text())
             weights, width = shipped["weights"], shipped["architecture"]["d_model"]
-            # a checkpoint shipped at another width than the paper config's says so and its own count
-            other = f", d_model {width}: {shipped['parameters']:,} parameters" if width != ModelConfig(backend=n).d_model else ""
+            # a checkpoint whose count differs from the paper config's (another width, or the extra
+            # place rows of random place offsets) says so and gives its own count
+            other = ""
+            if shipped["parameters"] != parts[n]["total"]:
+                why = f"d_model {width}" if width != ModelConfig(backend=n).d_model else "with place-offset rows"
+                other = f", {why}: {shipped['parameters']:,} parameters"
             parts[n]["disk"] = f"{weights['bytes'] / 1e6:.1f} MB ({weights['format']}{other})"
     rows = [[part, *(f"{parts[n][part]:,}" for n in names)] for part in (*PARTS, "total")]
     rows.append(["shipped weights on disk", *(parts[n].get("disk", "not shipped") for n in names)])
