@@ -25,9 +25,9 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
                                                trained.d_model, trained.d_ff, trained.n_heads)
     # positions as its training command sets them (ALiBi biases for the Transformer and MemoryFormer,
     # random place offsets for the Transformer)
-    stored = {**arch, "digit_offset_max": arch.get("digit_offset_max", 0)}  # older configs predate offsets
-    assert {k: stored[k] for k in ("source_positions", "digit_positions", "relative_positions",
-                                   "digit_offset_max")} == {
+    stored = model.config  # as the loader reads it (configs older than offsets read as offset 0)
+    assert {k: getattr(stored, k) for k in ("source_positions", "digit_positions", "relative_positions",
+                                            "digit_offset_max")} == {
         "source_positions": trained.source_positions, "digit_positions": trained.digit_positions,
         "relative_positions": trained.relative_positions, "digit_offset_max": trained.digit_offset_max}
     assert (trained.n_encoder_layers, trained.n_decoder_layers, trained.n_heads) == (4, 4, 8)
