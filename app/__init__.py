@@ -23,10 +23,12 @@ DEFAULTS = {
     "DEVICE": "auto",  # auto: the GPU when torch sees one, else the CPU
     "RUNTIME": "torch",  # or ctranslate2 / ctranslate2-int8 for the backends it can express (app/service.py)
     # cross-request micro-batching (app/batching.py): questions per pass (1: each request alone),
-    # how long a pass waits for more requests, the queue bound beyond which requests get 503,
-    # and how long a request may wait for its pass to start before it gets 503
+    # the longest a pass waits for more requests, whether it stops waiting once as many requests
+    # wait as it had callers last time, the queue bound beyond which requests get 503, and how
+    # long a request may wait for its pass to start before it gets 503
     "BATCH_MAX": 64,
-    "BATCH_DELAY_MS": 2.0,
+    "BATCH_DELAY_MS": 10.0,
+    "BATCH_EXPECT_CALLERS": True,
     "QUEUE_LIMIT": 256,
     "QUEUE_MAX_WAIT_MS": 2000.0,
 }
@@ -52,8 +54,12 @@ def create_app(config=None) -> Flask:
     from app.service import QAService  # torch is imported here, inside the worker, never at import time
     required = app.config["REQUIRED_MODELS"]
     required = [n.strip() for n in required.split(",") if n.strip()] if isinstance(required, str) else required
+    expect_callers = app.config["BATCH_EXPECT_CALLERS"]
+    if expect_callers not in (True, False):  # the environment gives JSON: true / false (or 1 / 0)
+        raise ValueError(f"BATCH_EXPECT_CALLERS must be true or false, got {expect_callers!r}")
     batching = {"max_batch": int(app.config["BATCH_MAX"]), "max_delay_ms": float(app.config["BATCH_DELAY_MS"]),
-                "queue_limit": int(app.config["QUEUE_LIMIT"]), "max_wait_ms": float(app.config["QUEUE_MAX_WAIT_MS"])}
+                "queue_limit": int(app.config["QUEUE_LIMIT"]), "max_wait_ms": float(app.config["QUEUE_MAX_WAIT_MS"]),
+                "expect_callers": bool(expect_callers)}
     service = QAService(app.config["CHECKPOINT_DIR"], app.config["TORCH_THREADS"], required,
                         device=str(app.config["DEVICE"]), batching=batching, runtime=str(app.config["RUNTIME"]))
     app.config["DEFAULT_MODEL"] = app.config["DEFAULT_MODEL"] or service.default_backend

@@ -2,9 +2,19 @@
 
 Under concurrency, one forward pass per request leaves the cores running many batch-1 passes.
 A MicroBatcher puts every request's questions in one queue; a single dispatcher thread takes
-the oldest job, waits at most `max_delay_ms` for more jobs for the same backend (or until
-`max_batch` questions are waiting), and runs them as one batched pass. Each request waits
-only for its own pass.
+the oldest job, holds the pass open for more jobs for the same backend, and runs them as one
+batched pass. Each request waits only for its own pass.
+
+How long a pass is held open: until as many requests for its backend are waiting as there were
+callers last time (the requests the previous pass answered plus those that queued while it ran),
+or `max_batch` questions are waiting, or `max_delay_ms` has passed, whichever comes first.
+Callers that send their next question when the last one is answered (a page, a script, most
+clients) come back within a few ms; a fixed short window would start the pass without them, and
+they would then queue through a whole pass, so the callers split into two cohorts taking turns
+with passes of half the size. Waiting for the expected number merges them, and a lone caller's
+pass starts at once (it was the only caller). When callers stop coming back, one pass waits the
+full `max_delay_ms` and the next expects as many as it saw. `expect_callers=False` holds every
+pass open for the full `max_delay_ms` (unless `max_batch` questions are waiting).
 
 Load shedding: the queue holds at most `queue_limit` questions. Beyond it, `submit` raises
 Overloaded at once (the API answers 503 with Retry-After) instead of letting every later
@@ -55,15 +65,18 @@ class MicroBatcher:
     """Runs `run_batch(name, items) -> (results, latency_ms)` over jobs collected from many
     threads; results come back to each job in its items' order."""
 
-    def __init__(self, run_batch, max_batch: int = 64, max_delay_ms: float = 2.0,
-                 queue_limit: int = 256, max_wait_ms: float = 2000.0, on_pass=None):
+    def __init__(self, run_batch, max_batch: int = 64, max_delay_ms: float = 10.0,
+                 queue_limit: int = 256, max_wait_ms: float = 2000.0, on_pass=None,
+                 expect_callers: bool = True):
         if max_batch < 1 or queue_limit < 1 or max_delay_ms < 0 or max_wait_ms <= 0:
             raise ValueError(f"need max_batch >= 1, queue_limit >= 1, max_delay_ms >= 0, max_wait_ms > 0; got "
                              f"{max_batch}, {queue_limit}, {max_delay_ms}, {max_wait_ms}")
         self.run_batch, self.on_pass = run_batch, on_pass
         self.max_batch, self.queue_limit = max_batch, queue_limit
         self.max_delay, self.max_wait = max_delay_ms / 1000, max_wait_ms / 1000
+        self.expect_callers = expect_callers
         self.stats = BatchStats()
+        self._callers: dict[str, int] = {}  # per backend: the callers its next pass waits for
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_questions = 0
         self._seconds_per_question = 0.02  # refined from every pass; sizes Retry-After
@@ -133,6 +146,9 @@ class MicroBatcher:
         self._queued_questions -= size
         return batch
 
+    def _ready_jobs(self, name: str) -> int:
+        return sum(job.name == name for job in self._queue)
+
     def _ready_questions(self, name: str) -> int:
         return sum(len(job.items) for job in self._queue if job.name == name)
 
@@ -143,9 +159,11 @@ class MicroBatcher:
                     self._cond.wait()
                 if self._closed and not self._queue:
                     return
-                # hold the pass open briefly so concurrent requests can join it
+                # hold the pass open briefly so the other callers can join it (module docstring)
                 name, opened = self._queue[0].name, time.monotonic()
-                while self._ready_questions(name) < self.max_batch and not self._closed:
+                callers = self._callers.get(name, 1) if self.expect_callers else math.inf
+                while (self._ready_questions(name) < self.max_batch and self._ready_jobs(name) < callers
+                       and not self._closed):
                     left = opened + self.max_delay - time.monotonic()
                     if left <= 0:
                         break
@@ -168,6 +186,8 @@ class MicroBatcher:
         self.stats.largest = max(self.stats.largest, len(items))
         if self.on_pass:
             self.on_pass(batch[0].name, len(items))
+        with self._cond:  # this pass's callers will be back, and those that queued meanwhile are waiting
+            self._callers[batch[0].name] = len(batch) + self._ready_jobs(batch[0].name)
         start = 0
         for job in batch:
             job.result = results[start:start + len(job.items)]

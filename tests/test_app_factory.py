@@ -16,6 +16,20 @@ def test_defaults_env_and_overrides(tiny_checkpoints, monkeypatch):
     assert create_app({"CHECKPOINT_DIR": str(tiny_checkpoints), "DEFAULT_MODEL": "memsizer"}).config["DEFAULT_MODEL"] == "memsizer"
 
 
+@pytest.mark.parametrize("value, expected", [("false", False), ("true", True)])
+def test_batching_expectation_comes_from_the_environment(tiny_checkpoints, monkeypatch, value, expected):
+    monkeypatch.setenv("PLACEVALUE_BATCH_EXPECT_CALLERS", value)
+    monkeypatch.setenv("PLACEVALUE_BATCH_DELAY_MS", "7")
+    batcher = create_app({"CHECKPOINT_DIR": str(tiny_checkpoints)}).extensions["qa_service"].batcher
+    assert batcher.expect_callers is expected and batcher.max_delay == 0.007
+
+
+def test_a_batching_expectation_that_is_not_a_boolean_is_refused(tiny_checkpoints, monkeypatch):
+    monkeypatch.setenv("PLACEVALUE_BATCH_EXPECT_CALLERS", "sometimes")
+    with pytest.raises(ValueError, match="BATCH_EXPECT_CALLERS must be true or false"):
+        create_app({"CHECKPOINT_DIR": str(tiny_checkpoints)})
+
+
 def test_unknown_default_model_is_refused(tiny_checkpoints):
     with pytest.raises(ValueError, match="DEFAULT_MODEL"):
         create_app({"CHECKPOINT_DIR": str(tiny_checkpoints), "DEFAULT_MODEL": "gpt"})

@@ -115,6 +115,68 @@ def test_a_failing_pass_fails_its_own_requests_only_and_the_batcher_goes_on():
     batcher.close()
 
 
+def closed_loop_callers(batcher, callers: int, rounds: int, think_seconds: float) -> None:
+    """`callers` threads; caller i submits its next question (i + 1) * think_seconds after its last
+    answer (as a server writes answers one after the other, callers come back spread out)."""
+    def caller(index):
+        for round_ in range(rounds):
+            assert batcher.submit("a", [index * 100 + round_])[0] == [("a", (index * 100 + round_) * 10)]
+            time.sleep(think_seconds * (index + 1))
+
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(caller, range(callers)))
+
+
+def test_callers_that_come_back_are_waited_for_and_merge_into_one_pass():
+    """Closed-loop callers answered by a pass come back 10-60 ms later; the next pass waits for as
+    many callers as it saw, so after the first pass each pass holds every caller."""
+    run = RecordingRun(seconds=0.03)
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=1000)
+    closed_loop_callers(batcher, callers=6, rounds=8, think_seconds=0.01)
+    batcher.close()
+    sizes = [len(items) for _, items in run.passes]
+    # the first pass may start before every caller has arrived, which shifts the last one too
+    assert sum(sizes) == 48 and len(sizes) <= 10 and sizes[1:-1] == [6] * (len(sizes) - 2), sizes
+
+
+def test_without_expecting_callers_a_short_window_splits_them_into_cohorts():
+    """The same callers with a 2 ms window and no expectation: those answered last come back after
+    the next pass has started, so passes hold part of the callers (what expecting them fixes)."""
+    run = RecordingRun(seconds=0.03)
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=2, expect_callers=False)
+    closed_loop_callers(batcher, callers=6, rounds=8, think_seconds=0.01)
+    batcher.close()
+    sizes = [len(items) for _, items in run.passes]
+    assert sum(sizes) == 48 and len(sizes) > 10 and max(sizes[1:-1]) < 6, sizes
+
+
+def test_a_lone_caller_never_waits_for_the_window():
+    """One caller at a time: each pass starts as soon as its request arrives, though a pass may be
+    held open for two seconds."""
+    run = RecordingRun()
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=2000)
+    start = time.monotonic()
+    for item in range(5):
+        assert batcher.submit("a", [item])[0] == [("a", item * 10)]
+    batcher.close()
+    assert time.monotonic() - start < 1.0, "a lone caller's pass waited for the window"
+
+
+def test_when_callers_stop_coming_back_one_pass_waits_the_window_and_the_next_ones_do_not():
+    run = RecordingRun(seconds=0.01)
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=300)
+    with ThreadPoolExecutor(6) as pool:  # six callers at once, then only one of them goes on
+        list(pool.map(lambda item: batcher.submit("a", [item]), range(6)))
+    waits = []
+    for item in range(4):
+        start = time.monotonic()
+        batcher.submit("a", [100 + item])
+        waits.append(time.monotonic() - start)
+    batcher.close()
+    assert 0.25 < waits[0] < 1.0, waits  # the pass waited for callers that did not come, up to the bound
+    assert max(waits[1:]) < 0.2, waits  # then it expects the one caller it saw
+
+
 @pytest.mark.parametrize("bad", [dict(max_batch=0), dict(queue_limit=0), dict(max_delay_ms=-1), dict(max_wait_ms=0)])
 def test_settings_are_validated(bad):
     with pytest.raises(ValueError):
