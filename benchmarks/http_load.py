@@ -7,6 +7,9 @@ for each server setting in turn (same questions, one run).
 
 A setting `wWtTbB` is W gunicorn workers, T torch threads each, and cross-request batches of up
 to B questions (b1: every request runs its own pass, the service before micro-batching);
+`dD` after it holds a pass open at most D ms for the callers it expects (PLACEVALUE_BATCH_DELAY_MS;
+the server's default without it), `dDf` for a fixed D ms whoever is expected
+(PLACEVALUE_BATCH_EXPECT_CALLERS=false: the batcher before it expected callers, e.g. `w2t1b64d2f`);
 `+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
 Clients are closed-loop: each of N threads sends its next request when its last one is answered.
 Reports answers/s, latency p50/p99, errors (503s counted apart), worker RSS before/after, the
@@ -55,21 +58,32 @@ def worker_rss_mib(master_pid: int) -> dict:
 
 def parse_setting(text: str) -> dict:
     """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"};
+    `w2t1b64d2f` adds "batch_delay_ms": 2.0, "expect_callers": False (`d2`: True);
     `w1t2b64+ctranslate2-int8` sets PLACEVALUE_RUNTIME too."""
-    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:\+([a-z0-9-]+))?", text)
+    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:\+([a-z0-9-]+))?", text)
     if not match:
-        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64 or w1t2b64+ctranslate2-int8 (workers, "
-                                         f"threads, batch, runtime), got {text!r}")
+        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f or w1t2b64+ctranslate2-int8 "
+                                         f"(workers, threads, batch, window, runtime), got {text!r}")
     workers, threads, batch = map(int, match.groups()[:3])
-    return {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(4) or "torch"}
+    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(6) or "torch"}
+    if match.group(4):
+        setting.update(batch_delay_ms=float(match.group(4)), expect_callers=not match.group(5))
+    return setting
 
 
 def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
-                 runtime: str = "torch", device: str = "cpu"):
+                 runtime: str = "torch", device: str = "cpu", batch_delay_ms: float | None = None,
+                 expect_callers: bool | None = None):
     env = dict(os.environ, PLACEVALUE_DEVICE=device, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
                PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
                PLACEVALUE_RUNTIME=runtime)
+    for key in ("PLACEVALUE_BATCH_DELAY_MS", "PLACEVALUE_BATCH_EXPECT_CALLERS"):  # the setting names them, or the default
+        env.pop(key, None)
+    if batch_delay_ms is not None:
+        env["PLACEVALUE_BATCH_DELAY_MS"] = str(batch_delay_ms)
+    if expect_callers is not None:
+        env["PLACEVALUE_BATCH_EXPECT_CALLERS"] = "true" if expect_callers else "false"
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
@@ -227,8 +241,9 @@ def main(argv=None):
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--requests", type=int, default=200, help="requests per backend and level")
     parser.add_argument("--max-seconds", type=float, default=30)
-    parser.add_argument("--settings", default="w2t1b1,w2t1b64,w1t2b64",
-                        help="server settings compared in turn (wWtTbB: workers, torch threads, batch max)")
+    parser.add_argument("--settings", default="w2t1b1,w2t1b64d2f,w2t1b64,w1t2b64",
+                        help="server settings compared in turn (wWtTbB[dD[f]][+RUNTIME]: workers, torch threads, "
+                             "batch max, longest window in ms (f: fixed), runtime)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier result's settings that this run does not measure")
     parser.add_argument("--repeats", type=int, default=1,
@@ -254,7 +269,8 @@ def main(argv=None):
     for setting_name in args.settings.split(","):
         setting = parse_setting(setting_name)
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
-                                    setting["batch_max"], setting["runtime"], args.device)
+                                    setting["batch_max"], setting["runtime"], args.device,
+                                    setting.get("batch_delay_ms"), setting.get("expect_callers"))
         try:
             row_set = {**setting, "measured": environment_now, "levels": {},
                        "rss_before_mib": worker_rss_mib(process.pid)}

@@ -1,4 +1,5 @@
 """Smoke tests: every benchmark script runs at a tiny size and writes its result (no timings asserted)."""
+import argparse
 import json
 
 import pytest
@@ -25,17 +26,29 @@ def test_train_throughput_and_decode_scaling_tiny(tmp_path):
     assert (tmp_path / "decode_scaling_cpu_tiny.png").stat().st_size > 0
 
 
+def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
+    assert http_load.parse_setting("w2t1b64") == {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"}
+    assert http_load.parse_setting("w2t1b64d2f+ctranslate2") == {
+        "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "batch_delay_ms": 2.0,
+        "expect_callers": False}
+    assert http_load.parse_setting("w1t2b8d12.5")["batch_delay_ms"] == 12.5
+    assert http_load.parse_setting("w1t2b8d12.5")["expect_callers"] is True
+    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            http_load.parse_setting(bad)
+
+
 def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     serving.main(["--checkpoints", str(tiny_checkpoints), "--questions", "4", "--batch-sizes", "2",
                   "--batch-repeats", "1", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "serving_cpu.json").read_text())["single_ms"]["memsizer"]["n"] == 4
     from tests.conftest import free_port
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1,2", "--requests", "6",
-                    "--settings", "w1t1b1,w1t1b8+ctranslate2", "--port", str(free_port()), "--ceiling-seconds", "0.3",
+                    "--settings", "w1t1b1,w1t1b8d5f+ctranslate2", "--port", str(free_port()), "--ceiling-seconds", "0.3",
                     "--repeats", "2",
                     "--out", str(tmp_path)])
     settings = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
-    assert list(settings) == ["w1t1b1", "w1t1b8+ctranslate2"]
+    assert list(settings) == ["w1t1b1", "w1t1b8d5f+ctranslate2"]
     for setting in settings.values():
         row = setting["levels"]["2"]["transformer"]
         assert row["requests"] == 6 and row["errors"] == 0 and row["shed_503"] == 0
@@ -49,15 +62,16 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
         assert setting["http_ceiling"]["2"]["requests_per_second"] > 0
     # without batching every pass holds one question
     assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
-    assert settings["w1t1b8+ctranslate2"]["runtime"] == "ctranslate2"
+    assert settings["w1t1b8d5f+ctranslate2"]["runtime"] == "ctranslate2"
+    assert settings["w1t1b8d5f+ctranslate2"]["expect_callers"] is False
     # --merge re-measures one setting and keeps the other with the command that measured it
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1", "--requests", "2",
                     "--settings", "w1t1b1", "--port", str(free_port()), "--ceiling-seconds", "0.1", "--merge",
                     "--out", str(tmp_path)])
     merged = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
-    assert set(merged) == {"w1t1b1", "w1t1b8+ctranslate2"} and list(merged["w1t1b1"]["levels"]) == ["1"]
+    assert set(merged) == {"w1t1b1", "w1t1b8d5f+ctranslate2"} and list(merged["w1t1b1"]["levels"]) == ["1"]
     assert "--merge" in merged["w1t1b1"]["measured"]["command"]
-    assert "--merge" not in merged["w1t1b8+ctranslate2"]["measured"]["command"]
+    assert "--merge" not in merged["w1t1b8d5f+ctranslate2"]["measured"]["command"]
 
 
 def test_anchor_tiny(tmp_path, tiny_checkpoints):
