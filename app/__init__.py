@@ -27,7 +27,7 @@ DEFAULTS = {
     # wait as it had callers last time, the queue bound beyond which requests get 503, and how
     # long a request may wait for its pass to start before it gets 503
     "BATCH_MAX": 64,
-    "BATCH_DELAY_MS": 10.0,
+    "BATCH_DELAY_MS": 2.0,
     "BATCH_EXPECT_CALLERS": True,
     "QUEUE_LIMIT": 256,
     "QUEUE_MAX_WAIT_MS": 2000.0,

@@ -65,7 +65,7 @@ class MicroBatcher:
     """Runs `run_batch(name, items) -> (results, latency_ms)` over jobs collected from many
     threads; results come back to each job in its items' order."""
 
-    def __init__(self, run_batch, max_batch: int = 64, max_delay_ms: float = 10.0,
+    def __init__(self, run_batch, max_batch: int = 64, max_delay_ms: float = 2.0,
                  queue_limit: int = 256, max_wait_ms: float = 2000.0, on_pass=None,
                  expect_callers: bool = True):
         if max_batch < 1 or queue_limit < 1 or max_delay_ms < 0 or max_wait_ms <= 0:

@@ -146,7 +146,7 @@ def http_rows(kind: str, data: dict) -> list[str]:
                     "A setting wWtTbB is W gunicorn workers with T torch threads each and cross-request batches of up "
                     "to B questions (b1: each request runs its own pass); dD holds a pass open at most D ms for the "
                     "callers it expects, dDf a fixed D ms (the batcher before it expected callers; without d, the "
-                    "server's default: at most 10 ms, expecting callers); +RUNTIME names PLACEVALUE_RUNTIME (torch "
+                    "server's default: at most 2 ms, expecting callers); +RUNTIME names PLACEVALUE_RUNTIME (torch "
                     "otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
                          "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU"], rows), "",
