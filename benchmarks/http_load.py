@@ -11,6 +11,8 @@ to B questions (b1: every request runs its own pass, the service before micro-ba
 the server's default without it), `dDf` for a fixed D ms whoever is expected
 (PLACEVALUE_BATCH_EXPECT_CALLERS=false: the batcher before it expected callers, e.g. `w2t1b64d2f`);
 `+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
+`--interleave` restarts the settings in turn for every repeat (alternating order) instead of running
+each setting's repeats on one server start, so minutes of VM drift fall on every setting alike.
 Clients are closed-loop: each of N threads sends its next request when its last one is answered.
 Reports answers/s, latency p50/p99, errors (503s counted apart), worker RSS before/after, the
 CPU share of client and server (they share the cores), the server's CPU per answer, the mean
@@ -248,6 +250,9 @@ def main(argv=None):
                         help="keep the earlier result's settings that this run does not measure")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each backend and level this many times (alternating order); the median is kept")
+    parser.add_argument("--interleave", action="store_true",
+                        help="restart the settings in turn for every repeat (alternating order) instead of measuring "
+                             "each setting's repeats on one server start: a fairer comparison of settings")
     parser.add_argument("--ceiling-seconds", type=float, default=3,
                         help="how long GET /healthz is driven at each level to measure the HTTP ceiling")
     parser.add_argument("--port", type=int, default=8765)
@@ -266,27 +271,39 @@ def main(argv=None):
         previous = json.loads((out / f"{name}.json").read_text())
         result["settings"] = {name: {"measured": previous["environment"], **setting}
                               for name, setting in previous.get("settings", {}).items()}
-    for setting_name in args.settings.split(","):
+    setting_names = args.settings.split(",")
+    levels = list(map(int, args.concurrency.split(",")))
+    # visits: (setting, repeats measured on this server start). Interleaved, every repeat restarts
+    # each setting in turn (alternating order), so the VM's drift over minutes falls on all alike.
+    visits = ([(name_, 1) for repeat in range(args.repeats)
+               for name_ in (setting_names if repeat % 2 == 0 else setting_names[::-1])]
+              if args.interleave else [(name_, args.repeats) for name_ in setting_names])
+    runs = {name_: {level: {} for level in levels} for name_ in setting_names}
+    visited = set()
+    for visit, (setting_name, repeats) in enumerate(visits):
         setting = parse_setting(setting_name)
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
                                     setting["batch_max"], setting["runtime"], args.device,
                                     setting.get("batch_delay_ms"), setting.get("expect_callers"))
         try:
-            row_set = {**setting, "measured": environment_now, "levels": {},
-                       "rss_before_mib": worker_rss_mib(process.pid)}
+            if setting_name not in visited:  # its first start in this run replaces any merged earlier result
+                visited.add(setting_name)
+                result["settings"][setting_name] = {
+                    **setting, "measured": environment_now, "levels": {}, "interleaved": args.interleave,
+                    "rss_before_mib": worker_rss_mib(process.pid)}
+            row_set = result["settings"][setting_name]
             names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
-            for i, level in enumerate(map(int, args.concurrency.split(","))):
-                row_set["levels"][level] = {}
+            for i, level in enumerate(levels):
                 ceiling = http_ceiling(url, level, args.ceiling_seconds)
                 row_set.setdefault("http_ceiling", {})[level] = ceiling
                 print(f"{setting_name} {level:>3} clients GET /healthz  {ceiling['requests_per_second']:6.1f} "
                       f"requests/s  client CPU {ceiling['client_cpu_share']:.0%}", flush=True)
-                runs = {model: [] for model in names}
-                for repeat in range(args.repeats):
-                    for model in (names if (i + repeat) % 2 == 0 else names[::-1]):
+                by_model = runs[setting_name][level]
+                for repeat in range(repeats):
+                    for model in (names if (i + repeat + visit) % 2 == 0 else names[::-1]):
                         row = load(url, model, questions, level, args.requests, args.max_seconds,
                                    server_pids(process.pid))
-                        runs[model].append(row)
+                        by_model.setdefault(model, []).append(row)
                         print(f"{setting_name} {level:>3} clients {model:<12} {row['answers_per_second']:6.1f} "
                               f"answers/s  p50 {row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms  errors "
                               f"{row['errors']}  503 {row['shed_503']}  wrong {row['wrong_answers']}  client CPU "
@@ -294,13 +311,12 @@ def main(argv=None):
                               f"({row['server_cpu_ms_per_answer'] or 0:.1f} ms/answer)  mean pass "
                               f"{row['mean_pass_questions'] or 0:.1f}  workers {row['worker_cpu_cores']} cores",
                               flush=True)
-                for model, rows in runs.items():
-                    # the median repeat by throughput (this VM's neighbours move a single run by +-20%)
-                    median = sorted(rows, key=lambda r: r["answers_per_second"])[(len(rows) - 1) // 2]
-                    row_set["levels"][level][model] = {
-                        **median, "answers_per_second_runs": [round(r["answers_per_second"], 1) for r in rows]}
+                # the median run by throughput (this VM's neighbours move a single run by +-20%)
+                row_set["levels"][level] = {model: {
+                    **sorted(rows, key=lambda r: r["answers_per_second"])[(len(rows) - 1) // 2],
+                    "answers_per_second_runs": [round(r["answers_per_second"], 1) for r in rows]}
+                    for model, rows in by_model.items()}
             row_set["rss_after_mib"] = worker_rss_mib(process.pid)
-            result["settings"][setting_name] = row_set
         finally:
             process.terminate()
             process.wait(timeout=30)

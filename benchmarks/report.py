@@ -127,7 +127,7 @@ def http_rows(kind: str, data: dict) -> list[str]:
                 r = by_backend[n]
                 runs = r.get("answers_per_second_runs", [])
                 served = f"{r['answers_per_second']:.1f}" + (f" ({' / '.join(map(str, runs))})" if len(runs) > 1 else "")
-                rows.append([name, level, n, served, f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                rows.append([name + (" (interleaved)" if setting.get("interleaved") else ""), level, n, served, f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                              r["errors"], r.get("shed_503", 0), r["wrong_answers"], r["requests"],
                              optional(r, "mean_pass_questions", "{:.1f}"),
                              optional(r, "server_cpu_ms_per_answer", "{:.1f}"),
@@ -150,7 +150,9 @@ def http_rows(kind: str, data: dict) -> list[str]:
                     "otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
                          "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU"], rows), "",
-                    "Clients are closed-loop threads on one keep-alive connection each. Several runs: the median "
+                    "Clients are closed-loop threads on one keep-alive connection each. Interleaved settings were "
+                    "restarted in turn for every run (alternating order), so drift over minutes falls on each alike; "
+                    "the others ran all their runs on one server start. Several runs: the median "
                     "run's row, every run's answers/s in brackets. Mean pass: questions per "
                     "batched pass (server /metrics). Server CPU: master and workers, per answer. Client CPU: the "
                     "load generator's share of both cores, which the server could not use.", "",

@@ -64,6 +64,15 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
     assert settings["w1t1b8d5f+ctranslate2"]["runtime"] == "ctranslate2"
     assert settings["w1t1b8d5f+ctranslate2"]["expect_callers"] is False
+    # --interleave restarts each setting for every repeat; the rows are the same medians of all runs
+    http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "2", "--requests", "4",
+                    "--settings", "w1t1b1,w1t1b8", "--port", str(free_port()), "--ceiling-seconds", "0.1",
+                    "--repeats", "2", "--interleave", "--out", str(tmp_path / "interleaved")])
+    interleaved = json.loads((tmp_path / "interleaved" / "http_load_cpu.json").read_text())["settings"]
+    assert list(interleaved) == ["w1t1b1", "w1t1b8"]
+    for setting in interleaved.values():
+        assert setting["interleaved"] is True
+        assert len(setting["levels"]["2"]["transformer"]["answers_per_second_runs"]) == 2
     # --merge re-measures one setting and keeps the other with the command that measured it
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1", "--requests", "2",
                     "--settings", "w1t1b1", "--port", str(free_port()), "--ceiling-seconds", "0.1", "--merge",
