@@ -22,9 +22,10 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no acces
 os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 # the fastest runtime measured per backend that keeps every stored accuracy (benchmarks/RESULTS.md,
 # sections 4 and 4b): CTranslate2 float32 for the Transformer (the same accuracy per place as torch
-# on every stored evaluation, 1.2-1.6x faster per question in the runs so far), torch for the backends it cannot express. Its int8
-# is faster still and keeps interpolate and the train distribution at 100%, but loses 1.1 points on
-# extrapolate (`millions` 88.1% -> 80.7%), so it is opt-in: PLACEVALUE_RUNTIME=ctranslate2-int8.
+# on every stored evaluation, 1.2-1.6x faster per question in the runs so far), torch for the backends it
+# cannot express. Its int8 is faster still but changes the shipped Transformer's answers on this kind of
+# CPU (interpolate 90.18%: the AVX2 int8 kernel's arithmetic, not the rounding; RESULTS.md section 4c),
+# so it is opt-in: PLACEVALUE_RUNTIME=ctranslate2-int8.
 # PLACEVALUE_RUNTIME=torch serves all on torch.
 os.environ.setdefault("PLACEVALUE_RUNTIME", "ctranslate2")
 # prometheus-client aggregates metrics across workers through files in this directory; without

@@ -223,6 +223,25 @@ def anchor_section() -> list[str]:
     return lines
 
 
+def int8_section() -> list[str]:
+    """CTranslate2's int8 on each GEMM backend against the int8 rounding emulated in torch."""
+    data = load("int8_kernels_cpu")
+    lines = ["## 4c. int8: the rounding or the kernel (shipped Transformer)", ""]
+    if not data:
+        return lines + ["Not measured yet: `python -m benchmarks.int8_kernels`.", ""]
+    rows = [[backend, compute_type, f"{row['accuracy']:.2%}", f"{row['answers_per_second']:.1f}"]
+            for backend, engine in data["engine"].items() for compute_type, row in engine["rows"].items()]
+    emulation = data["torch_emulation"]
+    return lines + [heading("CPU", data), "",
+                    f"{data['questions']} fresh interpolate questions, batch {data['batch']}, {data['threads']} "
+                    "threads. CTranslate2 with its default GEMM backend on this machine and with Intel MKL's "
+                    "(`CT2_USE_MKL=1`), the same converted weights:", "",
+                    *table(["GEMM backend", "compute type", "accuracy", "answers/s"], rows), "",
+                    f"The int8 rounding alone, emulated in torch (every linear layer's weights and inputs rounded "
+                    f"per row to int8, products summed in float32): {emulation['int8_rounding']:.2%} "
+                    f"(float32 {emulation['float32']:.2%}).", ""]
+
+
 def decode_section() -> list[str]:
     lines = ["## 5. Decoding scaling (random weights, paper config, batch 1)", ""]
     for kind, data in results("decode_scaling"):
@@ -446,7 +465,7 @@ def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + anchor_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
+        + http_section() + anchor_section() + int8_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
         + accuracy_levers_section() \
         + accuracy_levers_section("accuracy_levers_long_cpu", "6d. Length levers trained to the target (a longer "
                                   "step budget)", optional=True) \

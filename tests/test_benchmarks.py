@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from benchmarks import (accuracy_levers, anchor_ctranslate2, decode_scaling, http_load, serving, shipped_accuracy, slim_memory,
-                        time_to_accuracy, train_throughput)
+from benchmarks import (accuracy_levers, anchor_ctranslate2, decode_scaling, http_load, int8_kernels, serving,
+                        shipped_accuracy, slim_memory, time_to_accuracy, train_throughput)
 from models import registry
 from training import train
 
@@ -90,6 +90,19 @@ def test_anchor_tiny(tmp_path, tiny_checkpoints):
     assert result["agreement"]["ctranslate2_float32_same_as_transformer"] == 6
     assert set(result["flops_per_question"]) == set(registry.names()) and min(result["flops_per_question"].values()) > 0
     assert {"ctranslate2_float32", "ctranslate2_int8", *registry.names()} == set(result["threads"]["1"])
+
+
+def test_int8_kernels_tiny(tmp_path, tiny_checkpoints):
+    int8_kernels.main(["--checkpoints", str(tiny_checkpoints), "--questions", "8", "--threads", "1",
+                       "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "int8_kernels_cpu.json").read_text())
+    assert set(result["engine"]) == {"default", "mkl"}
+    for engine in result["engine"].values():
+        assert set(engine["rows"]) == {"float32", "int8"} and "int8" in engine["supported"]
+        assert all(0 <= row["accuracy"] <= 1 and row["answers_per_second"] > 0 for row in engine["rows"].values())
+    # float32 in the engine answers as torch does; the emulation's rounding is real (weights change)
+    assert result["engine"]["default"]["rows"]["float32"]["accuracy"] == result["torch_emulation"]["float32"]
+    assert int8_kernels.round_rows(torch.tensor([[1.0, 0.3333]])).tolist() != [[1.0, 0.3333]]
 
 
 def test_time_to_accuracy_tiny(tmp_path):
