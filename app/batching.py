@@ -11,10 +11,13 @@ or `max_batch` questions are waiting, or `max_delay_ms` has passed, whichever co
 Callers that send their next question when the last one is answered (a page, a script, most
 clients) come back within a few ms; a fixed short window would start the pass without them, and
 they would then queue through a whole pass, so the callers split into two cohorts taking turns
-with passes of half the size. Waiting for the expected number merges them, and a lone caller's
-pass starts at once (it was the only caller). When callers stop coming back, one pass waits the
-full `max_delay_ms` and the next expects as many as it saw. `expect_callers=False` holds every
-pass open for the full `max_delay_ms` (unless `max_batch` questions are waiting).
+with passes of half the size. Waiting for the expected number merges them when `max_delay_ms`
+gives them time to come back (10 ms does here; on a 2-core CPU the merged passes were not
+measurably faster, benchmarks/ANALYSIS.md "Waiting for the callers", so the default stays 2 ms),
+and a lone caller's pass starts at once (it was the only caller) instead of waiting out the
+window. When callers stop coming back, one pass waits the full `max_delay_ms` and the next
+expects as many as it saw. `expect_callers=False` holds every pass open for the full
+`max_delay_ms` (unless `max_batch` questions are waiting).
 
 Load shedding: the queue holds at most `queue_limit` questions. Beyond it, `submit` raises
 Overloaded at once (the API answers 503 with Retry-After) instead of letting every later
