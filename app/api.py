@@ -11,6 +11,9 @@ from app.service import BackendUnavailable
 from models.tokenizer import QuestionError
 
 bp = Blueprint("api", __name__)
+# A misspelt key (say "backend" for "model") would otherwise be answered by the default backend
+# without a word, so every key outside these is refused.
+ANSWER_REQUEST_FIELDS = ("question", "questions", "model")
 
 
 def service():
@@ -37,6 +40,10 @@ def parse_answer_request() -> tuple[list, str, bool]:
     body = read_json_body()
     if not isinstance(body, dict):
         fail(400, "invalid_request", f"request body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(key for key in body if key not in ANSWER_REQUEST_FIELDS)
+    if unknown:
+        fail(400, "unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                                   f"a request has {', '.join(map(repr, ANSWER_REQUEST_FIELDS))}")
     model = body.get("model", current_app.config["DEFAULT_MODEL"])
     if not isinstance(model, str) or model not in service().backends:
         fail(400, "unknown_model", f"model must be one of: {', '.join(service().backends)}")

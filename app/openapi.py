@@ -2,9 +2,9 @@
 from models.tokenizer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
 
 ERROR_CODES = ("invalid_json", "invalid_request", "invalid_type", "empty_question", "question_too_long",
-               "invalid_character", "unknown_model", "too_many_questions", "not_found", "method_not_allowed",
-               "body_too_large", "model_unavailable", "overloaded", "unsupported_media_type", "bad_request", "http_error",
-               "unavailable", "internal_error")
+               "invalid_character", "unknown_field", "unknown_model", "too_many_questions", "not_found",
+               "method_not_allowed", "body_too_large", "model_unavailable", "overloaded", "unsupported_media_type",
+               "bad_request", "http_error", "unavailable", "internal_error")
 REASON_CODES = ("not_task_form", "unknown_place_name", "irregular_wording", "leading_zeros", "number_too_long",
                 "place_unseen", "place_rare", "place_beyond_number")
 
@@ -28,9 +28,9 @@ def _schemas(backends, max_batch: int) -> dict:
                 "example": "What is the tens digit of 89290?"}
     answer = {"type": "string", "maxLength": MAX_ANSWER_CHARS}
     return {
-        "SingleRequest": {"type": "object", "required": ["question"], "additionalProperties": True,
+        "SingleRequest": {"type": "object", "required": ["question"], "additionalProperties": False,
                           "properties": {"question": question, "model": model}},
-        "BatchRequest": {"type": "object", "required": ["questions"], "additionalProperties": True,
+        "BatchRequest": {"type": "object", "required": ["questions"], "additionalProperties": False,
                          "properties": {"questions": {"type": "array", "items": question, "minItems": 1,
                                                       "maxItems": max_batch}, "model": model}},
         "Reason": {"type": "object", "required": ["code", "message"], "additionalProperties": False,
@@ -113,7 +113,7 @@ def openapi_document(backends, config) -> dict:
                 "responses": {
                     "200": _json({"oneOf": [_ref("SingleAnswer"), _ref("BatchAnswer")]}, "the answers, checked"),
                     "400": _error("bad JSON, a missing, empty, too long or unencodable question, an unknown "
-                                  "model, too many questions"),
+                                  "field or model, too many questions"),
                     "413": _error(f"body over {config['MAX_CONTENT_LENGTH']} bytes"),
                     "503": {**_error("the backend's checkpoint is not loaded (model_unavailable), or the queue "
                                      "is full or the request waited past its bound (overloaded)"),

@@ -29,6 +29,8 @@ Q = "What is the tens digit of 89290?"
     (b'{"question": "tab\\there"}', "invalid_character"),
     (b'{"question": "What is the tens digit of 12?", "model": "gpt"}', "unknown_model"),
     (b'{"question": "What is the tens digit of 12?", "model": 3}', "unknown_model"),
+    (b'{"question": "What is the tens digit of 12?", "backend": "transformer"}', "unknown_field"),
+    (b'{"questions": ["What is the tens digit of 12?"], "Model": "memsizer"}', "unknown_field"),
     (b'{"questions": []}', "invalid_request"),
     (b'{"questions": "What"}', "invalid_request"),
     (b'{"questions": ["What is the tens digit of 12?", 5]}', "invalid_type"),
@@ -58,6 +60,8 @@ def test_messages_say_what_is_wrong(client):
     assert all(name in unknown for name in BACKENDS)
     batch = client.post("/answer", json={"questions": [Q, ""]}).json["error"]["message"]
     assert batch.startswith("questions[1]")
+    misspelt = client.post("/answer", json={"question": Q, "backend": "transformer"}).json["error"]["message"]
+    assert "'backend'" in misspelt and "'model'" in misspelt
 
 
 @pytest.mark.parametrize("model", BACKENDS)
