@@ -10,6 +10,10 @@ to B questions (b1: every request runs its own pass, the service before micro-ba
 `dD` after it holds a pass open at most D ms for the callers it expects (PLACEVALUE_BATCH_DELAY_MS;
 the server's default without it), `dDf` for a fixed D ms whoever is expected
 (PLACEVALUE_BATCH_EXPECT_CALLERS=false: the batcher before it expected callers, e.g. `w2t1b64d2f`);
+`kK` sets gunicorn's keep-alive to K seconds (`k0`: a connection per request) and `r` gives each
+worker its own listening socket (SO_REUSEPORT; the kernel spreads connections by address hash),
+e.g. `w2t1b64k0r`. By default which worker gets a connection is a race between the workers, and a
+keep-alive client stays on the worker it landed on.
 `+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
 `--interleave` restarts the settings in turn for every repeat (alternating order) instead of running
 each setting's repeats on one server start, so minutes of VM drift fall on every setting alike.
@@ -61,27 +65,39 @@ def worker_rss_mib(master_pid: int) -> dict:
 def parse_setting(text: str) -> dict:
     """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"};
     `w2t1b64d2f` adds "batch_delay_ms": 2.0, "expect_callers": False (`d2`: True);
+    `w2t1b64k0r` adds "keepalive_s": 0, "reuse_port": True;
     `w1t2b64+ctranslate2-int8` sets PLACEVALUE_RUNTIME too."""
-    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:\+([a-z0-9-]+))?", text)
+    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(?:\+([a-z0-9-]+))?", text)
     if not match:
-        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f or w1t2b64+ctranslate2-int8 "
-                                         f"(workers, threads, batch, window, runtime), got {text!r}")
+        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f, w2t1b64k0r or "
+                                         f"w1t2b64+ctranslate2-int8 (workers, threads, batch, window, keep-alive, "
+                                         f"per-worker sockets, runtime), got {text!r}")
     workers, threads, batch = map(int, match.groups()[:3])
-    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(6) or "torch"}
+    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(8) or "torch"}
     if match.group(4):
         setting.update(batch_delay_ms=float(match.group(4)), expect_callers=not match.group(5))
+    if match.group(6):
+        setting["keepalive_s"] = int(match.group(6))
+    if match.group(7):
+        setting["reuse_port"] = True
     return setting
 
 
 def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
                  runtime: str = "torch", device: str = "cpu", batch_delay_ms: float | None = None,
-                 expect_callers: bool | None = None):
+                 expect_callers: bool | None = None, keepalive_s: int | None = None, reuse_port: bool = False):
     env = dict(os.environ, PLACEVALUE_DEVICE=device, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
                PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
                PLACEVALUE_RUNTIME=runtime)
-    for key in ("PLACEVALUE_BATCH_DELAY_MS", "PLACEVALUE_BATCH_EXPECT_CALLERS"):  # the setting names them, or the default
+    for key in ("PLACEVALUE_BATCH_DELAY_MS", "PLACEVALUE_BATCH_EXPECT_CALLERS",  # the setting names them, or the default
+                "GUNICORN_KEEPALIVE", "GUNICORN_REUSE_PORT"):
         env.pop(key, None)
+    if keepalive_s is not None:
+        env["GUNICORN_KEEPALIVE"] = str(keepalive_s)
+    if reuse_port:
+        env["GUNICORN_REUSE_PORT"] = "true"
+
     if batch_delay_ms is not None:
         env["PLACEVALUE_BATCH_DELAY_MS"] = str(batch_delay_ms)
     if expect_callers is not None:
@@ -91,12 +107,38 @@ def start_server(port: int, workers: int, checkpoints: str, torch_threads: int |
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200 and \
+                    every_worker_accepts(process.pid, url, workers, deadline):
                 return process, url
         except requests.RequestException:
             time.sleep(0.3)
     process.kill()
     raise RuntimeError("gunicorn did not become ready")
+
+
+def every_worker_accepts(master_pid: int, url: str, workers: int, deadline: float) -> bool:
+    """Whether all `workers` accept connections, waiting until `deadline`. /readyz answers from a
+    worker that has loaded its models while another may still be loading and accept nothing;
+    clients that connect meanwhile all land on the first and, kept alive, stay there (16 of 16 in
+    4 of 5 runs that started at once). So connections are opened and held until each worker holds one."""
+    port, held = urlsplit(url).port, []
+    try:
+        while time.monotonic() < deadline:
+            counts = connections_per_worker(master_pid, port)
+            if len(counts) >= workers and all(counts.values()):
+                return True
+            if len(held) >= 32:  # the loaded worker has them all: let go and wait for the others
+                for client in held:
+                    client.close()
+                held = []
+                time.sleep(0.3)
+            client = Client(url)
+            client.request("GET", "/healthz")
+            held.append(client)
+        return False
+    finally:
+        for client in held:
+            client.close()
 
 
 class Client:
@@ -130,6 +172,41 @@ class Client:
                 if not stale or attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def connections_per_worker(master_pid: int, port: int) -> dict:
+    """Established connections to `port` that each gunicorn worker holds (pid -> count), matched
+    through socket inodes in /proc/net/tcp* and the workers' file descriptors."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for fields in map(str.split, lines):
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if state == "01" and local_port == port:  # 01: ESTABLISHED
+                inodes.add(f"socket:[{inode}]")
+    held = {}
+    for pid in worker_rss_mib(master_pid):
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        held[int(pid)] = sum(1 for fd in descriptors if _link(fd) in inodes)
+    return held
+
+
+def _link(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed since listed
+        return ""
 
 
 def process_cpu_seconds(pids) -> dict:
@@ -205,7 +282,14 @@ def load(url, model, questions, concurrency, total, max_seconds, pids=()) -> dic
 
     questions_before, passes_before = pass_questions(url, model)
     server_before = process_cpu_seconds(pids)
+    # where the clients' connections sit, looked at once while they run
+    held = {}
+    census = threading.Timer(min(1.0, max_seconds / 2),
+                             lambda: held.update(connections_per_worker(pids[0], urlsplit(url).port)))
+    if pids:
+        census.start()
     results, elapsed, client_cpu = closed_loop(url, questions[:total], concurrency, max_seconds, one)
+    census.cancel()
     server_after = process_cpu_seconds(pids)
     # per process: workers keep the keep-alive connections they accepted, so one can idle while another queues
     per_process = [(server_after[pid] - server_before.get(pid, 0.0)) / elapsed for pid in pids]
@@ -223,6 +307,7 @@ def load(url, model, questions, concurrency, total, max_seconds, pids=()) -> dic
             "server_cpu_share": server_cpu / (elapsed * cores) if pids else None,
             "server_cpu_ms_per_answer": server_cpu * 1e3 / answered if pids and answered else None,
             "worker_cpu_cores": [round(share, 3) for share in per_process[1:]],
+            "worker_connections": [held.get(pid) for pid in pids[1:]] if held else None,
             "mean_pass_questions": ((questions_after - questions_before) / (passes_after - passes_before)
                                     if passes_after > passes_before else None)}
 
@@ -244,8 +329,9 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=200, help="requests per backend and level")
     parser.add_argument("--max-seconds", type=float, default=30)
     parser.add_argument("--settings", default="w2t1b1,w2t1b64d2f,w2t1b64,w1t2b64",
-                        help="server settings compared in turn (wWtTbB[dD[f]][+RUNTIME]: workers, torch threads, "
-                             "batch max, longest window in ms (f: fixed), runtime)")
+                        help="server settings compared in turn (wWtTbB[dD[f]][kK][r][+RUNTIME]: workers, torch "
+                             "threads, batch max, longest window in ms (f: fixed), keep-alive seconds, per-worker "
+                             "sockets, runtime)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier result's settings that this run does not measure")
     parser.add_argument("--repeats", type=int, default=1,
@@ -284,7 +370,8 @@ def main(argv=None):
         setting = parse_setting(setting_name)
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
                                     setting["batch_max"], setting["runtime"], args.device,
-                                    setting.get("batch_delay_ms"), setting.get("expect_callers"))
+                                    setting.get("batch_delay_ms"), setting.get("expect_callers"),
+                                    setting.get("keepalive_s"), setting.get("reuse_port", False))
         try:
             if setting_name not in visited:  # its first start in this run replaces any merged earlier result
                 visited.add(setting_name)
@@ -309,7 +396,8 @@ def main(argv=None):
                               f"{row['errors']}  503 {row['shed_503']}  wrong {row['wrong_answers']}  client CPU "
                               f"{row['client_cpu_share']:.0%}  server CPU {row['server_cpu_share']:.0%} "
                               f"({row['server_cpu_ms_per_answer'] or 0:.1f} ms/answer)  mean pass "
-                              f"{row['mean_pass_questions'] or 0:.1f}  workers {row['worker_cpu_cores']} cores",
+                              f"{row['mean_pass_questions'] or 0:.1f}  workers {row['worker_cpu_cores']} cores, "
+                              f"{row['worker_connections']} connections",
                               flush=True)
                 # the median run by throughput (this VM's neighbours move a single run by +-20%)
                 row_set["levels"][level] = {model: {

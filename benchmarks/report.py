@@ -115,6 +115,13 @@ def http_section() -> list[str]:
                     ["Not measured yet: `python -m benchmarks.http_load`.", ""])
 
 
+def worker_load(row: dict) -> str:
+    """Each worker's CPU (cores) in a run, with the client connections it held in brackets."""
+    held = row.get("worker_connections") or [None] * len(row.get("worker_cpu_cores", []))
+    return " / ".join(f"{cores:.2f}" + (f" ({n})" if n is not None else "")
+                      for cores, n in zip(row.get("worker_cpu_cores", []), held)) or "–"
+
+
 def http_rows(kind: str, data: dict) -> list[str]:
     """One result file's settings, levels and backends, with its ceiling, memory and merge notes."""
     lines = []
@@ -131,7 +138,8 @@ def http_rows(kind: str, data: dict) -> list[str]:
                              r["errors"], r.get("shed_503", 0), r["wrong_answers"], r["requests"],
                              optional(r, "mean_pass_questions", "{:.1f}"),
                              optional(r, "server_cpu_ms_per_answer", "{:.1f}"),
-                             optional(r, "client_cpu_share", "{:.0%}")])
+                             optional(r, "client_cpu_share", "{:.0%}"),
+                             worker_load(r)])
         ceilings.extend(f"{name} at {level} clients {c['requests_per_second']:.0f}/s"
                         for level, c in setting.get("http_ceiling", {}).items())
         before = ", ".join(f"{v:.0f}" for v in setting["rss_before_mib"].values())
@@ -146,16 +154,22 @@ def http_rows(kind: str, data: dict) -> list[str]:
                     "A setting wWtTbB is W gunicorn workers with T torch threads each and cross-request batches of up "
                     "to B questions (b1: each request runs its own pass); dD holds a pass open at most D ms for the "
                     "callers it expects, dDf a fixed D ms (the batcher before it expected callers; without d, the "
-                    "server's default: at most 2 ms, expecting callers); +RUNTIME names PLACEVALUE_RUNTIME (torch "
-                    "otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
+                    "server's default: at most 2 ms, expecting callers); kK sets gunicorn's keep-alive to K s (k0: "
+                    "a connection per request), r gives each worker its own listening socket (SO_REUSEPORT); "
+                    "+RUNTIME names PLACEVALUE_RUNTIME (torch otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
-                         "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU"], rows), "",
-                    "Clients are closed-loop threads on one keep-alive connection each. Interleaved settings were "
+                         "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU",
+                         "worker cores (connections)"], rows), "",
+                    "Clients are closed-loop threads on one keep-alive connection each (a new one per request where "
+                    "the server closes them, k0). Interleaved settings were "
                     "restarted in turn for every run (alternating order), so drift over minutes falls on each alike; "
                     "the others ran all their runs on one server start. Several runs: the median "
                     "run's row, every run's answers/s in brackets. Mean pass: questions per "
                     "batched pass (server /metrics). Server CPU: master and workers, per answer. Client CPU: the "
-                    "load generator's share of both cores, which the server could not use.", "",
+                    "load generator's share of both cores, which the server could not use. Worker cores: each "
+                    "worker's CPU in the median run, with the client connections it held a second in (one worker "
+                    "near 1 core and one near 0 at many clients: the connections sat on one worker).",
+                    "",
                     *([f"HTTP ceiling, GET /healthz from the same clients (requests/s): {'; '.join(ceilings)}.", ""]
                       if ceilings else []),
                     *([f"Settings measured by an earlier run (merged): {'; '.join(earlier)}.", ""] if earlier else []),

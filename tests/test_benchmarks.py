@@ -1,6 +1,7 @@
 """Smoke tests: every benchmark script runs at a tiny size and writes its result (no timings asserted)."""
 import argparse
 import json
+import time
 
 import pytest
 import torch
@@ -33,7 +34,11 @@ def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
         "expect_callers": False}
     assert http_load.parse_setting("w1t2b8d12.5")["batch_delay_ms"] == 12.5
     assert http_load.parse_setting("w1t2b8d12.5")["expect_callers"] is True
-    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+"):
+    assert http_load.parse_setting("w2t1b64k0r+ctranslate2") == {
+        "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "keepalive_s": 0,
+        "reuse_port": True}
+    assert "reuse_port" not in http_load.parse_setting("w2t1b64d2k5")
+    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0"):
         with pytest.raises(argparse.ArgumentTypeError):
             http_load.parse_setting(bad)
 
@@ -234,3 +239,27 @@ def test_shipped_accuracy_reads_each_checkpoints_records(tmp_path, tiny_checkpoi
     assert memsizer["splits"]["train"]["per_place"] == {"units": 0.75, "billions": 0.25}
     assert memsizer["recipe"]["digit_positions"] == "abacus" and memsizer["steps"] == 7
     assert (tmp_path / "shipped_accuracy.png").stat().st_size > 10_000
+
+
+def test_http_load_waits_for_every_worker_and_counts_the_connections_each_holds(tiny_checkpoints):
+    from tests.conftest import free_port
+    process, url = http_load.start_server(free_port(), 2, str(tiny_checkpoints), 1, 8)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        # start_server returned only once both workers held a connection, so both accept
+        assert len(http_load.connections_per_worker(process.pid, port)) == 2
+        clients = [http_load.Client(url) for _ in range(5)]
+        for client in clients:
+            assert client.request("GET", "/healthz")[0] == 200
+        assert sum(http_load.connections_per_worker(process.pid, port).values()) == 5
+        for client in clients[:2]:
+            client.close()
+        deadline = time.monotonic() + 5  # the server sees the close a moment later
+        while sum(http_load.connections_per_worker(process.pid, port).values()) != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(http_load.connections_per_worker(process.pid, port).values()) == 3
+        for client in clients[2:]:
+            client.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
