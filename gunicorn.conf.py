@@ -26,6 +26,7 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
 reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "false").lower() in ("1", "true", "yes")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 
+os.environ["PLACEVALUE_SERVER_WORKERS"] = str(workers)  # /readyz waits until each has loaded its backends
 os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 # the fastest runtime measured per backend that keeps every stored accuracy (benchmarks/RESULTS.md,
 # sections 4 and 4b): CTranslate2 float32 for the Transformer (the same accuracy per place as torch

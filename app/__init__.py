@@ -31,6 +31,11 @@ DEFAULTS = {
     "BATCH_EXPECT_CALLERS": True,
     "QUEUE_LIMIT": 256,
     "QUEUE_MAX_WAIT_MS": 2000.0,
+    # processes serving this app (gunicorn.conf.py sets it). /readyz stays 503 until that many have
+    # loaded their backends: /readyz answers from whichever worker a connection reaches, and clients
+    # that connect while another worker is still loading all land on the loaded one and, kept alive,
+    # stay there (benchmarks/ANALYSIS.md, "Where the connections land").
+    "SERVER_WORKERS": 1,
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -66,6 +71,9 @@ def create_app(config=None) -> Flask:
     if app.config["DEFAULT_MODEL"] not in service.backends:
         raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")
     app.extensions["qa_service"] = service
+    if service.ready():
+        from app.metrics import mark_worker_loaded
+        mark_worker_loaded()
 
     from app import api, errors, pages
     app.register_blueprint(pages.bp)

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app.batching import Overloaded
 from app.errors import APIError
-from app.metrics import ERRORS, QUESTIONS, render_metrics
+from app.metrics import ERRORS, QUESTIONS, render_metrics, workers_loaded
 from app.openapi import openapi_document
 from app.service import BackendUnavailable
 from models.tokenizer import QuestionError
@@ -103,11 +103,20 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 when every required backend's checkpoint is loaded; names the ones that are missing."""
+    """200 when every required backend's checkpoint is loaded, here and, at start, in every worker;
+    names what is missing."""
     qa = service()
-    body = {"ready": qa.ready(), "models": {name: qa.ready(name) for name in qa.backends},
-            "required": list(qa.required), "errors": qa.load_errors}
-    return jsonify(body), 200 if qa.ready() else 503
+    expected, loaded = int(current_app.config["SERVER_WORKERS"]), workers_loaded()
+    # Once all workers have loaded, readiness is this worker's own again: a worker restarted later
+    # takes no connections before it has loaded, and the others serve meanwhile.
+    if loaded >= expected:
+        current_app.extensions["all_workers_loaded"] = True
+    started = current_app.extensions.get("all_workers_loaded", False)
+    ready = qa.ready() and started
+    body = {"ready": ready, "models": {name: qa.ready(name) for name in qa.backends},
+            "required": list(qa.required), "errors": qa.load_errors,
+            "workers": {"loaded": loaded, "expected": expected}}
+    return jsonify(body), 200 if ready else 503
 
 
 @bp.get("/metrics")

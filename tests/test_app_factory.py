@@ -42,6 +42,16 @@ def test_each_app_has_its_own_loaded_service(tiny_checkpoints):
     assert one.extensions["qa_service"].ready()
 
 
+def test_readyz_waits_until_every_server_worker_has_loaded(tiny_checkpoints):
+    # one process, told that two serve: the other has not loaded (under gunicorn the count is shared)
+    waiting = create_app({"CHECKPOINT_DIR": str(tiny_checkpoints), "SERVER_WORKERS": 2}).test_client().get("/readyz")
+    assert waiting.status_code == 503 and waiting.json["ready"] is False
+    assert waiting.json["workers"] == {"loaded": 1, "expected": 2}
+    assert all(waiting.json["models"].values()), "its own backends are loaded"
+    alone = create_app({"CHECKPOINT_DIR": str(tiny_checkpoints), "SERVER_WORKERS": 1}).test_client().get("/readyz")
+    assert alone.status_code == 200 and alone.json["workers"] == {"loaded": 1, "expected": 1}
+
+
 def test_missing_backend_degrades_to_503(tiny_checkpoints, tmp_path):
     shutil.copytree(tiny_checkpoints / "transformer", tmp_path / "transformer")
     client = create_app({"CHECKPOINT_DIR": str(tmp_path)}).test_client()

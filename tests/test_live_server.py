@@ -46,6 +46,11 @@ def test_models_and_health(live_server):
     rows = requests.get(url + "/models", timeout=10).json()["models"]
     assert [r["name"] for r in rows] == list(registry.names())
     assert all(r["ready"] for r in rows), "every backend has a (tiny) checkpoint here"
+    # ready was awaited, so both workers have loaded, whichever of them answers
+    for _ in range(4):
+        ready = requests.get(url + "/readyz", timeout=10, headers={"Connection": "close"})
+        assert ready.status_code == 200 and ready.json()["workers"] == {"loaded": 2, "expected": 2}
+    assert "placevalue_workers_loaded 2.0" in requests.get(url + "/metrics", timeout=10).text
 
 
 @pytest.mark.parametrize("given", [True, False], ids=["metrics-dir-given", "metrics-dir-temporary"])
