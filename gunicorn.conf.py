@@ -13,15 +13,16 @@ import tempfile
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "32"))
-worker_class = "gthread"
+# gunicorn's gthread worker, except that a worker holding more connections than a sibling leaves a
+# new one to it (app/balanced_worker.py); GUNICORN_WORKER_CLASS=gthread runs gunicorn's own
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "app.balanced_worker.BalancedThreadWorker")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 preload_app = False
-# Which worker holds a connection is a race between the workers polling the shared socket, and a
-# keep-alive client stays where it landed. Two alternatives, measured as no better here (ANALYSIS,
-# "Where the connections land"): keep-alive 0 (a connection per request: 12-25% fewer answers/s
-# at 4 clients) and a socket per worker (SO_REUSEPORT: placement by address hash, 4 clients on one
-# worker in some runs).
+# Two alternatives to the balanced worker, measured as no better here (benchmarks/ANALYSIS.md,
+# "Where the connections land"): keep-alive 0 (a connection per request, each a new race: 12-22%
+# fewer answers/s at 4 clients) and a socket per worker (SO_REUSEPORT: placement by address hash,
+# 4 clients on one worker in 2 of 12 runs).
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
 reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "false").lower() in ("1", "true", "yes")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
@@ -52,4 +53,6 @@ def on_exit(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+    from app.balanced_worker import release
+    release(worker)
 

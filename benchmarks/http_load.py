@@ -12,8 +12,9 @@ the server's default without it), `dDf` for a fixed D ms whoever is expected
 (PLACEVALUE_BATCH_EXPECT_CALLERS=false: the batcher before it expected callers, e.g. `w2t1b64d2f`);
 `kK` sets gunicorn's keep-alive to K seconds (`k0`: a connection per request) and `r` gives each
 worker its own listening socket (SO_REUSEPORT; the kernel spreads connections by address hash),
-e.g. `w2t1b64k0r`. By default which worker gets a connection is a race between the workers, and a
-keep-alive client stays on the worker it landed on.
+e.g. `w2t1b64k0r`; `g` runs gunicorn's own gthread worker instead of the balanced one
+(app/balanced_worker.py), where which worker gets a connection is a race between the workers and
+a keep-alive client stays on the worker it landed on.
 `+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
 `--interleave` restarts the settings in turn for every repeat (alternating order) instead of running
 each setting's repeats on one server start, so minutes of VM drift fall on every setting alike.
@@ -65,38 +66,43 @@ def worker_rss_mib(master_pid: int) -> dict:
 def parse_setting(text: str) -> dict:
     """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"};
     `w2t1b64d2f` adds "batch_delay_ms": 2.0, "expect_callers": False (`d2`: True);
-    `w2t1b64k0r` adds "keepalive_s": 0, "reuse_port": True;
+    `w2t1b64k0rg` adds "keepalive_s": 0, "reuse_port": True, "worker_class": "gthread";
     `w1t2b64+ctranslate2-int8` sets PLACEVALUE_RUNTIME too."""
-    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(?:\+([a-z0-9-]+))?", text)
+    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(g?)(?:\+([a-z0-9-]+))?", text)
     if not match:
         raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f, w2t1b64k0r or "
                                          f"w1t2b64+ctranslate2-int8 (workers, threads, batch, window, keep-alive, "
-                                         f"per-worker sockets, runtime), got {text!r}")
+                                         f"per-worker sockets, gunicorn's own worker, runtime), got {text!r}")
     workers, threads, batch = map(int, match.groups()[:3])
-    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(8) or "torch"}
+    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(9) or "torch"}
     if match.group(4):
         setting.update(batch_delay_ms=float(match.group(4)), expect_callers=not match.group(5))
     if match.group(6):
         setting["keepalive_s"] = int(match.group(6))
     if match.group(7):
         setting["reuse_port"] = True
+    if match.group(8):
+        setting["worker_class"] = "gthread"
     return setting
 
 
 def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
                  runtime: str = "torch", device: str = "cpu", batch_delay_ms: float | None = None,
-                 expect_callers: bool | None = None, keepalive_s: int | None = None, reuse_port: bool = False):
+                 expect_callers: bool | None = None, keepalive_s: int | None = None, reuse_port: bool = False,
+                 worker_class: str | None = None):
     env = dict(os.environ, PLACEVALUE_DEVICE=device, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
                PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
                PLACEVALUE_RUNTIME=runtime)
     for key in ("PLACEVALUE_BATCH_DELAY_MS", "PLACEVALUE_BATCH_EXPECT_CALLERS",  # the setting names them, or the default
-                "GUNICORN_KEEPALIVE", "GUNICORN_REUSE_PORT"):
+                "GUNICORN_KEEPALIVE", "GUNICORN_REUSE_PORT", "GUNICORN_WORKER_CLASS"):
         env.pop(key, None)
     if keepalive_s is not None:
         env["GUNICORN_KEEPALIVE"] = str(keepalive_s)
     if reuse_port:
         env["GUNICORN_REUSE_PORT"] = "true"
+    if worker_class:
+        env["GUNICORN_WORKER_CLASS"] = worker_class
     if batch_delay_ms is not None:
         env["PLACEVALUE_BATCH_DELAY_MS"] = str(batch_delay_ms)
     if expect_callers is not None:
@@ -305,9 +311,9 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=200, help="requests per backend and level")
     parser.add_argument("--max-seconds", type=float, default=30)
     parser.add_argument("--settings", default="w2t1b1,w2t1b64d2f,w2t1b64,w1t2b64",
-                        help="server settings compared in turn (wWtTbB[dD[f]][kK][r][+RUNTIME]: workers, torch "
+                        help="server settings compared in turn (wWtTbB[dD[f]][kK][r][g][+RUNTIME]: workers, torch "
                              "threads, batch max, longest window in ms (f: fixed), keep-alive seconds, per-worker "
-                             "sockets, runtime)")
+                             "sockets, gunicorn's own worker, runtime)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier result's settings that this run does not measure")
     parser.add_argument("--repeats", type=int, default=1,
@@ -347,7 +353,8 @@ def main(argv=None):
         process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
                                     setting["batch_max"], setting["runtime"], args.device,
                                     setting.get("batch_delay_ms"), setting.get("expect_callers"),
-                                    setting.get("keepalive_s"), setting.get("reuse_port", False))
+                                    setting.get("keepalive_s"), setting.get("reuse_port", False),
+                                    setting.get("worker_class"))
         try:
             if setting_name not in visited:  # its first start in this run replaces any merged earlier result
                 visited.add(setting_name)

@@ -38,7 +38,8 @@ def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
         "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "keepalive_s": 0,
         "reuse_port": True}
     assert "reuse_port" not in http_load.parse_setting("w2t1b64d2k5")
-    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0"):
+    assert http_load.parse_setting("w2t1b64g")["worker_class"] == "gthread"
+    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0", "w2t1b64gr"):
         with pytest.raises(argparse.ArgumentTypeError):
             http_load.parse_setting(bad)
 

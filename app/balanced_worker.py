@@ -1,0 +1,78 @@
+"""A gunicorn gthread worker that leaves a new connection to a sibling holding fewer.
+
+With gunicorn's own gthread worker, which worker gets a connection is a race between the workers
+polling the shared listening socket, and keep-alive clients stay where they landed. Each worker
+runs its passes on one core, so 4 clients held by one worker leave the other core idle: in 2 of
+12 runs at 4 clients here that halved the Transformer's or MemoryFormer's answers/s
+(benchmarks/ANALYSIS.md, "Where the connections land"). gunicorn's maintainers leave the placement
+to the kernel (benoitc/gunicorn#2817, #3433).
+
+Each worker publishes how many connections it holds on a board shared by all workers (made in
+the master before it forks). Before accepting, a worker holding more than the least-loaded
+sibling waits ACCEPT_DEFER_S, so that the sibling, woken by the same connection, can take it;
+then it accepts if the connection is still there. A stuck or slow sibling therefore costs a
+connection at most that wait, never the connection. A sibling's count is refreshed only when it
+accepts, so it can read high but never low: at worst the rule defers less, as gunicorn does.
+"""
+import os
+import time
+from multiprocessing import RawArray
+
+from gunicorn.workers.gthread import ThreadWorker
+
+ACCEPT_DEFER_S = float(os.environ.get("PLACEVALUE_ACCEPT_DEFER_MS", "1")) / 1000
+SLOTS = 256  # more than any worker count; a slot is freed when its worker exits
+FREE = -1
+BOOTING = -2  # claimed, but its worker is still loading the app and accepts nothing
+
+
+class ConnectionBoard:
+    """Connections held per worker slot, in memory shared across fork. Slots are claimed and
+    freed by the master only (worker objects are built there, and child_exit runs there), so no
+    two processes ever claim at once."""
+
+    def __init__(self, slots: int = SLOTS):
+        self.connections = RawArray("q", [FREE] * slots)
+
+    def claim(self) -> int:
+        for slot, held in enumerate(self.connections):
+            if held == FREE:
+                self.connections[slot] = BOOTING
+                return slot
+        raise RuntimeError(f"more than {len(self.connections)} live workers")
+
+    def free(self, slot: int):
+        self.connections[slot] = FREE
+
+    def fewest_elsewhere(self, slot: int) -> int | None:
+        """The fewest connections any other accepting worker holds, or None if there is none."""
+        others = [held for other, held in enumerate(self.connections) if other != slot and held >= 0]
+        return min(others) if others else None
+
+
+BOARD = ConnectionBoard()  # the master imports this module when it loads the worker class
+
+
+class BalancedThreadWorker(ThreadWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.board_slot = BOARD.claim()  # in the master, before the fork
+
+    def run(self):
+        BOARD.connections[self.board_slot] = self.nr_conns  # the app is loaded: from now on it accepts
+        super().run()
+
+    def accept(self, *args):  # (listener) in gunicorn 23+, (server, listener) before
+        fewest = BOARD.fewest_elsewhere(self.board_slot)
+        if fewest is not None and self.nr_conns > fewest:
+            # the event loop of this worker pauses that long (its request threads do not)
+            time.sleep(ACCEPT_DEFER_S)
+        super().accept(*args)  # takes the connection if no sibling did; EAGAIN is handled there
+        BOARD.connections[self.board_slot] = self.nr_conns
+
+
+def release(worker):
+    """child_exit hook (in the master): free the exited worker's slot."""
+    slot = getattr(worker, "board_slot", None)
+    if slot is not None:
+        BOARD.free(slot)
