@@ -11,8 +11,10 @@ Each worker publishes how many connections it holds on a board shared by all wor
 the master before it forks). Before accepting, a worker holding more than the least-loaded
 sibling waits ACCEPT_DEFER_S, so that the sibling, woken by the same connection, can take it;
 then it accepts if the connection is still there. A stuck or slow sibling therefore costs a
-connection at most that wait, never the connection. A sibling's count is refreshed only when it
-accepts, so it can read high but never low: at worst the rule defers less, as gunicorn does.
+connection at most that wait, never the connection. A worker republishes its count wherever
+gunicorn's gthread worker changes it (an accept, a finished request that closes, an expired
+keep-alive or pending connection): a count left high after clients hung up made a sibling take
+every new connection without deferring (4 clients split 3/1 in 4 of 16 runs before).
 """
 import os
 import time
@@ -23,7 +25,7 @@ from gunicorn.workers.gthread import ThreadWorker
 ACCEPT_DEFER_S = float(os.environ.get("PLACEVALUE_ACCEPT_DEFER_MS", "1")) / 1000
 SLOTS = 256  # more than any worker count; a slot is freed when its worker exits
 FREE = -1
-BOOTING = -2  # claimed, but its worker is still loading the app and accepts nothing
+NOT_ACCEPTING = -2  # claimed, but its worker still loads the app, is full or is stopping
 
 
 class ConnectionBoard:
@@ -37,7 +39,7 @@ class ConnectionBoard:
     def claim(self) -> int:
         for slot, held in enumerate(self.connections):
             if held == FREE:
-                self.connections[slot] = BOOTING
+                self.connections[slot] = NOT_ACCEPTING
                 return slot
         raise RuntimeError(f"more than {len(self.connections)} live workers")
 
@@ -58,17 +60,33 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.board_slot = BOARD.claim()  # in the master, before the fork
 
-    def run(self):
-        BOARD.connections[self.board_slot] = self.nr_conns  # the app is loaded: from now on it accepts
-        super().run()
+    def publish(self):
+        BOARD.connections[self.board_slot] = self.nr_conns if self._accepting else NOT_ACCEPTING
 
-    def accept(self, *args):  # (listener) in gunicorn 23+, (server, listener) before
+    def set_accept_enabled(self, enabled):  # on at the start of run(), off when full or stopping
+        super().set_accept_enabled(enabled)
+        self.publish()
+
+    def accept(self, listener):
         fewest = BOARD.fewest_elsewhere(self.board_slot)
         if fewest is not None and self.nr_conns > fewest:
             # the event loop of this worker pauses that long (its request threads do not)
             time.sleep(ACCEPT_DEFER_S)
-        super().accept(*args)  # takes the connection if no sibling did; EAGAIN is handled there
-        BOARD.connections[self.board_slot] = self.nr_conns
+        super().accept(listener)  # takes the connection if no sibling did; EAGAIN is handled there
+        self.publish()
+
+    # The other places gunicorn's gthread worker (27) changes nr_conns; all run on the event loop.
+    def finish_request(self, conn, fs):
+        super().finish_request(conn, fs)
+        self.publish()
+
+    def murder_keepalived(self, force=False):
+        super().murder_keepalived(force)
+        self.publish()
+
+    def murder_pending(self):
+        super().murder_pending()
+        self.publish()
 
 
 def release(worker):
