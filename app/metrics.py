@@ -19,6 +19,11 @@ ERRORS = Counter("placevalue_errors", "API errors by code", ["code"])
 # counts the live workers that have loaded their backends
 WORKERS_LOADED = Gauge("placevalue_workers_loaded", "Server workers whose required backends are loaded",
                        multiprocess_mode="livesum")
+# Set by whichever worker first sees every worker loaded; "max" files outlive their process, so a
+# survivor that never served /readyz itself still knows, after a sibling that did was killed. The
+# label keeps a metrics directory reused across server runs from carrying the flag over.
+SERVER_STARTED = Gauge("placevalue_server_started", "1 once every server worker had loaded its backends",
+                       ["master_pid"], multiprocess_mode="max")
 PASS_QUESTIONS = Histogram("placevalue_pass_questions", "Questions per batched forward pass by backend", ["model"],
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
@@ -35,6 +40,19 @@ def workers_loaded() -> int:
     """Live workers (this one included) that have loaded their required backends."""
     value = merged_registry().get_sample_value("placevalue_workers_loaded")
     return int(value or 0)
+
+
+def mark_server_started() -> None:
+    SERVER_STARTED.labels(master_pid=str(os.getppid())).set(1)
+
+
+def server_started() -> bool:
+    """Whether any worker of this server has seen every worker loaded. Only a multiprocess server
+    has siblings; in a single process the app's own record is the answer, so this says False."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return False
+    value = merged_registry().get_sample_value("placevalue_server_started", {"master_pid": str(os.getppid())})
+    return bool(value)
 
 
 def merged_registry():

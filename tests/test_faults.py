@@ -98,11 +98,15 @@ def test_hup_reload_serves_retrained_weights_without_failed_requests(tiny_checkp
         process.wait(timeout=30)
 
 
+def worker_pids(master_pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
+            (p / "stat").exists() and (p / "stat").read_text().split()[3] == str(master_pid)]
+
+
 def test_killed_worker_is_replaced_and_requests_are_answered_or_refused(tiny_checkpoints, tmp_path):
     process, url, _ = start_gunicorn(tiny_checkpoints, tmp_path)
     try:
-        workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-                   (p / "stat").exists() and (p / "stat").read_text().split()[3] == str(process.pid)]
+        workers = worker_pids(process.pid)
         assert len(workers) == 2
         load = Load(url)
         load.start()
@@ -113,10 +117,42 @@ def test_killed_worker_is_replaced_and_requests_are_answered_or_refused(tiny_che
         load.join(timeout=30)
         assert load.failed == [], "no request may fail with an error status"
         assert load.ok > 10
+        deadline = time.monotonic() + 60  # the replacement may still be loading; the survivor answers
+        while requests.get(url + "/readyz", timeout=30).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert requests.get(url + "/readyz", timeout=30).status_code == 200
-        after = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-                 (p / "stat").exists() and (p / "stat").read_text().split()[3] == str(process.pid)]
+        after = worker_pids(process.pid)
         assert len(after) == 2 and workers[0] not in after, "gunicorn replaced the killed worker"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_readyz_stays_ready_while_a_killed_worker_is_replaced(tiny_checkpoints, tmp_path):
+    """Only one worker answered the /readyz that first said 200; a survivor that never answered
+    one must still know the server had started, or the service reads as down until the
+    replacement has loaded. Each worker is killed in turn, so one kill hits that worker."""
+    process, url, _ = start_gunicorn(tiny_checkpoints, tmp_path)
+    try:
+        for _ in range(2):
+            victim = worker_pids(process.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while victim in worker_pids(process.pid) or len(worker_pids(process.pid)) < 2:
+                assert time.monotonic() < deadline, "gunicorn did not replace the killed worker"
+                time.sleep(0.01)
+            # reaped (its loaded mark gone) and replaced by a worker that is still loading
+            answer = requests.get(url + "/readyz", timeout=30)
+            assert answer.status_code == 200, answer.json()
+            deadline = time.monotonic() + 60  # the replacement has loaded before the next kill
+            while time.monotonic() < deadline:
+                pids = worker_pids(process.pid)
+                if len(pids) == 2 and victim not in pids and \
+                        requests.get(url + "/readyz", timeout=30).json()["workers"]["loaded"] == 2:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the killed worker was not replaced")
     finally:
         process.terminate()
         process.wait(timeout=30)
