@@ -13,8 +13,8 @@ sibling waits ACCEPT_DEFER_S, so that the sibling, woken by the same connection,
 then it accepts if the connection is still there. A stuck or slow sibling therefore costs a
 connection at most that wait, never the connection. A worker republishes its count wherever
 gunicorn's gthread worker changes it (an accept, a finished request that closes, an expired
-keep-alive or pending connection): a count left high after clients hung up made a sibling take
-every new connection without deferring (4 clients split 3/1 in 4 of 16 runs before).
+keep-alive or pending connection): a count left high after its clients hung up would let a
+sibling take every new connection without deferring.
 """
 import os
 import time

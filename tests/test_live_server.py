@@ -169,8 +169,9 @@ def test_a_worker_holding_more_than_a_sibling_waits_before_it_accepts(monkeypatc
 
 
 def test_connections_are_shared_again_after_earlier_clients_hung_up(tiny_checkpoints, tmp_path):
-    """A worker's count must fall when its clients leave: counts left high made the sibling take
-    every later connection without deferring (4 benchmark clients split 3/1 in 4 of 16 runs)."""
+    """A worker's count must fall when its clients leave: a count left high lets the sibling take
+    every later connection without deferring. gunicorn's own worker split these 6 connections
+    unevenly in 4 of 5 starts."""
     import http.client
     import time
     from urllib.parse import urlsplit
