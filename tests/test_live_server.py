@@ -96,7 +96,9 @@ def test_a_burst_of_keep_alive_clients_is_shared_between_the_workers(tiny_checkp
 
     from benchmarks.http_load import connections_per_worker
     from tests.conftest import start_gunicorn
-    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path)
+    # the rule, not its tuning: a longer wait than the default 1 ms, so that a sibling slowed by the
+    # other tests running beside this one still wakes in time (gunicorn's own worker ignores it)
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, PLACEVALUE_ACCEPT_DEFER_MS="20")
     port, go, connections = urlsplit(url).port, threading.Event(), []
 
     def client():
@@ -178,7 +180,9 @@ def test_connections_are_shared_again_after_earlier_clients_hung_up(tiny_checkpo
 
     from benchmarks.http_load import connections_per_worker
     from tests.conftest import start_gunicorn
-    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path)
+    # the rule, not its tuning: a longer wait than the default 1 ms, so that a sibling slowed by the
+    # other tests running beside this one still wakes in time (gunicorn's own worker ignores it)
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, PLACEVALUE_ACCEPT_DEFER_MS="20")
     port = urlsplit(url).port
 
     def connect():
