@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app.batching import Overloaded
 from app.errors import APIError
-from app.metrics import ERRORS, QUESTIONS, mark_server_started, render_metrics, server_started, workers_loaded
+from app.metrics import ERRORS, QUESTIONS, mark_server_started, render_metrics, server_readiness
 from app.openapi import openapi_document
 from app.service import BackendUnavailable
 from models.tokenizer import QuestionError
@@ -106,13 +106,14 @@ def readyz():
     """200 when every required backend's checkpoint is loaded, here and, at start, in every worker;
     names what is missing."""
     qa = service()
-    expected, loaded = int(current_app.config["SERVER_WORKERS"]), workers_loaded()
+    expected = int(current_app.config["SERVER_WORKERS"])
+    loaded, started_elsewhere = server_readiness()
     # Once all workers have loaded (seen by any of them), readiness is each worker's own again: a
     # worker restarted later takes no connections before it has loaded, and the others serve meanwhile.
     if loaded >= expected:
         current_app.extensions["all_workers_loaded"] = True
         mark_server_started()
-    started = current_app.extensions.get("all_workers_loaded", False) or server_started()
+    started = current_app.extensions.get("all_workers_loaded", False) or started_elsewhere
     ready = qa.ready() and started
     body = {"ready": ready, "models": {name: qa.ready(name) for name in qa.backends},
             "required": list(qa.required), "errors": qa.load_errors,

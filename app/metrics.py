@@ -36,23 +36,21 @@ def mark_worker_loaded() -> None:
     WORKERS_LOADED.set(1)
 
 
-def workers_loaded() -> int:
-    """Live workers (this one included) that have loaded their required backends."""
-    value = merged_registry().get_sample_value("placevalue_workers_loaded")
-    return int(value or 0)
-
-
 def mark_server_started() -> None:
     SERVER_STARTED.labels(master_pid=str(os.getppid())).set(1)
 
 
-def server_started() -> bool:
-    """Whether any worker of this server has seen every worker loaded. Only a multiprocess server
-    has siblings; in a single process the app's own record is the answer, so this says False."""
+def server_readiness() -> tuple[int, bool]:
+    """(live workers, this one included, that have loaded their required backends; whether any
+    worker of this server has seen every worker loaded), from one read of the shared files. Only
+    a multiprocess server has siblings: in a single process the app's own record is the answer to
+    the second, so it says False there."""
+    registry = merged_registry()
+    loaded = int(registry.get_sample_value("placevalue_workers_loaded") or 0)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return False
-    value = merged_registry().get_sample_value("placevalue_server_started", {"master_pid": str(os.getppid())})
-    return bool(value)
+        return loaded, False
+    started = registry.get_sample_value("placevalue_server_started", {"master_pid": str(os.getppid())})
+    return loaded, bool(started)
 
 
 def merged_registry():
