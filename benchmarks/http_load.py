@@ -50,17 +50,26 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULE = "benchmarks.http_load"
 
 
-def worker_rss_mib(master_pid: int) -> dict:
-    """Resident memory of each gunicorn worker (children of the master), from /proc."""
-    rss = {}
+def worker_status(master_pid: int) -> dict:
+    """pid -> the /proc status fields of each gunicorn worker (the master's children alive now)."""
+    workers = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
+        except OSError:  # exited since listed
             continue
         if int(fields.get("PPid", "0").strip()) == master_pid:
-            rss[status.parent.name] = int(fields["VmRSS"].split()[0]) / 1024
-    return rss
+            workers[int(status.parent.name)] = fields
+    return workers
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    return sorted(worker_status(master_pid))
+
+
+def worker_rss_mib(master_pid: int) -> dict:
+    """Resident memory of each gunicorn worker (children of the master), from /proc."""
+    return {str(pid): int(fields["VmRSS"].split()[0]) / 1024 for pid, fields in worker_status(master_pid).items()}
 
 
 def parse_setting(text: str) -> dict:
@@ -175,12 +184,12 @@ def connections_per_worker(master_pid: int, port: int) -> dict:
             if state == "01" and local_port == port:  # 01: ESTABLISHED
                 inodes.add(f"socket:[{inode}]")
     held = {}
-    for pid in worker_rss_mib(master_pid):
+    for pid in worker_pids(master_pid):
         try:
             descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
         except OSError:
             continue
-        held[int(pid)] = sum(1 for fd in descriptors if _link(fd) in inodes)
+        held[pid] = sum(1 for fd in descriptors if _link(fd) in inodes)
     return held
 
 
@@ -204,7 +213,7 @@ def process_cpu_seconds(pids) -> dict:
 
 
 def server_pids(master_pid: int) -> list[int]:
-    return [master_pid, *map(int, worker_rss_mib(master_pid))]
+    return [master_pid, *worker_pids(master_pid)]
 
 
 def pass_questions(url: str, model: str) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from benchmarks.http_load import worker_pids
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.tokenizer import Tokenizer
 from tests.conftest import start_gunicorn, tiny_model
@@ -96,11 +97,6 @@ def test_hup_reload_serves_retrained_weights_without_failed_requests(tiny_checkp
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def worker_pids(master_pid: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-            (p / "stat").exists() and (p / "stat").read_text().split()[3] == str(master_pid)]
 
 
 def test_killed_worker_is_replaced_and_requests_are_answered_or_refused(tiny_checkpoints, tmp_path):
