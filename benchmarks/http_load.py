@@ -170,9 +170,10 @@ class Client:
             self.connection = None
 
 
-def connections_per_worker(master_pid: int, port: int) -> dict:
+def connections_per_worker(master_pid: int, port: int, established_only: bool = True) -> dict:
     """Established connections to `port` that each gunicorn worker holds (pid -> count), matched
-    through socket inodes in /proc/net/tcp* and the workers' file descriptors."""
+    through socket inodes in /proc/net/tcp* and the workers' file descriptors. With
+    `established_only=False` also those the client has closed and the worker has not yet."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -181,7 +182,8 @@ def connections_per_worker(master_pid: int, port: int) -> dict:
             continue
         for fields in map(str.split, lines):
             local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            if state == "01" and local_port == port:  # 01: ESTABLISHED
+            # 01: ESTABLISHED; 0A: LISTEN (the shared socket, never a connection)
+            if local_port == port and (state == "01" if established_only else state != "0A"):
                 inodes.add(f"socket:[{inode}]")
     held = {}
     for pid in worker_pids(master_pid):
