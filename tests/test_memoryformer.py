@@ -37,6 +37,18 @@ def test_code_and_weight_against_brute_force_over_every_sign_code(tau, weighting
     assert torch.allclose(code_weights(z, weighting), expected, atol=1e-12)
 
 
+def test_codes_stay_exact_under_bfloat16_autocast_at_the_widest_tau():
+    # codes of 12 bits reach 4095; bfloat16 holds integers exactly only up to 256, so the matrix
+    # product that sums the bits must not be autocast (training's --bf16)
+    z = torch.randn(500, 3, 12)
+    expected = sum((z[..., i] >= 0).long() << (11 - i) for i in range(12))
+    assert expected.max() > 256
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(chunk_codes(z), expected)
+        layer = MemoryLayer(36, 4, tau=12, weighting="paper")
+        assert torch.equal(layer.hash(z.reshape(500, 36)).rows % 2 ** 12, expected)
+
+
 @pytest.mark.parametrize("weighting", ["paper", "official"])
 def test_fused_lookup_equals_a_slow_loop(weighting):
     torch.manual_seed(0)
