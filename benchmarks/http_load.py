@@ -76,14 +76,16 @@ def parse_setting(text: str) -> dict:
     """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"};
     `w2t1b64d2f` adds "batch_delay_ms": 2.0, "expect_callers": False (`d2`: True);
     `w2t1b64k0rg` adds "keepalive_s": 0, "reuse_port": True, "worker_class": "gthread";
+    `w2t1b64a5` adds "accept_defer_ms": 5.0 (the balanced worker's wait before accepting);
     `w1t2b64+ctranslate2-int8` sets PLACEVALUE_RUNTIME too."""
-    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(g?)(?:\+([a-z0-9-]+))?", text)
+    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(g?)(?:a(\d+(?:\.\d+)?))?(?:\+([a-z0-9-]+))?", text)
     if not match:
         raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f, w2t1b64k0r or "
-                                         f"w1t2b64+ctranslate2-int8 (workers, threads, batch, window, keep-alive, "
-                                         f"per-worker sockets, gunicorn's own worker, runtime), got {text!r}")
+                                         f"w1t2b64a5+ctranslate2-int8 (workers, threads, batch, window, keep-alive, "
+                                         f"per-worker sockets, gunicorn's own worker, accept wait, runtime), "
+                                         f"got {text!r}")
     workers, threads, batch = map(int, match.groups()[:3])
-    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(9) or "torch"}
+    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(10) or "torch"}
     if match.group(4):
         setting.update(batch_delay_ms=float(match.group(4)), expect_callers=not match.group(5))
     if match.group(6):
@@ -92,19 +94,24 @@ def parse_setting(text: str) -> dict:
         setting["reuse_port"] = True
     if match.group(8):
         setting["worker_class"] = "gthread"
+    if match.group(9):
+        if match.group(8):  # gunicorn's own worker has no such wait
+            raise argparse.ArgumentTypeError(f"an accept wait (a) needs the balanced worker, not g: {text!r}")
+        setting["accept_defer_ms"] = float(match.group(9))
     return setting
 
 
 def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
                  runtime: str = "torch", device: str = "cpu", batch_delay_ms: float | None = None,
                  expect_callers: bool | None = None, keepalive_s: int | None = None, reuse_port: bool = False,
-                 worker_class: str | None = None):
+                 worker_class: str | None = None, accept_defer_ms: float | None = None):
     env = dict(os.environ, PLACEVALUE_DEVICE=device, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
                GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
                PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
                PLACEVALUE_RUNTIME=runtime)
     for key in ("PLACEVALUE_BATCH_DELAY_MS", "PLACEVALUE_BATCH_EXPECT_CALLERS",  # the setting names them, or the default
-                "GUNICORN_KEEPALIVE", "GUNICORN_REUSE_PORT", "GUNICORN_WORKER_CLASS"):
+                "GUNICORN_KEEPALIVE", "GUNICORN_REUSE_PORT", "GUNICORN_WORKER_CLASS",
+                "PLACEVALUE_ACCEPT_DEFER_MS"):
         env.pop(key, None)
     if keepalive_s is not None:
         env["GUNICORN_KEEPALIVE"] = str(keepalive_s)
@@ -112,6 +119,8 @@ def start_server(port: int, workers: int, checkpoints: str, torch_threads: int |
         env["GUNICORN_REUSE_PORT"] = "true"
     if worker_class:
         env["GUNICORN_WORKER_CLASS"] = worker_class
+    if accept_defer_ms is not None:
+        env["PLACEVALUE_ACCEPT_DEFER_MS"] = str(accept_defer_ms)
     if batch_delay_ms is not None:
         env["PLACEVALUE_BATCH_DELAY_MS"] = str(batch_delay_ms)
     if expect_callers is not None:
@@ -365,7 +374,7 @@ def main(argv=None):
                                     setting["batch_max"], setting["runtime"], args.device,
                                     setting.get("batch_delay_ms"), setting.get("expect_callers"),
                                     setting.get("keepalive_s"), setting.get("reuse_port", False),
-                                    setting.get("worker_class"))
+                                    setting.get("worker_class"), setting.get("accept_defer_ms"))
         try:
             if setting_name not in visited:  # its first start in this run replaces any merged earlier result
                 visited.add(setting_name)

@@ -155,8 +155,11 @@ def http_rows(kind: str, data: dict) -> list[str]:
                     "to B questions (b1: each request runs its own pass); dD holds a pass open at most D ms for the "
                     "callers it expects, dDf a fixed D ms (the batcher before it expected callers; without d, the "
                     "server's default: at most 2 ms, expecting callers); kK sets gunicorn's keep-alive to K s (k0: "
-                    "a connection per request), r gives each worker its own listening socket (SO_REUSEPORT); "
-                    "+RUNTIME names PLACEVALUE_RUNTIME (torch otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
+                    "a connection per request), r gives each worker its own listening socket (SO_REUSEPORT); g "
+                    "runs gunicorn's own gthread worker (otherwise the balanced worker; rows without g measured "
+                    "before 2026-11-24 13:40 UTC ran gunicorn's own too, as nothing else existed); aA sets the "
+                    "balanced worker's wait before it accepts to A ms (default 1); +RUNTIME names PLACEVALUE_RUNTIME "
+                    "(torch otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
                          "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU",
                          "worker cores (connections)"], rows), "",
@@ -225,14 +228,17 @@ def anchor_section() -> list[str]:
             path = n if engine is None or n in data["cannot_express"] else engine
             inprocess = max(both[path]["batched"].values())
             served = level[n]["answers_per_second"]
-            http_rows.append([setting_name, display(n), f"{served:.1f}", f"{inprocess:.1f} ({path})",
+            http_rows.append([setting_name, setting.get("measured", http["environment"])["date"], display(n),
+                              f"{served:.1f}", f"{inprocess:.1f} ({path})",
                               f"{served / inprocess:.0%}", f"{served / anchor:.0%}" if anchor else "-",
                               f"{served / anchor_int8:.0%}" if anchor_int8 else "-"])
     if http_rows:
         lines += ["16 concurrent HTTP clients (section 4) against in-process batched throughput on both cores "
-                  "(this section; separate runs):", "",
-                  *table(["setting", "backend", "HTTP answers/s", "in-process batched answers/s (path)",
-                          "HTTP / in-process", "HTTP / CTranslate2 fp32 batched", "HTTP / CTranslate2 int8 batched"],
+                  f"(this section, measured {data['environment']['date']}; separate runs: a row measured in "
+                  "another sitting, or before a change to its backend's code, compares across them):", "",
+                  *table(["setting", "HTTP measured", "backend", "HTTP answers/s",
+                          "in-process batched answers/s (path)", "HTTP / in-process",
+                          "HTTP / CTranslate2 fp32 batched", "HTTP / CTranslate2 int8 batched"],
                          http_rows), ""]
     return lines
 

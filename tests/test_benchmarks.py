@@ -39,7 +39,10 @@ def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
         "reuse_port": True}
     assert "reuse_port" not in http_load.parse_setting("w2t1b64d2k5")
     assert http_load.parse_setting("w2t1b64g")["worker_class"] == "gthread"
-    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0", "w2t1b64gr"):
+    assert http_load.parse_setting("w2t1b64k2a5+ctranslate2")["accept_defer_ms"] == 5.0
+    assert "accept_defer_ms" not in http_load.parse_setting("w2t1b64k2+ctranslate2")
+    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0", "w2t1b64gr", "w2t1b64a",
+                "w2t1b64ga5", "w2t1b64a5g"):
         with pytest.raises(argparse.ArgumentTypeError):
             http_load.parse_setting(bad)
 
