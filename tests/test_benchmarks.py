@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from benchmarks import (accuracy_levers, anchor_ctranslate2, decode_scaling, http_load, int8_kernels, serving,
-                        shipped_accuracy, slim_memory, time_to_accuracy, train_throughput)
+from benchmarks import (accuracy_levers, anchor_ctranslate2, decode_scaling, http_load, int8_kernels,
+                        memoryformer_hash, serving, shipped_accuracy, slim_memory, time_to_accuracy, train_throughput)
 from models import registry
 from training import train
 
@@ -112,6 +112,28 @@ def test_int8_kernels_tiny(tmp_path, tiny_checkpoints):
     # float32 in the engine answers as torch does; the emulation's rounding is real (weights change)
     assert result["engine"]["default"]["rows"]["float32"]["accuracy"] == result["torch_emulation"]["float32"]
     assert int8_kernels.round_rows(torch.tensor([[1.0, 0.3333]])).tolist() != [[1.0, 0.3333]]
+
+
+def test_memoryformer_hash_tiny(tmp_path, tiny_checkpoints):
+    memoryformer_hash.main(["--checkpoints", str(tiny_checkpoints), "--questions", "12", "--batch-sizes", "1,3",
+                            "--seconds", "0.05", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "memoryformer_hash_cpu.json").read_text())
+    assert set(result["batches"]) == {"1", "3"} and all(r["passes"] >= 3 for r in result["batches"].values())
+    assert result["answers"]["questions"] == 12 and 0 <= result["answers"]["differing"] <= 12
+
+
+@pytest.mark.parametrize("weighting", ["paper", "official"])
+def test_the_first_hash_formulation_is_the_same_function(weighting):
+    from models.memoryformer import MemoryLayer
+    layer = MemoryLayer(32, 8, tau=4, weighting=weighting)
+    x = torch.randn(3, 5, 32)
+    first, current = memoryformer_hash.first_hash(layer, x), layer.hash(x)
+    assert torch.equal(first.rows, current.rows) and first.shape == current.shape
+    assert torch.allclose(first.weights, current.weights, rtol=1e-5)
+    model = torch.nn.Sequential(layer)
+    with memoryformer_hash.first_hashing(model):
+        assert layer.hash.__func__ is memoryformer_hash.first_hash
+    assert layer.hash.__func__ is MemoryLayer.hash, "the block must restore the layer's own hash"
 
 
 def test_time_to_accuracy_tiny(tmp_path):
