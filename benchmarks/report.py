@@ -262,27 +262,32 @@ def int8_section() -> list[str]:
                     f"(float32 {emulation['float32']:.2%}).", ""]
 
 
-def memoryformer_hash_section() -> list[str]:
-    """MemoryFormer's first hash formulation against the current one, one process, alternating."""
-    data = load("memoryformer_hash_cpu")
-    lines = ["## 4d. MemoryFormer's hashing: the first formulation against the current (shipped checkpoint)", ""]
+def formulations_section() -> list[str]:
+    """Rewritten kernels against their first formulations, one process, alternating."""
+    data = load("formulations_cpu")
+    lines = ["## 4d. Rewritten kernels against their first formulations (shipped checkpoints)", ""]
     if not data:
-        return lines + ["Not measured yet: `python -m benchmarks.memoryformer_hash`.", ""]
-    rows = [[size, f"{row['first_ms']:.1f}", f"{row['current_ms']:.1f}", f"{row['current_over_first']:.2f}",
-             f"{row['first_answers_per_second']:.1f}", f"{row['current_answers_per_second']:.1f}", row["passes"]]
-            for size, row in data["batches"].items()]
-    check = data["answers"]
+        return lines + ["Not measured yet: `python -m benchmarks.formulations`.", ""]
+    rows, checks = [], []
+    for name, result in data["backends"].items():
+        rows += [[display(name), size, f"{row['first_ms']:.1f}", f"{row['current_ms']:.1f}",
+                  f"{row['current_over_first']:.2f}", f"{row['first_answers_per_second']:.1f}",
+                  f"{row['current_answers_per_second']:.1f}", row["passes"]] for size, row in result["batches"].items()]
+        check = result["answers"]
+        checks.append(f"{display(name)} {check['differing']} of {check['questions']} differ (correct: first "
+                      f"{check['correct_first']}, current {check['correct_current']})")
     return lines + [heading("CPU", data), "",
-                    f"Greedy passes of the shipped MemoryFormer, {data['threads']} torch thread(s) (one server "
-                    "worker's), the two formulations alternating in one process; medians. The first made its "
-                    "constants on every call, summed integer products for the codes and took the weights as exp of "
-                    "summed log-sigmoids; the current keeps the constants, takes the codes as one float32 product "
-                    "with the powers of two and the weights as a direct product of sigmoids.", "",
-                    *table(["batch", "first (ms)", "current (ms)", "current / first", "first answers/s",
+                    f"Greedy passes, {data['threads']} torch thread(s) (one server worker's), the two formulations "
+                    "alternating in one process; medians. MemoryFormer's hash: the first made its constants on "
+                    "every call, summed integer products for the codes and took the weights as exp of summed "
+                    "log-sigmoids; the current keeps the constants, takes the codes as one float32 product with the "
+                    "powers of two and the weights as a direct product of sigmoids. The Performer's feature maps: "
+                    "the first formed the full exponent, then subtracted the stabiliser, took exp, scaled and masked "
+                    "padding, each a pass over the features; the current gathers the per-row constants into one "
+                    "offset (+inf at padding).", "",
+                    *table(["backend", "batch", "first (ms)", "current (ms)", "current / first", "first answers/s",
                             "current answers/s", "passes each"], rows), "",
-                    f"Answers on {check['questions']} fresh interpolate questions: {check['differing']} differ "
-                    f"between the formulations (correct: first {check['correct_first']}, current "
-                    f"{check['correct_current']}).", ""]
+                    f"Answers on fresh interpolate questions, first against current: {'; '.join(checks)}.", ""]
 
 
 def decode_section() -> list[str]:
@@ -508,7 +513,7 @@ def render() -> str:
     """RESULTS.md's text: INTRO.md, a section per result family, then ANALYSIS.md."""
     intro = (ROOT / "benchmarks" / "INTRO.md").read_text().splitlines()
     lines = intro + [""] + size_section() + throughput_section() + levers_section() + time_to_accuracy_section() + serving_section() \
-        + http_section() + anchor_section() + int8_section() + memoryformer_hash_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
+        + http_section() + anchor_section() + int8_section() + formulations_section() + decode_section() + memory_section() + accuracy_section() + memoryformer_size_section() \
         + accuracy_levers_section() \
         + accuracy_levers_section("accuracy_levers_long_cpu", "6d. Length levers trained to the target (a longer "
                                   "step budget)", optional=True) \

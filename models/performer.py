@@ -67,18 +67,19 @@ def orthogonal_features(m: int, dh: int, generator: torch.Generator | None = Non
     return (directions * norms[:, None]).to(dtype)
 
 
-def feature_exponents(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
-    """w_i.x - |x|^2 / 2 for x (..., T, dh) already scaled by dh**-1/4 and projection (m, dh)."""
-    return x @ projection.T - (x * x).sum(dim=-1, keepdim=True) / 2
-
-
 def positive_features(x: torch.Tensor, projection: torch.Tensor, stabiliser=None) -> torch.Tensor:
     """phi(x) * exp(-stabiliser); stabiliser None: each row's own maximum (queries: a per-query
-    constant cancels between numerator and denominator)."""
-    exponent = feature_exponents(x, projection)
+    constant cancels between numerator and denominator).
+
+    Everything subtracted is constant along a row (|x|^2 / 2, the stabiliser, log sqrt(m) for the
+    1/sqrt(m) scale), so it is gathered into one (.., T, 1) offset: two passes over the (.., T, m)
+    features (subtract, exp) instead of four. With the row's own maximum the |x|^2 / 2 term cancels."""
+    projected = x @ projection.T
     if stabiliser is None:
-        stabiliser = exponent.amax(dim=-1, keepdim=True).detach()
-    return torch.exp(exponent - stabiliser) * projection.shape[0] ** -0.5
+        offset = projected.amax(dim=-1, keepdim=True).detach()
+    else:
+        offset = (x * x).sum(dim=-1, keepdim=True) / 2 + stabiliser
+    return torch.exp(projected - (offset + 0.5 * math.log(projection.shape[0])))
 
 
 def exponent_bound(projection: torch.Tensor) -> torch.Tensor:
@@ -226,11 +227,17 @@ class PerformerAttention(nn.Module):
         return self._heads(x) * self.head_dim ** -0.25
 
     def source_sums(self, k, v, pad):
-        """phi(K)^T V (B, H, m, dh) and phi(K)^T 1 (B, H, m) over the non-padding keys."""
-        exponent = feature_exponents(k, self.projection)  # (B, H, S, m)
-        valid = ~pad[:, None, :, None]
-        stabiliser = exponent.masked_fill(~valid, float("-inf")).amax(dim=(2, 3), keepdim=True).detach()
-        kf = (torch.exp(exponent - stabiliser) * self.features ** -0.5).masked_fill(~valid, 0.0)
+        """phi(K)^T V (B, H, m, dh) and phi(K)^T 1 (B, H, m) over the non-padding keys. One stabiliser
+        per question and head (the largest exponent over its real keys); as in positive_features,
+        the per-key constants form one (B, H, S, 1) offset, +inf at padding, whose features exp
+        turns to exactly 0."""
+        projected = k @ self.projection.T  # (B, H, S, m)
+        half_norm = (k * k).sum(dim=-1, keepdim=True) / 2  # (B, H, S, 1)
+        padding = pad[:, None, :, None]
+        key_maxima = (projected.amax(dim=-1, keepdim=True) - half_norm).masked_fill(padding, float("-inf"))
+        stabiliser = key_maxima.amax(dim=(2, 3), keepdim=True).detach()  # (B, H, 1, 1)
+        offset = (half_norm + stabiliser + 0.5 * math.log(self.features)).masked_fill(padding, float("inf"))
+        kf = torch.exp(projected - offset)
         return kf.transpose(-1, -2) @ v, kf.sum(dim=2)
 
     def forward(self, x, context=None, context_pad=None, state: FeatureSums | None = None):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks import (accuracy_levers, anchor_ctranslate2, decode_scaling, http_load, int8_kernels,
-                        memoryformer_hash, serving, shipped_accuracy, slim_memory, time_to_accuracy, train_throughput)
+                        formulations, serving, shipped_accuracy, slim_memory, time_to_accuracy, train_throughput)
 from models import registry
 from training import train
 
@@ -114,12 +114,14 @@ def test_int8_kernels_tiny(tmp_path, tiny_checkpoints):
     assert int8_kernels.round_rows(torch.tensor([[1.0, 0.3333]])).tolist() != [[1.0, 0.3333]]
 
 
-def test_memoryformer_hash_tiny(tmp_path, tiny_checkpoints):
-    memoryformer_hash.main(["--checkpoints", str(tiny_checkpoints), "--questions", "12", "--batch-sizes", "1,3",
-                            "--seconds", "0.05", "--out", str(tmp_path)])
-    result = json.loads((tmp_path / "memoryformer_hash_cpu.json").read_text())
-    assert set(result["batches"]) == {"1", "3"} and all(r["passes"] >= 3 for r in result["batches"].values())
-    assert result["answers"]["questions"] == 12 and 0 <= result["answers"]["differing"] <= 12
+def test_formulations_tiny(tmp_path, tiny_checkpoints):
+    formulations.main(["--checkpoints", str(tiny_checkpoints), "--questions", "12", "--batch-sizes", "1,3",
+                       "--seconds", "0.05", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "formulations_cpu.json").read_text())
+    assert set(result["backends"]) == {"memoryformer", "performer"}
+    for row in result["backends"].values():
+        assert set(row["batches"]) == {"1", "3"} and all(r["passes"] >= 3 for r in row["batches"].values())
+        assert row["answers"]["questions"] == 12 and 0 <= row["answers"]["differing"] <= 12
 
 
 @pytest.mark.parametrize("weighting", ["paper", "official"])
@@ -127,13 +129,33 @@ def test_the_first_hash_formulation_is_the_same_function(weighting):
     from models.memoryformer import MemoryLayer
     layer = MemoryLayer(32, 8, tau=4, weighting=weighting)
     x = torch.randn(3, 5, 32)
-    first, current = memoryformer_hash.first_hash(layer, x), layer.hash(x)
+    first, current = formulations.first_hash(layer, x), layer.hash(x)
     assert torch.equal(first.rows, current.rows) and first.shape == current.shape
     assert torch.allclose(first.weights, current.weights, rtol=1e-5)
-    model = torch.nn.Sequential(layer)
-    with memoryformer_hash.first_hashing(model):
-        assert layer.hash.__func__ is memoryformer_hash.first_hash
+    with formulations.first_formulation(torch.nn.Sequential(layer)):
+        assert layer.hash.__func__ is formulations.first_hash
     assert layer.hash.__func__ is MemoryLayer.hash, "the block must restore the layer's own hash"
+
+
+def test_the_first_performer_formulation_is_the_same_function():
+    from models import performer
+    from tests.conftest import tiny_config
+    torch.manual_seed(0)
+    attention = performer.PerformerAttention(tiny_config("performer"), "cross")
+    k, v = torch.randn(2, 4, 6, 8) * 2, torch.randn(2, 4, 6, 8)
+    pad = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    for first, current in zip(formulations.first_source_sums(attention, k, v, pad), attention.source_sums(k, v, pad)):
+        assert torch.allclose(first, current, rtol=1e-5, atol=1e-7)
+    w = attention.projection
+    assert torch.allclose(formulations.first_positive_features(k, w), performer.positive_features(k, w), rtol=1e-5)
+    bound = performer.exponent_bound(w)
+    assert torch.allclose(formulations.first_positive_features(k, w, bound),
+                          performer.positive_features(k, w, bound), rtol=1e-5, atol=1e-12)
+    current = performer.positive_features
+    with formulations.first_formulation(torch.nn.Sequential(attention)):
+        assert performer.positive_features is formulations.first_positive_features
+        assert attention.source_sums.__func__ is formulations.first_source_sums
+    assert performer.positive_features is current and attention.source_sums.__func__ is type(attention).source_sums
 
 
 def test_time_to_accuracy_tiny(tmp_path):
