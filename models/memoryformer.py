@@ -60,6 +60,11 @@ def code_powers(tau: int, device=None) -> torch.Tensor:
     return 2.0 ** torch.arange(tau - 1, -1, -1, device=device, dtype=torch.float32)
 
 
+def chunk_offsets(chunks: int, tau: int, device=None) -> torch.Tensor:
+    """(chunks,) first row of each chunk's table in the stacked tables: chunk k starts at k * 2^tau."""
+    return torch.arange(chunks, device=device) * (2 ** tau)
+
+
 def chunk_codes(z: torch.Tensor, powers: torch.Tensor | None = None) -> torch.Tensor:
     """(..., K, tau) chunks -> (..., K) integer codes: bit i (most significant first) is z_i >= 0.
     One matrix product of the 0/1 bits with the powers of two, in float32, where sums below 2^24
@@ -83,12 +88,11 @@ def code_weights(z: torch.Tensor, weighting: str) -> torch.Tensor:
 def hash_input(x: torch.Tensor, tau: int, weighting: str, powers: torch.Tensor | None = None,
                offsets: torch.Tensor | None = None) -> HashedInput:
     """Hash x (..., d) into K = d / tau chunks: each chunk's row index in the stacked tables.
-    powers (code_powers) and offsets (chunk k's first row, k * 2^tau) may come precomputed."""
+    powers (code_powers) and offsets (chunk_offsets) may come precomputed."""
     *lead, d = x.shape
     chunks = d // tau
     z = x.reshape(-1, chunks, tau)
-    if offsets is None:
-        offsets = torch.arange(chunks, device=x.device) * (2 ** tau)
+    offsets = chunk_offsets(chunks, tau, x.device) if offsets is None else offsets
     return HashedInput(chunk_codes(z, powers) + offsets, code_weights(z, weighting), tuple(lead))
 
 
@@ -108,7 +112,7 @@ class MemoryLayer(nn.Module):
         self.recorded_codes = None  # a list while bucket_entropy() records this layer's codes
         # constants of every hash, made once rather than per call (a decoding step hashes ~12 times)
         self.register_buffer("code_powers", code_powers(tau), persistent=False)
-        self.register_buffer("row_offsets", torch.arange(self.chunks) * (2 ** tau), persistent=False)
+        self.register_buffer("row_offsets", chunk_offsets(self.chunks, tau), persistent=False)
 
     def hash(self, x: torch.Tensor) -> HashedInput:
         hashed = hash_input(x, self.tau, self.weighting, self.code_powers, self.row_offsets)
