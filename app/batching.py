@@ -66,7 +66,8 @@ class _Job:
 
 class MicroBatcher:
     """Runs `run_batch(name, items) -> (results, latency_ms)` over jobs collected from many
-    threads; results come back to each job in its items' order."""
+    threads; results come back to each job in its items' order. `on_pass(name, questions,
+    seconds, cpu_seconds)` hears of every pass that ran (cpu_seconds: the dispatcher thread's)."""
 
     def __init__(self, run_batch, max_batch: int = 64, max_delay_ms: float = 2.0,
                  queue_limit: int = 256, max_wait_ms: float = 2000.0, on_pass=None,
@@ -176,6 +177,9 @@ class MicroBatcher:
 
     def _run(self, batch: list[_Job]) -> None:
         items = [item for job in batch for item in job.items]
+        # this thread's CPU time: a pass that waits on the GIL (request threads hold it between
+        # the pass's kernels) takes longer than it computes
+        cpu_start = time.thread_time()
         try:
             results, latency_ms = self.run_batch(batch[0].name, items)
         except BaseException as err:  # every waiting request gets the pass's error, none hangs
@@ -188,7 +192,7 @@ class MicroBatcher:
         self.stats.questions += len(items)
         self.stats.largest = max(self.stats.largest, len(items))
         if self.on_pass:
-            self.on_pass(batch[0].name, len(items))
+            self.on_pass(batch[0].name, len(items), latency_ms / 1000, time.thread_time() - cpu_start)
         with self._cond:  # this pass's callers will be back, and those that queued meanwhile are waiting
             self._callers[batch[0].name] = len(batch) + self._ready_jobs(batch[0].name)
         start = 0

@@ -28,8 +28,22 @@ PASS_QUESTIONS = Histogram("placevalue_pass_questions", "Questions per batched f
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
 
-def record_pass(model: str, questions: int) -> None:
+# the time each pass computes; with the pass sizes it tells a server's per-question cost apart
+# from its idle time (benchmarks.http_load compares both with the same passes in process)
+PASS_SECONDS = Histogram("placevalue_pass_seconds", "Seconds per batched forward pass by backend", ["model"],
+                         buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
+# the dispatcher thread's CPU time in those passes: below their wall time, the pass waited for
+# the GIL or for a core
+PASS_CPU_SECONDS = Counter("placevalue_pass_cpu_seconds", "CPU seconds of the thread running the passes, by backend",
+                           ["model"])
+
+
+def record_pass(model: str, questions: int, seconds: float, cpu_seconds: float | None) -> None:
+    """cpu_seconds None: the pass computed on another thread (an engine's own), not counted."""
     PASS_QUESTIONS.labels(model=model).observe(questions)
+    PASS_SECONDS.labels(model=model).observe(seconds)
+    if cpu_seconds is not None:
+        PASS_CPU_SECONDS.labels(model=model).inc(max(0.0, cpu_seconds))
 
 
 def mark_worker_loaded() -> None:

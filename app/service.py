@@ -90,7 +90,7 @@ class QAService:
         self._engines, self._engine_dir = {}, None
         if runtime != "torch":
             self._start_engines(runtime)
-        self.batcher = MicroBatcher(self._pass, on_pass=record_pass, **(batching or {}))
+        self.batcher = MicroBatcher(self._pass, on_pass=self._record_pass, **(batching or {}))
         for name in self.models:  # the first pass allocates and picks kernels: pay it before serving
             self.answer([self.example_question(seed=0)], name)
 
@@ -144,6 +144,10 @@ class QAService:
                                                     device=self.device.type)
             self.runtimes[name] = runtime
             log.info("%s runs on %s", name, runtime)
+
+    def _record_pass(self, name: str, questions: int, seconds: float, cpu_seconds: float) -> None:
+        # an engine computes on threads of its own: the dispatcher's CPU time says nothing there
+        record_pass(name, questions, seconds, None if name in self._engines else cpu_seconds)
 
     def _pass(self, name: str, ids: list[list[int]]) -> tuple[list[str], float]:
         """One batched greedy pass; runs only on the batcher's dispatcher thread."""

@@ -227,17 +227,19 @@ def server_pids(master_pid: int) -> list[int]:
     return [master_pid, *worker_pids(master_pid)]
 
 
-def pass_questions(url: str, model: str) -> tuple[float, float]:
-    """(questions, passes) the server's batched passes have run for `model` so far, from /metrics."""
+def pass_totals(url: str, model: str) -> dict:
+    """Totals of the server's batched passes for `model` so far, from /metrics: questions, passes,
+    their wall seconds and the CPU seconds of the thread that ran them."""
     text = Client(url).request("GET", "/metrics")[1].decode()
-    totals = {"sum": 0.0, "count": 0.0}
+    totals = {"questions": 0.0, "passes": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
+    wanted = {("placevalue_pass_questions", "sum"): "questions", ("placevalue_pass_questions", "count"): "passes",
+              ("placevalue_pass_seconds", "sum"): "seconds", ("placevalue_pass_cpu_seconds", "total"): "cpu_seconds"}
     for family in text_string_to_metric_families(text):
-        if family.name == "placevalue_pass_questions":
-            for sample in family.samples:
-                kind = sample.name.rsplit("_", 1)[-1]
-                if kind in totals and sample.labels.get("model") == model:
-                    totals[kind] += sample.value
-    return totals["sum"], totals["count"]
+        for sample in family.samples:
+            key = wanted.get((family.name, sample.name.rsplit("_", 1)[-1]))
+            if key and sample.labels.get("model") == model:
+                totals[key] += sample.value
+    return totals
 
 
 def closed_loop(url, items, concurrency, max_seconds, one) -> tuple[list, float, float]:
@@ -282,7 +284,7 @@ def load(url, model, questions, concurrency, total, max_seconds, pids=()) -> dic
             status, correct = None, False
         return time.perf_counter() - start, status, correct
 
-    questions_before, passes_before = pass_questions(url, model)
+    passes_before = pass_totals(url, model)
     server_before = process_cpu_seconds(pids)
     # where the clients' connections sit, looked at once while they run
     held = {}
@@ -296,7 +298,7 @@ def load(url, model, questions, concurrency, total, max_seconds, pids=()) -> dic
     # per process: workers keep the keep-alive connections they accepted, so one can idle while another queues
     per_process = [(server_after[pid] - server_before.get(pid, 0.0)) / elapsed for pid in pids]
     server_cpu = sum(per_process) * elapsed
-    questions_after, passes_after = pass_questions(url, model)
+    passes_run = {k: v - passes_before[k] for k, v in pass_totals(url, model).items()}
     latencies = [latency * 1e3 for latency, _, _ in results]
     shed = sum(status == 503 for _, status, _ in results)
     errors = sum(status not in (200, 503) for _, status, _ in results)
@@ -310,8 +312,15 @@ def load(url, model, questions, concurrency, total, max_seconds, pids=()) -> dic
             "server_cpu_ms_per_answer": server_cpu * 1e3 / answered if pids and answered else None,
             "worker_cpu_cores": [round(share, 3) for share in per_process[1:]],
             "worker_connections": [held.get(pid) for pid in pids[1:]] if held else None,
-            "mean_pass_questions": ((questions_after - questions_before) / (passes_after - passes_before)
-                                    if passes_after > passes_before else None)}
+            "mean_pass_questions": passes_run["questions"] / passes_run["passes"] if passes_run["passes"] else None,
+            # the pass threads' time computing, per answer and as a share of the workers' wall time:
+            # what the passes cost against the same passes in process, and how long they stood idle
+            "pass_ms_per_answer": passes_run["seconds"] * 1e3 / passes_run["questions"]
+            if passes_run["questions"] else None,
+            "pass_busy_share": passes_run["seconds"] / (elapsed * (len(pids) - 1)) if len(pids) > 1 else None,
+            # below 1: the pass thread waited (for the GIL, held by request threads between its
+            # kernels); None where an engine's own threads computed (CTranslate2)
+            "pass_cpu_share": passes_run["cpu_seconds"] / passes_run["seconds"] if passes_run["cpu_seconds"] else None}
 
 
 def http_ceiling(url, concurrency, seconds) -> dict:
@@ -399,7 +408,8 @@ def main(argv=None):
                               f"{row['errors']}  503 {row['shed_503']}  wrong {row['wrong_answers']}  client CPU "
                               f"{row['client_cpu_share']:.0%}  server CPU {row['server_cpu_share']:.0%} "
                               f"({row['server_cpu_ms_per_answer'] or 0:.1f} ms/answer)  mean pass "
-                              f"{row['mean_pass_questions'] or 0:.1f}  workers {row['worker_cpu_cores']} cores, "
+                              f"{row['mean_pass_questions'] or 0:.1f} ({row['pass_ms_per_answer'] or 0:.1f} ms/answer, busy "
+                              f"{row['pass_busy_share'] or 0:.0%}, on CPU {row['pass_cpu_share'] or 0:.0%})  workers {row['worker_cpu_cores']} cores, "
                               f"{row['worker_connections']} connections",
                               flush=True)
                 # the median run by throughput (this VM's neighbours move a single run by +-20%)

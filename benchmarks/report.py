@@ -137,6 +137,9 @@ def http_rows(kind: str, data: dict) -> list[str]:
                 rows.append([name + (" (interleaved)" if setting.get("interleaved") else ""), level, n, served, f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                              r["errors"], r.get("shed_503", 0), r["wrong_answers"], r["requests"],
                              optional(r, "mean_pass_questions", "{:.1f}"),
+                             optional(r, "pass_ms_per_answer", "{:.1f}"),
+                             optional(r, "pass_busy_share", "{:.0%}"),
+                             optional(r, "pass_cpu_share", "{:.0%}"),
                              optional(r, "server_cpu_ms_per_answer", "{:.1f}"),
                              optional(r, "client_cpu_share", "{:.0%}"),
                              worker_load(r)])
@@ -161,14 +164,19 @@ def http_rows(kind: str, data: dict) -> list[str]:
                     "balanced worker's wait before it accepts to A ms (default 1); +RUNTIME names PLACEVALUE_RUNTIME "
                     "(torch otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
-                         "wrong answers", "requests", "mean pass", "server CPU ms/answer", "client CPU",
+                         "wrong answers", "requests", "mean pass", "pass ms/answer", "pass busy", "pass on CPU",
+                         "server CPU ms/answer", "client CPU",
                          "worker cores (connections)"], rows), "",
                     "Clients are closed-loop threads on one keep-alive connection each (a new one per request where "
                     "the server closes them, k0). Interleaved settings were "
                     "restarted in turn for every run (alternating order), so drift over minutes falls on each alike; "
                     "the others ran all their runs on one server start. Several runs: the median "
                     "run's row, every run's answers/s in brackets. Mean pass: questions per "
-                    "batched pass (server /metrics). Server CPU: master and workers, per answer. Client CPU: the "
+                    "batched pass (server /metrics). Pass ms/answer: the passes' wall time per question they answered; "
+                    "pass busy: their share of the workers' wall time (the rest the pass thread stood idle); pass on "
+                    "CPU: the pass thread's CPU time over its pass time (below 100% it waited for the GIL, which "
+                    "request threads hold between its kernels; '-' where CTranslate2's own threads computed, or "
+                    "for rows measured before 2026-12-04). Server CPU: master and workers, per answer. Client CPU: the "
                     "load generator's share of both cores, which the server could not use. Worker cores: each "
                     "worker's CPU in the median run, with the client connections it held a second in (one worker "
                     "near 1 core and one near 0 at many clients: the connections sat on one worker).",

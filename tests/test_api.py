@@ -1,5 +1,6 @@
 """The JSON API through Flask's test client (tiny checkpoints)."""
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BACKENDS, SHIPPED
 
@@ -148,6 +149,26 @@ def test_metrics_count_answers_and_errors(client):
     assert 'placevalue_questions_answered_total{model="transformer"}' in text
     assert 'placevalue_errors_total{code="empty_question"}' in text
     assert 'placevalue_request_seconds_bucket{endpoint="api.answer",le="0.002",model="transformer",status="200"}' in text
+
+
+def pass_totals(client, model):
+    """(passes, wall seconds, dispatcher CPU seconds) of `model`'s passes, from /metrics."""
+    text = client.get("/metrics").get_data(as_text=True)
+    samples = {(s.name, s.labels.get("model")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    return (samples.get(("placevalue_pass_seconds_count", model), 0.0),
+            samples.get(("placevalue_pass_seconds_sum", model), 0.0),
+            samples.get(("placevalue_pass_cpu_seconds_total", model), 0.0))
+
+
+def test_metrics_time_every_pass(client):
+    passes, seconds, cpu = pass_totals(client, "memsizer")
+    for _ in range(3):
+        assert client.post("/answer", json={"question": Q, "model": "memsizer"}).status_code == 200
+    passes_after, seconds_after, cpu_after = pass_totals(client, "memsizer")
+    assert passes_after == passes + 3 and seconds_after > seconds
+    # a thread computes no longer than the wall time it ran (plus the clock's tick)
+    assert 0 < cpu_after - cpu <= seconds_after - seconds + 0.02
 
 
 def test_request_id_and_security_headers(client):

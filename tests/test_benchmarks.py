@@ -68,10 +68,14 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
         # counts CPU in 10 ms ticks, so a tiny run's server share may round to 0)
         assert row["server_cpu_ms_per_answer"] >= 0 and 0 < row["client_cpu_share"] < 1
         assert len(row["worker_cpu_cores"]) == 1 and row["mean_pass_questions"] >= 1
+        assert row["pass_ms_per_answer"] > 0 and 0 < row["pass_busy_share"] <= 1
         assert setting["http_ceiling"]["2"]["requests_per_second"] > 0
     # without batching every pass holds one question
     assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
     assert settings["w1t1b8d5f+ctranslate2"]["runtime"] == "ctranslate2"
+    # torch computes on the pass thread; CTranslate2 on threads of its own, so it reports no share
+    assert 0 < settings["w1t1b1"]["levels"]["2"]["transformer"]["pass_cpu_share"] <= 1.05
+    assert settings["w1t1b8d5f+ctranslate2"]["levels"]["2"]["transformer"]["pass_cpu_share"] is None
     assert settings["w1t1b8d5f+ctranslate2"]["expect_callers"] is False
     # --interleave restarts each setting for every repeat; the rows are the same medians of all runs
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "2", "--requests", "4",
