@@ -73,7 +73,8 @@ def main(argv=None):
     parser.add_argument("--questions", type=int, default=200, help="checked for agreement with the anchor")
     parser.add_argument("--timed", type=int, default=100, help="single questions timed per path and thread count")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--batch-sizes", default="32,64,128")
+    parser.add_argument("--batch-sizes", default="5,8,32,64,128",
+                        help="5 and 8: the passes 16 HTTP clients form on two workers (RESULTS 4b's pass-size ceiling)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)

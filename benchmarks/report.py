@@ -236,9 +236,14 @@ def anchor_section() -> list[str]:
             path = n if engine is None or n in data["cannot_express"] else engine
             inprocess = max(both[path]["batched"].values())
             served = level[n]["answers_per_second"]
+            ceiling = pass_size_ceiling(data, path, setting, level[n].get("mean_pass_questions"))
             http_rows.append([setting_name, setting.get("measured", http["environment"])["date"], display(n),
                               f"{served:.1f}", f"{inprocess:.1f} ({path})",
-                              f"{served / inprocess:.0%}", f"{served / anchor:.0%}" if anchor else "-",
+                              f"{served / inprocess:.0%}",
+                              f"{ceiling[1]:.1f} (batch {ceiling[0]})" if ceiling else "-",
+                              f"{ceiling[1] / inprocess:.0%}" if ceiling else "-",
+                              f"{served / ceiling[1]:.0%}" if ceiling else "-",
+                              f"{served / anchor:.0%}" if anchor else "-",
                               f"{served / anchor_int8:.0%}" if anchor_int8 else "-"])
     if http_rows:
         lines += ["16 concurrent HTTP clients (section 4) against in-process batched throughput on both cores "
@@ -246,9 +251,28 @@ def anchor_section() -> list[str]:
                   "another sitting, or before a change to its backend's code, compares across them):", "",
                   *table(["setting", "HTTP measured", "backend", "HTTP answers/s",
                           "in-process batched answers/s (path)", "HTTP / in-process",
+                          "pass-size ceiling answers/s", "ceiling / in-process", "HTTP / ceiling",
                           "HTTP / CTranslate2 fp32 batched", "HTTP / CTranslate2 int8 batched"],
-                         http_rows), ""]
+                         http_rows), "",
+                  "Pass-size ceiling: what the server's workers would answer if each ran passes of the size "
+                  "16 clients formed in it (the measured batch size nearest the row's mean pass, within 25%) back to back "
+                  "at in-process speed with its own torch threads: workers x that batch's in-process rate at "
+                  "one worker's thread count. Ceiling / in-process is the share of the best batched rate that "
+                  "passes of that size allow at all; HTTP / ceiling is what the server loses besides (idle "
+                  "between passes, GIL waits, request handling on the same cores).", ""]
     return lines
+
+
+def pass_size_ceiling(data: dict, path: str, setting: dict, mean_pass) -> tuple[int, float] | None:
+    """(batch size, answers/s): `setting`'s workers each running back-to-back passes of the measured
+    batch size nearest `mean_pass` at the in-process rate of one worker's thread count."""
+    rates = data["threads"].get(str(setting.get("torch_threads", 1)), {}).get(path, {}).get("batched", {})
+    if not mean_pass or not rates:
+        return None
+    size = min(rates, key=lambda b: abs(int(b) - mean_pass))
+    if abs(int(size) - mean_pass) > 0.25 * mean_pass:  # no batch size near the passes was measured
+        return None
+    return int(size), setting.get("workers", 1) * rates[size]
 
 
 def int8_section() -> list[str]:
