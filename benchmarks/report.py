@@ -266,7 +266,10 @@ def anchor_section() -> list[str]:
 def pass_size_ceiling(data: dict, path: str, setting: dict, mean_pass) -> tuple[int, float] | None:
     """(batch size, answers/s): `setting`'s workers each running back-to-back passes of the measured
     batch size nearest `mean_pass` at the in-process rate of one worker's thread count."""
-    rates = data["threads"].get(str(setting.get("torch_threads", 1)), {}).get(path, {}).get("batched", {})
+    timed = data["threads"].get(str(setting.get("torch_threads", 1)), {}).get(path, {})
+    rates = dict(timed.get("batched", {}))
+    if timed.get("single_ms"):  # a pass of one question: the single-question latency
+        rates.setdefault("1", 1e3 / timed["single_ms"]["median"])
     if not mean_pass or not rates:
         return None
     size = min(rates, key=lambda b: abs(int(b) - mean_pass))
