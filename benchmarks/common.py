@@ -26,12 +26,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+# the instruction sets that decide int8 arithmetic: without VNNI (or AMX), AVX2's int8 multiply-add
+# sums pairs in 16 bits and can saturate (benchmarks/ANALYSIS.md, int8)
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of INT8_FLAGS this CPU reports (/proc/cpuinfo), in that order."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in INT8_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def environment(device: str, module: str, argv=None) -> dict:
     """What a reader needs to reproduce a number: date, command, hardware, software."""
     argv = sys.argv[1:] if argv is None else argv
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "command": shlex.join(["python", "-m", module, *argv]),
-           "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+           "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "torch": torch.__version__,
            "torch_threads": torch.get_num_threads(), "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
@@ -39,7 +56,8 @@ def environment(device: str, module: str, argv=None) -> dict:
 
 
 def hardware_line(env: dict) -> str:
-    where = env.get("gpu") or f"{env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads)"
+    flags = f", {' '.join(env['cpu_flags'])}" if env.get("cpu_flags") else ""
+    where = env.get("gpu") or f"{env['cpu']} ({env['cores']} cores{flags}, {env['torch_threads']} torch threads)"
     return f"{where}; torch {env['torch']}; {env['date']}"
 
 
