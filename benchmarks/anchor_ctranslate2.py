@@ -2,6 +2,11 @@
 with our in-process torch path on the same questions, threads and batch sizes, in one run.
 
     python -m benchmarks.anchor_ctranslate2 [--checkpoints checkpoints] [--questions 200] [--threads 1,2]
+    python -m benchmarks.anchor_ctranslate2 --device cuda      # anchor_ctranslate2_gpu.json
+
+On a GPU the engine's paths are float32, float16 and int8 weights with float16 compute
+(`int8_float16`), against our torch backends on the same GPU; the CPU's thread counts and GEMM
+peak do not apply there, so one "thread count" (1) is recorded and no floor.
 
 Also counts each backend's FLOPs per question (torch.utils.flop_counter) and probes this machine's
 fp32 matrix-multiply peak, which together give the floor a pass could reach.
@@ -28,8 +33,9 @@ MODULE = "benchmarks.anchor_ctranslate2"
 
 
 def ours(model, tokenizer, ids):
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        rows = model.generate(pad_batch(ids), max_len=MAX_ANSWER_CHARS).tolist()
+        rows = model.generate(pad_batch(ids).to(device), max_len=MAX_ANSWER_CHARS).tolist()
     return [tokenizer.decode(row) for row in rows]
 
 
@@ -76,6 +82,7 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", default="5,8,32,64,128",
                         help="5 and 8: the passes 16 HTTP clients form on two workers (RESULTS 4b's pass-size ceiling)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     loaded = {}
@@ -91,7 +98,13 @@ def main(argv=None):
     truth = [a for _, a in pairs]
     torch.set_num_threads(1)
     flops = {name: flops_per_question(model, ids[:20]) for name, (model, _, _) in loaded.items()}
-    result = {"environment": environment("cpu", MODULE, argv), "checkpoints": str(args.checkpoints),
+    if args.device == "cuda":
+        for model, _, _ in loaded.values():
+            model.to("cuda")
+    # CTranslate2 compute type -> the converted files it reads (int8 files, or float32 ones)
+    compute_types = ({"float32": "float32", "float16": "float32", "int8_float16": "int8"} if args.device == "cuda"
+                     else {"float32": "float32", "int8": "int8"})
+    result = {"environment": environment(args.device, MODULE, argv), "checkpoints": str(args.checkpoints),
               "checkpoint_sha256": {n: c["weights"]["sha256"] for n, (_, _, c) in loaded.items()},
               "flops_per_question": flops, "gemm_peak_flops": {}, "threads": {},
               "cannot_express": [n for n in registry.names() if n != "transformer"]}
@@ -101,11 +114,13 @@ def main(argv=None):
         anchors = {kind: convert(transformer, Path(tmp) / kind, quantization=None if kind == "float32" else kind)
                    for kind in ("float32", "int8")}
         agreement = {"questions": len(ids)}
-        for threads in map(int, args.threads.split(",")):
-            result["gemm_peak_flops"][threads] = gemm_peak(threads)
+        for threads in ([1] if args.device == "cuda" else map(int, args.threads.split(","))):
+            if args.device == "cpu":
+                result["gemm_peak_flops"][threads] = gemm_peak(threads)
             torch.set_num_threads(threads)
-            translators = {kind: CTranslate2Runner(path, tokenizer, threads, compute_type=kind)
-                           for kind, path in anchors.items()}
+            translators = {kind: CTranslate2Runner(anchors[files], tokenizer, threads, compute_type=kind,
+                                                   device=args.device)
+                           for kind, files in compute_types.items()}
             if len(agreement) == 1:  # answers once, at the first thread count
                 for name, (model, _, _) in loaded.items():
                     agreement[f"{name}_correct"] = sum(a == t for a, t in zip(ours(model, tokenizer, ids), truth))
@@ -119,13 +134,15 @@ def main(argv=None):
                      **{f"ctranslate2_{kind}": t.answer_ids for kind, t in translators.items()}}
             timed = time_paths(paths, ids[:args.timed], list(map(int, args.batch_sizes.split(","))), args.repeats)
             result["threads"][threads] = timed
-            print(f"{threads} threads: fp32 GEMM peak {result['gemm_peak_flops'][threads] / 1e9:.1f} GFLOP/s", flush=True)
+            if threads in result["gemm_peak_flops"]:
+                print(f"{threads} threads: fp32 GEMM peak {result['gemm_peak_flops'][threads] / 1e9:.1f} GFLOP/s",
+                      flush=True)
             for name, row in timed.items():
                 batched = ", ".join(f"b{b} {v:.0f}/s" for b, v in row["batched"].items())
                 print(f"{threads} threads {name:<22} single p50 {row['single_ms']['median']:.1f} ms; {batched}",
                       flush=True)
         result["agreement"] = agreement
-    save("anchor_ctranslate2_cpu", result, args.out or RESULTS)
+    save("anchor_ctranslate2_gpu" if args.device == "cuda" else "anchor_ctranslate2_cpu", result, args.out or RESULTS)
 
 
 if __name__ == "__main__":

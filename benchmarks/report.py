@@ -260,6 +260,42 @@ def anchor_section() -> list[str]:
                   "one worker's thread count. Ceiling / in-process is the share of the best batched rate that "
                   "passes of that size allow at all; HTTP / ceiling is what the server loses besides (idle "
                   "between passes, GIL waits, request handling on the same cores).", ""]
+    return lines + anchor_gpu_lines()
+
+
+def anchor_gpu_lines() -> list[str]:
+    """The anchor on a GPU: CTranslate2's CUDA paths against our torch backends on the same GPU,
+    then the Transformer over HTTP there on each runtime."""
+    data = load("anchor_ctranslate2_gpu")
+    if not data:
+        return []
+    paths, agreement = data["threads"][min(data["threads"], key=int)], data["agreement"]
+    engine = {k: v for k, v in paths.items() if k.startswith("ctranslate2")}
+    best_single = min(v["single_ms"]["median"] for v in engine.values())
+    best_batched = max(max(v["batched"].values()) for v in engine.values())
+    sizes = list(next(iter(paths.values()))["batched"])
+    rows = [[display(n) if n in data["flops_per_question"] else n, f"{row['single_ms']['median']:.1f}",
+             f"{row['single_ms']['median'] / best_single:.2f}",
+             *(f"{row['batched'][b]:.0f}" for b in sizes), f"{max(row['batched'].values()) / best_batched:.2f}"]
+            for n, row in paths.items()]
+    kinds = [k.removeprefix("ctranslate2_") for k in engine]
+    lines = [heading("GPU", data), "",
+             "The same comparison on the GPU: CTranslate2's CUDA build in "
+             f"{', '.join(kinds)}, our backends on torch, one process, paths alternating. Answers: "
+             + ", ".join(f"{k} {agreement.get(f'ctranslate2_{k}_same_as_transformer')}" for k in kinds)
+             + f" of {agreement['questions']} identical to ours. (The engine's wheel loads cuBLAS 12; "
+             "that machine had cuBLAS 13 only, which it ran under the 12 names.)", "",
+             *table(["path", "single p50 (ms)", "p50 / best anchor p50", *(f"batch {b} answers/s" for b in sizes),
+                     "best batched / best anchor batched"], rows), ""]
+    http = load("http_load_gpu") or {}
+    served = []
+    for name, setting in http.get("settings", {}).items():
+        row = setting["levels"].get("16", {}).get("transformer")
+        if row:
+            served.append(f"{name} {row['answers_per_second']:.0f} answers/s (p50 {row['p50_ms']:.0f} ms)")
+    if served:
+        lines += ["The Transformer over HTTP on that GPU at 16 clients (section 4, GPU): " + "; ".join(served)
+                  + f"; CTranslate2's best batched rate in process is {best_batched:.0f} answers/s.", ""]
     return lines
 
 
