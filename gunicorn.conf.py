@@ -30,13 +30,13 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no acces
 os.environ["PLACEVALUE_SERVER_WORKERS"] = str(workers)  # /readyz waits until each has loaded its backends
 os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 # the fastest runtime measured per backend that keeps every stored accuracy (benchmarks/RESULTS.md,
-# sections 4 and 4b): CTranslate2 float32 for the Transformer (the same accuracy per place as torch
-# on every stored evaluation, 1.2-1.6x faster per question in the runs so far), torch for the backends it
-# cannot express. Its int8 is faster still but changes the shipped Transformer's answers on this kind of
-# CPU (interpolate 90.18%: the AVX2 int8 kernel's arithmetic, not the rounding; RESULTS.md section 4c),
-# so it is opt-in: PLACEVALUE_RUNTIME=ctranslate2-int8.
+# sections 4-4c): CTranslate2 for the Transformer, torch for the backends it cannot express. "auto"
+# serves it in int8 where this CPU's int8 kernel class has stored evaluations that keep every
+# in-distribution place (a CPU with AVX-512 VNNI, AVX-VNNI or AMX: 100%, 2.5x float32's rate), and in
+# float32 elsewhere (AVX2's int8 answers 90% of interpolate questions: its kernel's arithmetic, not
+# the rounding; section 4c). PLACEVALUE_RUNTIME=ctranslate2 / ctranslate2-int8 pins one precision,
 # PLACEVALUE_RUNTIME=torch serves all on torch.
-os.environ.setdefault("PLACEVALUE_RUNTIME", "ctranslate2")
+os.environ.setdefault("PLACEVALUE_RUNTIME", "auto")
 # prometheus-client aggregates metrics across workers through files in this directory; without
 # one given, a temporary one, removed when the master exits. The marker is an environment
 # variable because gunicorn re-reads this file on SIGHUP, after the directory exists.

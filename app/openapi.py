@@ -89,6 +89,9 @@ def _schemas(backends, max_batch: int) -> dict:
         "Reliability": {"type": "object", "required": ["evaluation", "accuracy", "total", "per_place"],
                         "properties": {"evaluation": {"type": "string"}, "accuracy": {"type": "number"},
                                        "runtime": {"type": "string", "description": "what answered during the evaluation"},
+                                       "int8_kernel": {"type": ["string", "null"], "description": "for an int8 "
+                                                       "evaluation, the int8 kernel class it ran on: vnni (a CPU "
+                                                       "with a dot-product instruction), avx2, other, or the GPU"},
                                        "total": {"type": "integer"},
                                        "per_place": {"type": "object", "additionalProperties": {"type": "number"}},
                                        "per_place_total": {"type": "object",

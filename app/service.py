@@ -17,6 +17,7 @@ from app.metrics import record_pass
 from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import LEGACY_DEFAULTS
+from models.cpu import int8_kernel
 from models.task import PLACE_NAMES, SPLITS, Assessment, assess, generate
 from models.tokenizer import MAX_ANSWER_CHARS, QuestionError, Tokenizer, pad_batch
 
@@ -28,7 +29,12 @@ RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
 # PLACEVALUE_RUNTIME: what runs a backend's passes. "torch" runs every backend in torch; the
 # others run each backend that CTranslate2 can express (softmax attention) on it, at this compute
 # type, converted at start from the very weights torch would load, and keep torch for the rest.
-RUNTIMES = {"torch": None, "ctranslate2": "float32", "ctranslate2-int8": "int8"}
+# "auto" is CTranslate2 in int8 for a backend whose stored int8 evaluations, measured on this CPU's
+# int8 kernel class (models/cpu.py), answer every in-distribution place at least as well as float32
+# does, and float32 otherwise (int8 changes answers on CPUs without a dot-product instruction).
+RUNTIMES = {"torch": None, "ctranslate2": "float32", "ctranslate2-int8": "int8", "auto": None}
+# the evaluations int8 must not lose anything on before "auto" serves it
+INT8_GUARDED_SPLITS = ("interpolate", "train")
 
 
 class BackendUnavailable(Exception):
@@ -62,6 +68,8 @@ class QAService:
         torch.set_num_threads(self.torch_threads)
         self._dispatcher_threads_set = False
         self.device = resolve_device(device)
+        # which int8 evaluations describe answers here (on a GPU, the GPU's own int8)
+        self.int8_kernel = int8_kernel() if self.device.type == "cpu" else self.device.type
         self.tokenizer = Tokenizer()
         self.backends = registry.names()
         self.default_backend = registry.DEFAULT
@@ -131,9 +139,14 @@ class QAService:
             log.warning("RUNTIME=%s but ctranslate2 is not installed: every backend runs on torch", runtime)
             return
         from models.ctranslate2_runtime import CTranslate2Runner, convert
-        compute_type = RUNTIMES[runtime]
         self._engine_dir = tempfile.TemporaryDirectory(prefix="placevalue-ctranslate2-")
         for name, model in self.models.items():
+            served = runtime
+            if runtime == "auto":
+                keeps, why = int8_keeps_accuracy(self.configs[name], self.int8_kernel)
+                served = "ctranslate2-int8" if keeps else "ctranslate2"
+                log.info("%s: RUNTIME=auto chose %s (%s)", name, served, why)
+            compute_type = RUNTIMES[served]
             try:
                 directory = convert(model, Path(self._engine_dir.name) / name,
                                     quantization=None if compute_type == "float32" else compute_type)
@@ -142,8 +155,8 @@ class QAService:
                 continue
             self._engines[name] = CTranslate2Runner(directory, self.tokenizer, self.torch_threads, compute_type,
                                                     device=self.device.type)
-            self.runtimes[name] = runtime
-            log.info("%s runs on %s", name, runtime)
+            self.runtimes[name] = served
+            log.info("%s runs on %s", name, served)
 
     def _record_pass(self, name: str, questions: int, seconds: float, cpu_seconds: float) -> None:
         # an engine computes on threads of its own: the dispatcher's CPU time says nothing there
@@ -190,7 +203,7 @@ class QAService:
                 rows.append(row)
                 continue
             arch, evaluation = config["architecture"], config.get("evaluation", {})
-            reliability = per_place_reliability(evaluation, self.runtimes.get(name, "torch"))
+            reliability = per_place_reliability(evaluation, self.runtimes.get(name, "torch"), self.int8_kernel)
             row.update({
                 "parameters": config["parameters"],
                 "architecture": {"backend": name, **{k: arch[k] for k in (
@@ -226,19 +239,49 @@ def evaluation_split(name: str, record: dict) -> str | None:
     return "train" if split and split.startswith("train") else split
 
 
-def per_place_reliability(evaluation: dict, runtime: str = "torch") -> dict:
-    """{split: {evaluation, accuracy, total, per_place: {place: accuracy}}} from the largest recorded
-    evaluation of each of RELIABILITY_SPLITS, places in DeepMind's order; measured with the
-    runtime that serves the backend where such a record exists (records without one are torch's)."""
+def per_place_reliability(evaluation: dict, runtime: str = "torch", int8_kernel: str | None = None) -> dict:
+    """{split: {evaluation, runtime, int8_kernel, accuracy, total, per_place: {place: accuracy}}} from the
+    largest recorded evaluation of each of RELIABILITY_SPLITS, places in DeepMind's order; measured
+    with the runtime that serves the backend where such a record exists (records without one are
+    torch's), and for int8 on `int8_kernel`'s class where one was measured there (models/cpu.py)."""
     out = {}
     for split in RELIABILITY_SPLITS:
         records = [(n, r) for n, r in evaluation.items() if evaluation_split(n, r) == split and r.get("per_place")]
         served = [(n, r) for n, r in records if r.get("runtime", "torch") == runtime]
+        if runtime.endswith("int8"):
+            served = [(n, r) for n, r in served if r.get("int8_kernel") == int8_kernel] or served
         if records:  # the largest, preferring the serving runtime's; the first of equals
             name, record = max(served or records, key=lambda item: item[1]["total"])
             places = [p for p in PLACE_NAMES if p in record["per_place"]]
             out[split] = {"evaluation": name, "runtime": record.get("runtime", "torch"),
+                          "int8_kernel": record.get("int8_kernel"),
                           "accuracy": record["accuracy"], "total": record["total"],
                           "per_place": {p: record["per_place"][p]["accuracy"] for p in places},
                           "per_place_total": {p: record["per_place"][p]["total"] for p in places}}
     return out
+
+
+def int8_keeps_accuracy(config: dict, kernel: str) -> tuple[bool, str]:
+    """Whether a checkpoint's stored int8 evaluations measured on `kernel` cover INT8_GUARDED_SPLITS
+    and answer every place there at least as well as float32 (torch or CTranslate2) did on the same
+    data and weights, and why (for the log)."""
+    weights = config.get("weights", {}).get("sha256")
+    records = {n: r for n, r in config.get("evaluation", {}).items()
+               if r.get("per_place") and r.get("weights_sha256") == weights}
+    for split in INT8_GUARDED_SPLITS:
+        int8 = [(n, r) for n, r in records.items() if evaluation_split(n, r) == split
+                and r.get("runtime") == "ctranslate2-int8" and r.get("int8_kernel") == kernel]
+        if not int8:
+            return False, f"no int8 evaluation of {split} stored for the {kernel} int8 kernel"
+        for name, record in int8:
+            references = [(n, r) for n, r in records.items() if r.get("data") == record.get("data")
+                          and r.get("runtime", "torch") in ("torch", "ctranslate2")]
+            if not references:
+                return False, f"{name}: no float32 evaluation of {record.get('data')} to compare with"
+            for reference_name, reference in references:
+                for place, row in reference["per_place"].items():
+                    got = record["per_place"].get(place, {}).get("accuracy", 0.0)
+                    if got < row["accuracy"]:
+                        return False, (f"{name}: {place} {got:.2%} in int8 against {row['accuracy']:.2%} "
+                                       f"in {reference_name}")
+    return True, f"int8 on the {kernel} kernel keeps every place of {', '.join(INT8_GUARDED_SPLITS)}"

@@ -11,35 +11,15 @@ from pathlib import Path
 
 import torch
 
+from models.cpu import cpu_flags, cpuinfo_field
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # `--tiny`: a model small enough to smoke-test a script in seconds
 TINY_ARCH = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1)
 
 
-def cpuinfo_field(name: str) -> str | None:
-    """The first /proc/cpuinfo line's value for `name` (e.g. "model name", "flags"), or None."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.split(":", 1)[0].strip() == name:
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def cpu_model() -> str:
     return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
-
-
-# the instruction sets that decide int8 arithmetic: without VNNI (or AMX), AVX2's int8 multiply-add
-# sums pairs in 16 bits and can saturate (benchmarks/ANALYSIS.md, int8)
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def cpu_flags() -> list[str]:
-    """Which of INT8_FLAGS this CPU reports, in that order."""
-    present = set((cpuinfo_field("flags") or "").split())
-    return [flag for flag in INT8_FLAGS if flag in present]
 
 
 def environment(device: str, module: str, argv=None) -> dict:

@@ -84,5 +84,5 @@ def test_the_server_config_defaults_to_the_fastest_measured_runtime_and_env_over
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLACEVALUE_", "PROMETHEUS_"))}
     run = lambda env: subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True,
                                      text=True, check=True).stdout.strip()
-    assert run(clean) == "ctranslate2"
+    assert run(clean) == "auto"
     assert run({**clean, "PLACEVALUE_RUNTIME": "torch"}) == "torch"

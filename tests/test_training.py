@@ -172,6 +172,14 @@ def test_evaluate_cli_json_and_record(tmp_path, capsys):
     evaluate.main(["--checkpoint", str(out), "--data", str(data.parent), "--json", "--runtime", "ctranslate2"])
     engine = json.loads(capsys.readouterr().out)
     assert engine["runtime"] == "ctranslate2" and engine["per_place"] == result["per_place"]
+    assert "int8_kernel" not in engine and "int8_kernel" not in config["evaluation"]["smoke"]
+    # int8 answers depend on the CPU's int8 kernel: the record names the class it ran on
+    evaluate.main(["--checkpoint", str(out), "--data", str(data.parent), "--json", "--runtime", "ctranslate2-int8",
+                   "--device", "cpu", "--record", "smoke_int8"])
+    int8 = json.loads(capsys.readouterr().out)
+    from models.cpu import int8_kernel
+    assert int8["int8_kernel"] == int8_kernel() in ("vnni", "avx2", "other")
+    assert load_checkpoint(out)[2]["evaluation"]["smoke_int8"]["int8_kernel"] == int8_kernel()
 
 
 def test_evaluate_cli_reports_bad_paths(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, read_config, write_json
+from models.cpu import int8_kernel
 from models.tokenizer import pad_batch
 from models.task import PLACE_NAMES, place_of
 from training.data import read_examples
@@ -105,12 +106,15 @@ def main(argv=None):
         result = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data),
                   "weights_sha256": config["weights"]["sha256"], "runtime": args.runtime,
                   **evaluate_examples(model, tokenizer, examples, args.batch_size, device, engine)}
+        if args.runtime.endswith("int8"):  # int8 answers depend on the CPU's kernel class (models/cpu.py)
+            result["int8_kernel"] = int8_kernel() if device == "cpu" else device
     if args.record:
         stored = read_config(args.checkpoint)
         split = args.split or next((s for s in ("interpolate", "train", "extrapolate") if args.record.startswith(s)), None)
         stored.setdefault("evaluation", {})[args.record] = {
             "split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256",
-                                                      "runtime")}}
+                                                      "runtime")},
+            **({"int8_kernel": result["int8_kernel"]} if "int8_kernel" in result else {})}
         write_json(Path(args.checkpoint) / CONFIG_FILE, stored)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
 
