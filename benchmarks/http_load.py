@@ -391,7 +391,10 @@ def main(argv=None):
                     **setting, "measured": environment_now, "levels": {}, "interleaved": args.interleave,
                     "rss_before_mib": worker_rss_mib(process.pid)}
             row_set = result["settings"][setting_name]
-            names = tuple(m["name"] for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"])
+            served = [m for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"]]
+            names = tuple(m["name"] for m in served)
+            # what ran each backend's passes (RUNTIME=auto picks per backend and CPU)
+            row_set["served_runtimes"] = {m["name"]: m.get("runtime") for m in served}
             for i, level in enumerate(levels):
                 ceiling = http_ceiling(url, level, args.ceiling_seconds)
                 row_set.setdefault("http_ceiling", {})[level] = ceiling

@@ -162,7 +162,8 @@ def http_rows(kind: str, data: dict) -> list[str]:
                     "runs gunicorn's own gthread worker (otherwise the balanced worker; rows without g measured "
                     "before 2026-11-24 13:40 UTC ran gunicorn's own too, as nothing else existed); aA sets the "
                     "balanced worker's wait before it accepts to A ms (default 1); +RUNTIME names PLACEVALUE_RUNTIME "
-                    "(torch otherwise). Defaults: w2t1b64+ctranslate2.", "", *note, *table(
+                    "(torch otherwise; auto: CTranslate2 int8 where this CPU's stored int8 evaluations allow it, float32 else). "
+                    "Defaults: w2t1b64+auto (w2t1b64+ctranslate2 before 2026-12-04 17:00 UTC).", "", *note, *table(
                         ["setting", "clients", "backend", "answers/s", "p50 (ms)", "p99 (ms)", "errors", "503",
                          "wrong answers", "requests", "mean pass", "pass ms/answer", "pass busy", "pass on CPU",
                          "server CPU ms/answer", "client CPU",
@@ -231,8 +232,10 @@ def anchor_section() -> list[str]:
         level = setting["levels"].get("16", {})
         runtime = setting.get("runtime", "torch")
         for n in present(level, both):
-            # the anchor's paths are named ctranslate2_float32 / ctranslate2_int8
-            engine = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8"}.get(runtime)
+            # the anchor's paths are named ctranslate2_float32 / ctranslate2_int8; RUNTIME=auto's choice
+            # per backend is recorded as served_runtimes
+            engine = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8"}.get(
+                setting.get("served_runtimes", {}).get(n, runtime))
             path = n if engine is None or n in data["cannot_express"] else engine
             inprocess = max(both[path]["batched"].values())
             served = level[n]["answers_per_second"]

@@ -73,6 +73,9 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     # without batching every pass holds one question
     assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
     assert settings["w1t1b8d5f+ctranslate2"]["runtime"] == "ctranslate2"
+    # what served each backend, as the server's /models said
+    assert settings["w1t1b8d5f+ctranslate2"]["served_runtimes"]["transformer"] == "ctranslate2"
+    assert settings["w1t1b1"]["served_runtimes"]["memsizer"] == "torch"
     # torch computes on the pass thread; CTranslate2 on threads of its own, so it reports no share
     assert 0 < settings["w1t1b1"]["levels"]["2"]["transformer"]["pass_cpu_share"] <= 1.05
     assert settings["w1t1b8d5f+ctranslate2"]["levels"]["2"]["transformer"]["pass_cpu_share"] is None
