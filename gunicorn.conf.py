@@ -30,12 +30,12 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no acces
 os.environ["PLACEVALUE_SERVER_WORKERS"] = str(workers)  # /readyz waits until each has loaded its backends
 os.environ.setdefault("PLACEVALUE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 # the fastest runtime measured per backend that keeps every stored accuracy (benchmarks/RESULTS.md,
-# sections 4-4c): CTranslate2 for the Transformer, torch for the backends it cannot express. "auto"
-# serves it in int8 where this CPU's int8 kernel class has stored evaluations that keep every
-# in-distribution place (a CPU with AVX-512 VNNI, AVX-VNNI or AMX: 100%, 2.5x float32's rate), and in
-# float32 elsewhere (AVX2's int8 answers 90% of interpolate questions: its kernel's arithmetic, not
-# the rounding; section 4c). PLACEVALUE_RUNTIME=ctranslate2 / ctranslate2-int8 pins one precision,
-# PLACEVALUE_RUNTIME=torch serves all on torch.
+# sections 4-4c): "auto" serves the Transformer on CTranslate2 and the backends it cannot express on
+# torch, each in int8 where the checkpoint stores evaluations on this CPU's int8 kernel class that
+# keep every in-distribution place (CPUs with AVX-512 VNNI, AVX-VNNI or AMX: the Transformer on
+# CTranslate2 int8, MemSizer and the Performer on torch int8), in float32 elsewhere (AVX2's int8
+# answers 90% of interpolate questions: its kernel's arithmetic, not the rounding; section 4c).
+# PLACEVALUE_RUNTIME=ctranslate2 / ctranslate2-int8 / torch-int8 pins one, torch serves all in float32.
 os.environ.setdefault("PLACEVALUE_RUNTIME", "auto")
 # prometheus-client aggregates metrics across workers through files in this directory; without
 # one given, a temporary one, removed when the master exits. The marker is an environment

@@ -21,7 +21,7 @@ DEFAULTS = {
     # backends /readyz waits for, comma-separated; empty: every backend whose checkpoint ships
     "REQUIRED_MODELS": "",
     "DEVICE": "auto",  # auto: the GPU when torch sees one, else the CPU
-    "RUNTIME": "torch",  # or ctranslate2 / ctranslate2-int8 / auto for the backends it can express (app/service.py)
+    "RUNTIME": "torch",  # or torch-int8 / ctranslate2 / ctranslate2-int8 / auto (app/service.py)
     # cross-request micro-batching (app/batching.py): questions per pass (1: each request alone),
     # the longest a pass waits for more requests, whether it stops waiting once as many requests
     # wait as it had callers last time, the queue bound beyond which requests get 503, and how

@@ -68,7 +68,8 @@ def _schemas(backends, max_batch: int) -> dict:
                                  "required": {"type": "boolean"}, "train_command": {"type": "string"},
                                  "training_status": {"type": ["string", "null"],
                                                      "description": "for a backend that does not ship: its measured training"},
-                                 "runtime": {"type": ["string", "null"], "enum": ["torch", "ctranslate2", "ctranslate2-int8", None],
+                                 "runtime": {"type": ["string", "null"],
+                                             "enum": ["torch", "torch-int8", "ctranslate2", "ctranslate2-int8", None],
                                              "description": "what runs its passes; null when not loaded"},
                                  "error": {"type": ["string", "null"]},
                                  "parameters": {"type": "integer"}, "architecture": {

@@ -18,6 +18,7 @@ from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import LEGACY_DEFAULTS
 from models.cpu import int8_kernel
+from models.dynamic_int8 import quantize_linear_layers
 from models.task import PLACE_NAMES, SPLITS, Assessment, assess, generate
 from models.tokenizer import MAX_ANSWER_CHARS, QuestionError, Tokenizer, pad_batch
 
@@ -26,13 +27,18 @@ log = logging.getLogger(__name__)
 RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
 
 
-# PLACEVALUE_RUNTIME: what runs a backend's passes. "torch" runs every backend in torch; the
-# others run each backend that CTranslate2 can express (softmax attention) on it, at this compute
-# type, converted at start from the very weights torch would load, and keep torch for the rest.
-# "auto" is CTranslate2 in int8 for a backend whose stored int8 evaluations, measured on this CPU's
-# int8 kernel class (models/cpu.py), answer every in-distribution place at least as well as float32
-# does, and float32 otherwise (int8 changes answers on CPUs without a dot-product instruction).
-RUNTIMES = {"torch": None, "ctranslate2": "float32", "ctranslate2-int8": "int8", "auto": None}
+# PLACEVALUE_RUNTIME: what runs a backend's passes. "torch" runs every backend in torch float32;
+# "torch-int8" in torch with int8 weights (models/dynamic_int8.py; CPU only); "ctranslate2" and
+# "ctranslate2-int8" run each backend that CTranslate2 can express (softmax attention) on it at that
+# compute type, converted at start from the very weights torch would load, and keep torch for the rest.
+# "auto" takes, per backend, the first of AUTO_PREFERENCE that it can run and, for an int8 one, whose
+# stored evaluations measured on this CPU's int8 kernel class (models/cpu.py) answer every
+# in-distribution place at least as well as float32 does (int8 changes answers on CPUs without a
+# dot-product instruction).
+RUNTIMES = ("torch", "torch-int8", "ctranslate2", "ctranslate2-int8", "auto")
+CTRANSLATE2_COMPUTE_TYPES = {"ctranslate2": "float32", "ctranslate2-int8": "int8"}
+# fastest first, as measured on the shipped checkpoints (benchmarks/RESULTS.md, section 4b)
+AUTO_PREFERENCE = ("ctranslate2-int8", "torch-int8", "ctranslate2", "torch")
 # the evaluations int8 must not lose anything on before "auto" serves it
 INT8_GUARDED_SPLITS = ("interpolate", "train")
 
@@ -64,6 +70,8 @@ class QAService:
         max_batch 1 runs each request's questions in a pass of their own. runtime: see RUNTIMES."""
         if runtime not in RUNTIMES:
             raise ValueError(f"RUNTIME must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime == "torch-int8" and resolve_device(device).type != "cpu":
+            raise ValueError("RUNTIME=torch-int8 runs on the CPU only: set DEVICE=cpu or another RUNTIME")
         self.torch_threads = max(1, int(torch_threads))
         torch.set_num_threads(self.torch_threads)
         self._dispatcher_threads_set = False
@@ -94,10 +102,10 @@ class QAService:
             self.models[name], self.configs[name], self.tokenizer = model, config, tokenizer
             log.info("loaded %s from %s on %s (sha256 %s)", name, directory, self.device,
                      config["weights"]["sha256"][:12])
-        self.runtimes = {name: "torch" for name in self.models}
-        self._engines, self._engine_dir = {}, None
-        if runtime != "torch":
-            self._start_engines(runtime)
+        self.runtimes, self._engines, self._engine_dir = {}, {}, None
+        for name in self.models:
+            self.runtimes[name] = self._start_runtime(name, runtime)
+            log.info("%s runs on %s", name, self.runtimes[name])
         self.batcher = MicroBatcher(self._pass, on_pass=self._record_pass, **(batching or {}))
         for name in self.models:  # the first pass allocates and picks kernels: pay it before serving
             self.answer([self.example_question(seed=0)], name)
@@ -131,32 +139,48 @@ class QAService:
         questions), and the pass's latency in ms."""
         return self.run(self.encode(questions), name)
 
-    def _start_engines(self, runtime: str) -> None:
-        """Convert every loaded model the engine can express; the others stay on torch."""
+    def _start_runtime(self, name: str, runtime: str) -> str:
+        """Prepare what serves backend `name` under PLACEVALUE_RUNTIME `runtime`; returns its runtime."""
+        if runtime == "auto":
+            candidates = [r for r in AUTO_PREFERENCE if r == "torch" or self.device.type == "cpu"
+                          or r.startswith("ctranslate2")]
+        else:  # a pinned engine serves what it can express; torch in that precision, or float32, the rest
+            candidates = [runtime, "torch"]
+        for candidate in candidates:
+            if runtime == "auto" and candidate.endswith("int8"):
+                keeps, why = int8_keeps_accuracy(self.configs[name], self.int8_kernel, candidate)
+                log.info("%s: RUNTIME=auto %s %s (%s)", name, "may take" if keeps else "skips", candidate, why)
+                if not keeps:
+                    continue
+            if candidate == "torch":
+                return candidate
+            if candidate == "torch-int8":
+                self.models[name] = quantize_linear_layers(self.models[name])
+                return candidate
+            if self._start_engine(name, CTRANSLATE2_COMPUTE_TYPES[candidate]):
+                return candidate
+        return "torch"
+
+    def _start_engine(self, name: str, compute_type: str) -> bool:
+        """Convert backend `name` for CTranslate2 at `compute_type`; False when the engine is not
+        installed or cannot express the backend (it then stays on torch)."""
         import importlib.util
         import tempfile
         if importlib.util.find_spec("ctranslate2") is None:  # an optional engine: without it, torch for all
-            log.warning("RUNTIME=%s but ctranslate2 is not installed: every backend runs on torch", runtime)
-            return
+            log.warning("a CTranslate2 runtime was asked for but ctranslate2 is not installed: %s runs on torch", name)
+            return False
         from models.ctranslate2_runtime import CTranslate2Runner, convert
-        self._engine_dir = tempfile.TemporaryDirectory(prefix="placevalue-ctranslate2-")
-        for name, model in self.models.items():
-            served = runtime
-            if runtime == "auto":
-                keeps, why = int8_keeps_accuracy(self.configs[name], self.int8_kernel)
-                served = "ctranslate2-int8" if keeps else "ctranslate2"
-                log.info("%s: RUNTIME=auto chose %s (%s)", name, served, why)
-            compute_type = RUNTIMES[served]
-            try:
-                directory = convert(model, Path(self._engine_dir.name) / name,
-                                    quantization=None if compute_type == "float32" else compute_type)
-            except ValueError as err:  # an attention kind the engine has no spec for
-                log.info("%s stays on torch: %s", name, err)
-                continue
-            self._engines[name] = CTranslate2Runner(directory, self.tokenizer, self.torch_threads, compute_type,
-                                                    device=self.device.type)
-            self.runtimes[name] = served
-            log.info("%s runs on %s", name, served)
+        if self._engine_dir is None:
+            self._engine_dir = tempfile.TemporaryDirectory(prefix="placevalue-ctranslate2-")
+        try:
+            directory = convert(self.models[name], Path(self._engine_dir.name) / f"{name}-{compute_type}",
+                                quantization=None if compute_type == "float32" else compute_type)
+        except ValueError as err:  # an attention kind the engine has no spec for
+            log.info("%s: CTranslate2 cannot serve it: %s", name, err)
+            return False
+        self._engines[name] = CTranslate2Runner(directory, self.tokenizer, self.torch_threads, compute_type,
+                                                device=self.device.type)
+        return True
 
     def _record_pass(self, name: str, questions: int, seconds: float, cpu_seconds: float) -> None:
         # an engine computes on threads of its own: the dispatcher's CPU time says nothing there
@@ -261,18 +285,18 @@ def per_place_reliability(evaluation: dict, runtime: str = "torch", int8_kernel:
     return out
 
 
-def int8_keeps_accuracy(config: dict, kernel: str) -> tuple[bool, str]:
-    """Whether a checkpoint's stored int8 evaluations measured on `kernel` cover INT8_GUARDED_SPLITS
-    and answer every place there at least as well as float32 (torch or CTranslate2) did on the same
-    data and weights, and why (for the log)."""
+def int8_keeps_accuracy(config: dict, kernel: str, runtime: str = "ctranslate2-int8") -> tuple[bool, str]:
+    """Whether a checkpoint's stored evaluations of int8 `runtime` measured on `kernel` cover
+    INT8_GUARDED_SPLITS and answer every place there at least as well as float32 (torch or
+    CTranslate2) did on the same data and weights, and why (for the log)."""
     weights = config.get("weights", {}).get("sha256")
     records = {n: r for n, r in config.get("evaluation", {}).items()
                if r.get("per_place") and r.get("weights_sha256") == weights}
     for split in INT8_GUARDED_SPLITS:
         int8 = [(n, r) for n, r in records.items() if evaluation_split(n, r) == split
-                and r.get("runtime") == "ctranslate2-int8" and r.get("int8_kernel") == kernel]
+                and r.get("runtime") == runtime and r.get("int8_kernel") == kernel]
         if not int8:
-            return False, f"no int8 evaluation of {split} stored for the {kernel} int8 kernel"
+            return False, f"no {runtime} evaluation of {split} stored for the {kernel} int8 kernel"
         for name, record in int8:
             references = [(n, r) for n, r in records.items() if r.get("data") == record.get("data")
                           and r.get("runtime", "torch") in ("torch", "ctranslate2")]
@@ -284,4 +308,4 @@ def int8_keeps_accuracy(config: dict, kernel: str) -> tuple[bool, str]:
                     if got < row["accuracy"]:
                         return False, (f"{name}: {place} {got:.2%} in int8 against {row['accuracy']:.2%} "
                                        f"in {reference_name}")
-    return True, f"int8 on the {kernel} kernel keeps every place of {', '.join(INT8_GUARDED_SPLITS)}"
+    return True, f"{runtime} on the {kernel} kernel keeps every place of {', '.join(INT8_GUARDED_SPLITS)}"

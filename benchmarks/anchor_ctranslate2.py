@@ -8,6 +8,9 @@ On a GPU the engine's paths are float32, float16 and int8 weights with float16 c
 (`int8_float16`), against our torch backends on the same GPU; the CPU's thread counts and GEMM
 peak do not apply there, so one "thread count" (1) is recorded and no floor.
 
+On the CPU each backend also runs in torch with int8 weights (`NAME_torch_int8`, models/dynamic_int8.py,
+the service's PLACEVALUE_RUNTIME=torch-int8), so the fastest path per backend is measured in the same run.
+
 Also counts each backend's FLOPs per question (torch.utils.flop_counter) and probes this machine's
 fp32 matrix-multiply peak, which together give the floor a pass could reach.
 
@@ -16,16 +19,18 @@ express MemSizer, the Performer or MemoryFormer: only softmax attention has a sp
 Transformer has an anchor.
 """
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, environment, flops_per_question, percentile, save, summary
+from benchmarks.common import RESULTS, TORCH_INT8, environment, flops_per_question, percentile, save, summary
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.ctranslate2_runtime import CTranslate2Runner, convert
+from models.dynamic_int8 import quantize_linear_layers
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
@@ -101,6 +106,9 @@ def main(argv=None):
     if args.device == "cuda":
         for model, _, _ in loaded.values():
             model.to("cuda")
+    # torch's int8 runs on the CPU only; a copy, so the float32 paths keep their weights
+    quantized = ({} if args.device == "cuda" else
+                 {name + TORCH_INT8: quantize_linear_layers(copy.deepcopy(model)) for name, (model, _, _) in loaded.items()})
     # CTranslate2 compute type -> the converted files it reads (int8 files, or float32 ones)
     compute_types = ({"float32": "float32", "float16": "float32", "int8_float16": "int8"} if args.device == "cuda"
                      else {"float32": "float32", "int8": "int8"})
@@ -123,7 +131,12 @@ def main(argv=None):
                            for kind, files in compute_types.items()}
             if len(agreement) == 1:  # answers once, at the first thread count
                 for name, (model, _, _) in loaded.items():
-                    agreement[f"{name}_correct"] = sum(a == t for a, t in zip(ours(model, tokenizer, ids), truth))
+                    answers = ours(model, tokenizer, ids)
+                    agreement[f"{name}_correct"] = sum(a == t for a, t in zip(answers, truth))
+                    if name + TORCH_INT8 in quantized:
+                        int8 = ours(quantized[name + TORCH_INT8], tokenizer, ids)
+                        agreement[f"{name}{TORCH_INT8}_correct"] = sum(a == t for a, t in zip(int8, truth))
+                        agreement[f"{name}{TORCH_INT8}_same_as_{name}"] = sum(a == b for a, b in zip(int8, answers))
                 reference = ours(transformer, tokenizer, ids)
                 for kind, translator in translators.items():
                     got = translator.answer_ids(ids)
@@ -131,6 +144,7 @@ def main(argv=None):
                     agreement[f"ctranslate2_{kind}_same_as_transformer"] = sum(g == r for g, r in zip(got, reference))
                 print(agreement, flush=True)
             paths = {**{name: (lambda batch, m=model: ours(m, tokenizer, batch)) for name, (model, _, _) in loaded.items()},
+                     **{name: (lambda batch, m=model: ours(m, tokenizer, batch)) for name, model in quantized.items()},
                      **{f"ctranslate2_{kind}": t.answer_ids for kind, t in translators.items()}}
             timed = time_paths(paths, ids[:args.timed], list(map(int, args.batch_sizes.split(","))), args.repeats)
             result["threads"][threads] = timed

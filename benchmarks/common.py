@@ -17,6 +17,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # `--tiny`: a model small enough to smoke-test a script in seconds
 TINY_ARCH = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1)
 
+# the suffix of a backend's torch int8 path in benchmarks.anchor_ctranslate2 (PLACEVALUE_RUNTIME=torch-int8)
+TORCH_INT8 = "_torch_int8"
+
 
 def cpu_model() -> str:
     return cpuinfo_field("model name") or platform.processor() or "unknown CPU"

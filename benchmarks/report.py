@@ -5,7 +5,7 @@
 import json
 import shlex
 
-from benchmarks.common import RESULTS, hardware_line
+from benchmarks.common import RESULTS, TORCH_INT8, hardware_line
 from models import registry
 from models.config import ModelConfig
 from models.summary import PARTS, paper_config_table
@@ -210,10 +210,12 @@ def anchor_section() -> list[str]:
         anchor_single = min((paths[k]["single_ms"]["median"] for k in paths if k.startswith("ctranslate2")),
                             default=None)
         for name, row in paths.items():
-            backend = name if name in flops else "transformer"
+            base = name.removesuffix(TORCH_INT8)  # a backend, its torch int8 path, or an anchor path
+            backend = base if base in flops else "transformer"
             floor_ms = flops[backend] / peak * 1e3
             best_batched = max(row["batched"].values())
-            rows.append([threads, display(name) if name in flops else name, f"{row['single_ms']['median']:.1f}",
+            shown = display(base) + (" torch int8" if name != base else "") if base in flops else name
+            rows.append([threads, shown, f"{row['single_ms']['median']:.1f}",
                          f"{floor_ms:.1f}", f"{floor_ms / row['single_ms']['median']:.0%}",
                          f"{row['single_ms']['median'] / anchor_single:.2f}" if anchor_single else "-",
                          f"{best_batched:.1f}", f"{best_batched / (peak / flops[backend]):.0%}",
@@ -234,9 +236,11 @@ def anchor_section() -> list[str]:
         for n in present(level, both):
             # the anchor's paths are named ctranslate2_float32 / ctranslate2_int8; RUNTIME=auto's choice
             # per backend is recorded as served_runtimes
-            engine = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8"}.get(
-                setting.get("served_runtimes", {}).get(n, runtime))
+            served_by = setting.get("served_runtimes", {}).get(n, runtime)
+            engine = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8"}.get(served_by)
             path = n if engine is None or n in data["cannot_express"] else engine
+            if served_by == "torch-int8" and n + TORCH_INT8 in both:
+                path = n + TORCH_INT8
             inprocess = max(both[path]["batched"].values())
             served = level[n]["answers_per_second"]
             ceiling = pass_size_ceiling(data, path, setting, level[n].get("mean_pass_questions"))

@@ -237,6 +237,26 @@ def test_ctranslate2_runtime_serves_what_it_can_express_and_leaves_the_rest_on_t
         QAService(tiny_checkpoints, runtime="onnx")
 
 
+def test_torch_int8_runtime_quantizes_every_backend_on_the_cpu(tiny_checkpoints, monkeypatch):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    questions = [q for q, _ in generate("train", 8, seed=9)]
+    service = QAService(tiny_checkpoints, batching={"max_delay_ms": 0}, runtime="torch-int8")
+    try:
+        assert set(service.runtimes.values()) == {"torch-int8"}
+        for name, model in service.models.items():
+            assert any(isinstance(m, DynamicInt8Linear) for m in model.modules()), name
+            answers, _ = service.answer(questions, name)
+            assert len(answers) == len(questions) and all(isinstance(a, str) for a in answers)
+        assert {row["runtime"] for row in service.describe()} == {"torch-int8"}
+    finally:
+        service.batcher.close()
+    # on a GPU host it is refused at start, before any model loads
+    import app.service
+    monkeypatch.setattr(app.service, "resolve_device", lambda choice: torch.device("cuda"))
+    with pytest.raises(ValueError, match="CPU only"):
+        QAService(tiny_checkpoints, runtime="torch-int8", device="cuda")
+
+
 def test_a_transformer_with_rotary_positions_stays_on_torch_under_the_ctranslate2_runtime(tmp_path):
     """The engine's encoder-decoder spec has no rotary positions: such a checkpoint (a measured length
     lever) is served by torch, with the same answers as a torch-only service, instead of failing at start."""

@@ -27,7 +27,7 @@ def test_the_shipped_transformer_keeps_its_accuracy_in_int8_on_vnni_only():
     keeps, why = int8_keeps_accuracy(config, "avx2")  # interpolate 90.18% there
     assert not keeps and "int8" in why
     keeps, why = int8_keeps_accuracy(config, "other")
-    assert not keeps and "no int8 evaluation" in why
+    assert not keeps and "no ctranslate2-int8 evaluation" in why
 
 
 def test_int8_records_of_other_weights_or_with_a_weaker_place_do_not_count():
@@ -55,7 +55,7 @@ def test_reliability_shows_the_int8_records_of_the_cpu_it_serves_on():
     assert other["runtime"] == "ctranslate2-int8" and other["int8_kernel"] in ("vnni", "avx2")
 
 
-def evaluation_records(sha256: str, int8_tens: float) -> dict:
+def evaluation_records(sha256: str, int8_tens: float, int8_runtime: str = "ctranslate2-int8") -> dict:
     def record(split, data, runtime, accuracy, kernel=None):
         row = {"split": split, "data": data, "accuracy": accuracy, "correct": int(accuracy * 100), "total": 100,
                "weights_sha256": sha256, "runtime": runtime,
@@ -63,8 +63,8 @@ def evaluation_records(sha256: str, int8_tens: float) -> dict:
         return {**row, "int8_kernel": kernel} if kernel else row
     return {"interpolate_fp32": record("interpolate", "data/interpolate", "ctranslate2", 1.0),
             "train_fp32": record("train", "data/train", "torch", 1.0),
-            "interpolate_int8": record("interpolate", "data/interpolate", "ctranslate2-int8", 1.0, "vnni"),
-            "train_int8": record("train", "data/train", "ctranslate2-int8", int8_tens, "vnni")}
+            "interpolate_int8": record("interpolate", "data/interpolate", int8_runtime, 1.0, "vnni"),
+            "train_int8": record("train", "data/train", int8_runtime, int8_tens, "vnni")}
 
 
 @pytest.mark.parametrize("kernel, int8_tens, served", [
@@ -87,5 +87,54 @@ def test_auto_serves_int8_only_where_its_stored_evaluations_allow(tmp_path, monk
         row = {r["name"]: r for r in service.describe()}["transformer"]
         assert row["runtime"] == served
         assert len(service.answer(["What is the tens digit of 1234?"], "transformer")[0]) == 1
+    finally:
+        service.batcher.close()
+
+
+def saved_with_records(directory, backend: str, evaluation) -> None:
+    from models.checkpoint import save_checkpoint
+    from models.tokenizer import Tokenizer
+    from tests.conftest import tiny_model
+    save_checkpoint(tiny_model(backend), directory, Tokenizer(), "float32")
+    config = json.loads((directory / "config.json").read_text())
+    config["evaluation"] = evaluation(config["weights"]["sha256"])
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("kernel, int8_tens, served", [
+    ("vnni", 1.0, "torch-int8"), ("avx2", 1.0, "torch"), ("vnni", 0.98, "torch")])
+def test_auto_serves_torch_int8_where_its_stored_evaluations_allow(tmp_path, monkeypatch, kernel, int8_tens, served):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    saved_with_records(tmp_path / "memsizer", "memsizer",
+                       lambda sha256: evaluation_records(sha256, int8_tens, "torch-int8"))
+    monkeypatch.setattr(app.service, "int8_kernel", lambda: kernel)
+    service = QAService(tmp_path, required=["memsizer"], batching={"max_delay_ms": 0}, runtime="auto")
+    try:
+        assert service.runtimes["memsizer"] == served
+        quantized = any(isinstance(m, DynamicInt8Linear) for m in service.models["memsizer"].modules())
+        assert quantized == (served == "torch-int8")
+        assert {r["name"]: r for r in service.describe()}["memsizer"]["runtime"] == served
+        assert len(service.answer(["What is the tens digit of 1234?"], "memsizer")[0]) == 1
+    finally:
+        service.batcher.close()
+
+
+@pytest.mark.parametrize("int8_runtimes, served", [
+    (("ctranslate2-int8", "torch-int8"), "ctranslate2-int8"),  # both earned: the faster engine
+    (("torch-int8",), "torch-int8"),  # torch int8 before CTranslate2 float32
+    ((), "ctranslate2")])
+def test_auto_prefers_the_fastest_runtime_a_backend_has_earned(tmp_path, monkeypatch, int8_runtimes, served):
+    def evaluation(sha256):
+        records = evaluation_records(sha256, 1.0)
+        records = {k: v for k, v in records.items() if not k.endswith("int8")}
+        for runtime in int8_runtimes:
+            records.update({f"{k}_{runtime}": v for k, v in evaluation_records(sha256, 1.0, runtime).items()
+                            if k.endswith("int8")})
+        return records
+    saved_with_records(tmp_path / "transformer", "transformer", evaluation)
+    monkeypatch.setattr(app.service, "int8_kernel", lambda: "vnni")
+    service = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0}, runtime="auto")
+    try:
+        assert service.runtimes["transformer"] == served
     finally:
         service.batcher.close()

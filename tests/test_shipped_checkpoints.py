@@ -61,3 +61,37 @@ def test_shipped_files_fit_the_size_budget():
     assert total < 55 * 2**20, "checkpoints must leave room in the 60 MiB tracked-tree budget"
     assert sha256_file(CHECKPOINTS / "memsizer" / "model.safetensors") != sha256_file(
         CHECKPOINTS / "transformer" / "model.safetensors")
+
+
+def shipped_with_torch_int8_records():
+    from app.service import int8_keeps_accuracy
+    names = []
+    for backend in (b.name for b in registry.backends() if b.shipped):
+        config = load_checkpoint(CHECKPOINTS / backend)[2]
+        if any(r.get("runtime") == "torch-int8" for r in config.get("evaluation", {}).values()):
+            names.append(backend)
+            assert int8_keeps_accuracy(config, "vnni", "torch-int8")[0], backend
+    return names
+
+
+def test_torch_int8_is_earned_by_the_backends_it_speeds_up():
+    # measured faster in int8 on torch: MemSizer and the Performer (benchmarks/RESULTS.md, 4b);
+    # the Transformer serves on CTranslate2, MemoryFormer's table lookups gained nothing
+    assert shipped_with_torch_int8_records() == ["memsizer", "performer"]
+
+
+@pytest.mark.parametrize("backend", ["memsizer", "performer"])
+def test_torch_int8_answers_do_not_depend_on_the_pass_they_ride_in(backend):
+    """int8 activations are scaled per call, so a question's rounding depends on its pass's other
+    questions; the shipped checkpoints' answers must not: alone, in one pass, and as float32."""
+    from models.dynamic_int8 import quantize_linear_layers
+    from training.evaluate import predict
+    model, tokenizer, _ = load_checkpoint(CHECKPOINTS / backend)
+    examples = generate("interpolate", 40, seed=20261206) + generate("train", 24, seed=20261207)
+    questions = [q for q, _ in examples]
+    float32 = predict(model, tokenizer, questions, batch_size=64)
+    quantized = quantize_linear_layers(model)
+    together = predict(quantized, tokenizer, questions, batch_size=64)
+    alone = [predict(quantized, tokenizer, [q], batch_size=1)[0] for q in questions]
+    assert together == alone == float32
+    assert sum(a == t for a, (_, t) in zip(together, examples)) >= 63

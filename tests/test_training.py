@@ -180,6 +180,12 @@ def test_evaluate_cli_json_and_record(tmp_path, capsys):
     from models.cpu import int8_kernel
     assert int8["int8_kernel"] == int8_kernel() in ("vnni", "avx2", "other")
     assert load_checkpoint(out)[2]["evaluation"]["smoke_int8"]["int8_kernel"] == int8_kernel()
+    # torch's own int8 (models/dynamic_int8.py) records the same way, under its runtime's name
+    evaluate.main(["--checkpoint", str(out), "--data", str(data.parent), "--json", "--runtime", "torch-int8",
+                   "--device", "cpu", "--record", "smoke_torch_int8"])
+    torch_int8 = json.loads(capsys.readouterr().out)
+    assert torch_int8["runtime"] == "torch-int8" and torch_int8["int8_kernel"] == int8_kernel()
+    assert load_checkpoint(out)[2]["evaluation"]["smoke_torch_int8"]["runtime"] == "torch-int8"
 
 
 def test_evaluate_cli_reports_bad_paths(tmp_path):

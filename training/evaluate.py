@@ -18,6 +18,7 @@ import torch
 
 from models.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, read_config, write_json
 from models.cpu import int8_kernel
+from models.dynamic_int8 import quantize_linear_layers
 from models.tokenizer import pad_batch
 from models.task import PLACE_NAMES, place_of
 from training.data import read_examples
@@ -82,9 +83,10 @@ def main(argv=None):
     parser.add_argument("--split", choices=["interpolate", "train", "extrapolate"], default=None,
                         help="the distribution the data comes from, stored with --record (the page's per-place "
                              "charts group evaluations by it; default: the split NAME starts with)")
-    parser.add_argument("--runtime", choices=["torch", "ctranslate2", "ctranslate2-int8"], default="torch",
-                        help="answer with the serving runtime PLACEVALUE_RUNTIME would use (CTranslate2 converts "
-                             "these very weights; only for backends it can express)")
+    parser.add_argument("--runtime", choices=["torch", "torch-int8", "ctranslate2", "ctranslate2-int8"], default="torch",
+                        help="answer with the serving runtime PLACEVALUE_RUNTIME would use (torch-int8: int8 "
+                             "weights on the CPU; CTranslate2 converts these very weights, only for backends it "
+                             "can express)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
@@ -95,7 +97,12 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     with tempfile.TemporaryDirectory() as engine_dir:
         engine = None
-        if args.runtime != "torch":
+        if args.runtime == "torch-int8":
+            try:
+                model = quantize_linear_layers(model)
+            except ValueError as err:
+                sys.exit(f"error: {err}")
+        elif args.runtime != "torch":
             from models.ctranslate2_runtime import CTranslate2Runner, convert
             compute_type = "int8" if args.runtime.endswith("int8") else "float32"
             try:
