@@ -141,9 +141,8 @@ class QAService:
 
     def _start_runtime(self, name: str, runtime: str) -> str:
         """Prepare what serves backend `name` under PLACEVALUE_RUNTIME `runtime`; returns its runtime."""
-        if runtime == "auto":
-            candidates = [r for r in AUTO_PREFERENCE if r == "torch" or self.device.type == "cpu"
-                          or r.startswith("ctranslate2")]
+        if runtime == "auto":  # torch's int8 kernels are CPU kernels
+            candidates = [r for r in AUTO_PREFERENCE if r != "torch-int8" or self.device.type == "cpu"]
         else:  # a pinned engine serves what it can express; torch in that precision, or float32, the rest
             candidates = [runtime, "torch"]
         for candidate in candidates:
