@@ -51,7 +51,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.train_throughput --device cpu --levers all --steps 8 --warmup 1
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.http_load --concurrency 1,16,64 --requests 300 --max-seconds 20 \
-	  --settings w2t1b1,w2t1b64,w1t2b64,w2t1b64+ctranslate2,w2t1b64+ctranslate2-int8
+	  --settings w2t1b1,w2t1b64,w1t2b64,w2t1b64+ctranslate2,w2t1b64+auto
 	$(PY) -m benchmarks.anchor_ctranslate2
 	$(PY) -m benchmarks.memoryformer_size
 	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1
