@@ -214,7 +214,7 @@ def anchor_section() -> list[str]:
             backend = base if base in flops else "transformer"
             floor_ms = flops[backend] / peak * 1e3
             best_batched = max(row["batched"].values())
-            shown = display(base) + (" torch int8" if name != base else "") if base in flops else name
+            shown = name if base not in flops else display(base) + (" torch int8" if name != base else "")
             rows.append([threads, shown, f"{row['single_ms']['median']:.1f}",
                          f"{floor_ms:.1f}", f"{floor_ms / row['single_ms']['median']:.0%}",
                          f"{row['single_ms']['median'] / anchor_single:.2f}" if anchor_single else "-",
@@ -234,13 +234,13 @@ def anchor_section() -> list[str]:
         level = setting["levels"].get("16", {})
         runtime = setting.get("runtime", "torch")
         for n in present(level, both):
-            # the anchor's paths are named ctranslate2_float32 / ctranslate2_int8; RUNTIME=auto's choice
-            # per backend is recorded as served_runtimes
+            # the in-process path of the runtime that served it (RUNTIME=auto's choice per backend is
+            # recorded as served_runtimes; a pinned CTranslate2 left what it cannot express on torch)
             served_by = setting.get("served_runtimes", {}).get(n, runtime)
-            engine = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8"}.get(served_by)
-            path = n if engine is None or n in data["cannot_express"] else engine
-            if served_by == "torch-int8" and n + TORCH_INT8 in both:
-                path = n + TORCH_INT8
+            path = {"ctranslate2": "ctranslate2_float32", "ctranslate2-int8": "ctranslate2_int8",
+                    "torch-int8": n + TORCH_INT8}.get(served_by, n)
+            if path not in both or (served_by.startswith("ctranslate2") and n in data["cannot_express"]):
+                path = n
             inprocess = max(both[path]["batched"].values())
             served = level[n]["answers_per_second"]
             ceiling = pass_size_ceiling(data, path, setting, level[n].get("mean_pass_questions"))
