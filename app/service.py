@@ -18,6 +18,7 @@ from models import registry
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import LEGACY_DEFAULTS
 from models.cpu import int8_kernel
+from models.ctranslate2_runtime import COMPUTE_TYPES as CTRANSLATE2_COMPUTE_TYPES, CTranslate2Runner, convert
 from models.dynamic_int8 import quantize_linear_layers
 from models.task import PLACE_NAMES, SPLITS, Assessment, assess, generate
 from models.tokenizer import MAX_ANSWER_CHARS, QuestionError, Tokenizer, pad_batch
@@ -35,8 +36,7 @@ RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
 # stored evaluations measured on this CPU's int8 kernel class (models/cpu.py) answer every
 # in-distribution place at least as well as float32 does (int8 changes answers on CPUs without a
 # dot-product instruction).
-RUNTIMES = ("torch", "torch-int8", "ctranslate2", "ctranslate2-int8", "auto")
-CTRANSLATE2_COMPUTE_TYPES = {"ctranslate2": "float32", "ctranslate2-int8": "int8"}
+RUNTIMES = ("torch", "torch-int8", *CTRANSLATE2_COMPUTE_TYPES, "auto")
 # fastest first, as measured on the shipped checkpoints (benchmarks/RESULTS.md, section 4b)
 AUTO_PREFERENCE = ("ctranslate2-int8", "torch-int8", "ctranslate2", "torch")
 # the evaluations int8 must not lose anything on before "auto" serves it
@@ -168,7 +168,6 @@ class QAService:
         if importlib.util.find_spec("ctranslate2") is None:  # an optional engine: without it, torch for all
             log.warning("a CTranslate2 runtime was asked for but ctranslate2 is not installed: %s runs on torch", name)
             return False
-        from models.ctranslate2_runtime import CTranslate2Runner, convert
         if self._engine_dir is None:
             self._engine_dir = tempfile.TemporaryDirectory(prefix="placevalue-ctranslate2-")
         try:

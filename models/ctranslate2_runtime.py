@@ -32,6 +32,8 @@ from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD, pad_batch
 
 # how the converted model reads its source, written beside CTranslate2's own files by `convert`
 SOURCE_FORMAT_FILE = "placevalue_source.json"
+# the serving runtimes (PLACEVALUE_RUNTIME, training.evaluate --runtime) that run on this engine, and its compute type
+COMPUTE_TYPES = {"ctranslate2": "float32", "ctranslate2-int8": "int8"}
 FACTOR_SEPARATOR = "\uffe8"  # CTranslate2's separator between a token and its factors: "￨"
 
 

@@ -18,6 +18,7 @@ import torch
 
 from models.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, read_config, write_json
 from models.cpu import int8_kernel
+from models.ctranslate2_runtime import COMPUTE_TYPES as CTRANSLATE2_COMPUTE_TYPES, CTranslate2Runner, convert
 from models.dynamic_int8 import quantize_linear_layers
 from models.tokenizer import pad_batch
 from models.task import PLACE_NAMES, place_of
@@ -83,7 +84,7 @@ def main(argv=None):
     parser.add_argument("--split", choices=["interpolate", "train", "extrapolate"], default=None,
                         help="the distribution the data comes from, stored with --record (the page's per-place "
                              "charts group evaluations by it; default: the split NAME starts with)")
-    parser.add_argument("--runtime", choices=["torch", "torch-int8", "ctranslate2", "ctranslate2-int8"], default="torch",
+    parser.add_argument("--runtime", choices=["torch", "torch-int8", *CTRANSLATE2_COMPUTE_TYPES], default="torch",
                         help="answer with the serving runtime PLACEVALUE_RUNTIME would use (torch-int8: int8 "
                              "weights on the CPU; CTranslate2 converts these very weights, only for backends it "
                              "can express)")
@@ -103,8 +104,7 @@ def main(argv=None):
             except ValueError as err:
                 sys.exit(f"error: {err}")
         elif args.runtime != "torch":
-            from models.ctranslate2_runtime import CTranslate2Runner, convert
-            compute_type = "int8" if args.runtime.endswith("int8") else "float32"
+            compute_type = CTRANSLATE2_COMPUTE_TYPES[args.runtime]
             try:
                 converted = convert(model, engine_dir, quantization=None if compute_type == "float32" else compute_type)
             except ValueError as err:
