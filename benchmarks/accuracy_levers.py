@@ -27,7 +27,9 @@ from benchmarks.time_to_accuracy import VARIANTS, check_variants_and_backends, r
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.task import PLACE_NAMES, generate, generate_per_place
+from models.tokenizer import Tokenizer
 from training.evaluate import evaluate_examples
+from training.train import model_config, parse_args
 
 MODULE = "benchmarks.accuracy_levers"
 # fresh questions for the final measurements: seeds no training batch or held-out set uses
@@ -83,11 +85,15 @@ def measure(backend, variant, seed, args, workdir, sets) -> dict:
 
 
 def applies(backend: str, variant: str) -> bool:
-    """Whether the backend can train the variant: relative positions (rope, alibi) need query-key scores, which
-    MemSizer's memory slots and the Performer's kernel features do not have."""
-    options = VARIANTS[variant]
-    relative = "--relative-positions" in options and options[options.index("--relative-positions") + 1] != "none"
-    return registry.get(backend).query_key_scores or not relative
+    """Whether the backend can train the variant: its options make a valid config (relative positions,
+    rope or alibi, need attention with query-key scores, which MemSizer's memory slots and the
+    Performer's kernel features do not have)."""
+    args = parse_args(["--model", backend, *VARIANTS[variant]])
+    try:
+        model_config(args, Tokenizer())
+    except ValueError:
+        return False
+    return True
 
 
 def merged_runs(previous: dict | None, runs: list[dict]) -> list[dict]:

@@ -76,6 +76,18 @@ VARIANTS = {  # each changes one lever of the default recipe
     "abacus-balanced-offset-alibi": ["--relative-positions", "alibi", "--digit-positions", "abacus",
                                      "--digit-offset-max", "20", "--source-positions", "start",
                                      "--balanced-share", "0.5"],
+    # the authors' configurations (benchmarks/studies/fidelity.md): MemoryFormer's Memory Block with
+    # 0, 1 or 2 expanding bits on the shipped recipe (ALiBi), and MemSizer's encoder as MemSizer
+    # attention or softmax attention, the latter with and without ALiBi in it
+    **{f"alibi-extra-bits-{e}": ["--relative-positions", "alibi", "--digit-positions", "abacus",
+                                 "--source-positions", "start", "--balanced-share", "0.5",
+                                 "--memoryformer-extra-bits", str(e)] for e in (0, 1, 2)},
+    "memsizer-encoder": ["--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5",
+                         "--memsizer-encoder", "memsizer"],
+    "softmax-encoder": ["--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5",
+                        "--memsizer-encoder", "softmax"],
+    "softmax-encoder-alibi": ["--relative-positions", "alibi", "--digit-positions", "abacus", "--source-positions",
+                              "start", "--balanced-share", "0.5", "--memsizer-encoder", "softmax"],
 }
 
 MODULE = "benchmarks.time_to_accuracy"

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 ROLES = ("encoder", "causal", "cross")  # encoder self-attention, decoder self-attention, cross-attention
+SELF_ROLES = ("encoder", "causal")  # the roles relative positions can apply to
 
 
 class AttentionState:
@@ -55,10 +56,11 @@ class Backend:
     train_options: str = ""
     # for a backend that does not ship: what training it measured, shown beside its command
     training_status: str = ""
-    # True when its attention has query-key scores, which relative positions (config.relative_positions
-    # "rope" rotates queries and keys, "alibi" biases the scores) act on; a backend without such
-    # scores (MemSizer's memory slots, the Performer's kernel features) cannot use them
-    query_key_scores: bool = False
+    # scored_roles(settings) -> the self-attention roles ("encoder", "causal") whose attention has
+    # query-key scores, which relative positions (config.relative_positions: "rope" rotates queries
+    # and keys, "alibi" biases the scores) act on; attention without such scores (MemSizer's memory
+    # slots, the Performer's kernel features) cannot use them, and keeps absolute positions
+    scored_roles: Callable[[object], tuple[str, ...]] = lambda settings: ()
     # True when outputs jump wherever an input's hash code flips (MemoryFormer): lossy weight
     # storage then moves outputs by more than its rounding alone, and the tests allow for it
     hashed: bool = False

@@ -17,7 +17,7 @@ DIGIT_POSITION_MODES = ("none", "abacus", "abacus-sinusoid")
 # "rope" (Su et al., 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding"): self-
 # attention queries and keys are rotated by their positions, so scores depend only on the offset
 # between two tokens; no absolute sinusoid is added. Only backends whose attention has query-key
-# scores apply it (Backend.query_key_scores).
+# scores apply it (Backend.scored_roles).
 # "alibi" (Press et al., 2022, "Train Short, Test Long: Attention with Linear Biases Enables Input
 # Length Extrapolation"): no position embedding; every self-attention score is lowered by a fixed
 # per-head slope times the distance between query and key. Same backends as rope
@@ -82,15 +82,18 @@ class ModelConfig:
         if self.relative_positions not in RELATIVE_POSITION_MODES:
             raise ValueError(f"relative_positions must be one of {RELATIVE_POSITION_MODES}, "
                              f"got {self.relative_positions!r}")
-        if self.relative_positions != "none" and not spec.query_key_scores:
-            raise ValueError(f"{self.backend} attention has no query-key scores: relative_positions "
-                             f"{self.relative_positions!r} applies only to "
-                             f"{', '.join(b.name for b in registry.backends() if b.query_key_scores)}")
+        if self.relative_positions != "none" and not spec.scored_roles(self.settings):
+            raise ValueError(f"{self.backend} attention has no query-key scores in these settings: relative_positions "
+                             f"{self.relative_positions!r} applies only to attention with such scores")
         if self.relative_positions != "none" and self.source_positions != "start":
             raise ValueError(f"{self.relative_positions} counts positions from the question's start: use "
                              f"source_positions 'start'")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+
+    def relative_in(self, role: str) -> bool:
+        """Whether relative positions act in this self-attention role (else absolute positions are added)."""
+        return self.relative_positions != "none" and role in self.spec.scored_roles(self.settings)
 
     @property
     def spec(self):
@@ -103,8 +106,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        """A stored config; fields it lacks mean what they meant before they existed."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
-        return cls(**{**LEGACY_DEFAULTS, **data})
+        data = {**LEGACY_DEFAULTS, **data}
+        if isinstance(data.get("settings"), dict):  # likewise for the backend's own settings
+            from models import registry
+            stored_defaults = getattr(registry.get(data["backend"]).settings, "STORED_DEFAULTS", {})
+            data["settings"] = {**stored_defaults, **data["settings"]}
+        return cls(**data)

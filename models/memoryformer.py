@@ -15,17 +15,21 @@ are piecewise constant):
 Q, K and V come from three memory layers that share one hash of their input (codes and weights
 computed once); softmax attention itself stays, and the attention output projection goes. The
 feed-forward is the paper's Memory Block: memory layer, LayerNorm, memory layer, no activation.
+With e "expanding bits" (the paper's Table 5; `extra_bit=2` in the official model) the first
+layer widens d to K * (tau + e) outputs, which the second hashes in K chunks of tau + e bits into
+tables 2^e times taller; e = 0 maps d -> d -> d at the same tau.
 Lookups are one `F.embedding_bag` over all chunks (a gather and a weighted sum in one kernel).
 Decoding keeps the Transformer's key/value cache: only the projections change.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backend import Backend
+from models.backend import SELF_ROLES, Backend
 from models.transformer import SoftmaxAttention
 
 WEIGHTINGS = ("paper", "official")
@@ -34,14 +38,22 @@ WEIGHTINGS = ("paper", "official")
 @dataclass(frozen=True)
 class MemoryFormerSettings:
     """tau: bits per hash code (each chunk of tau values picks one of 2^tau table rows).
-    weighting: how a selected row is weighted, "paper" or "official" (see the module docstring)."""
+    weighting: how a selected row is weighted, "paper" or "official" (see the module docstring).
+    extra_bits: the Memory Block's expanding bits e (its second layer hashes tau + e bits)."""
 
     tau: int = 4
     weighting: str = "paper"
+    extra_bits: int = 2  # the official model's extra_bit
+
+    # checkpoints stored before the Memory Block could expand had none
+    STORED_DEFAULTS: ClassVar[dict] = {"extra_bits": 0}
 
     def __post_init__(self):
         if not 1 <= self.tau <= 12:
             raise ValueError(f"tau must be between 1 and 12 (a table has 2^tau rows), got {self.tau}")
+        if not 0 <= self.extra_bits <= 12 - self.tau:
+            raise ValueError(f"extra_bits must be between 0 and {12 - self.tau} (tau + extra_bits <= 12), "
+                             f"got {self.extra_bits}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
 
@@ -164,14 +176,18 @@ class MemoryAttention(SoftmaxAttention):
 
 class MemoryBlock(nn.Module):
     """The paper's feed-forward: memory layer, LayerNorm, memory layer; no activation (the
-    hashing is the nonlinearity)."""
+    hashing is the nonlinearity). d -> K * (tau + e) -> d, K = d / tau chunks in both layers."""
 
     def __init__(self, config):
         super().__init__()
         s, d = settings_of(config), config.d_model
-        self.first = MemoryLayer(d, d, s.tau, s.weighting)
-        self.norm = nn.LayerNorm(d)
-        self.second = MemoryLayer(d, d, s.tau, s.weighting)
+        if d % s.tau:
+            raise ValueError(f"d_model {d} must be a multiple of tau={s.tau}")
+        wide_bits = s.tau + s.extra_bits
+        width = d // s.tau * wide_bits
+        self.first = MemoryLayer(d, width, s.tau, s.weighting)
+        self.norm = nn.LayerNorm(width)
+        self.second = MemoryLayer(width, d, wide_bits, s.weighting)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -189,7 +205,7 @@ BACKEND = Backend(
     settings=MemoryFormerSettings,
     feed_forward=MemoryBlock,
     decode_state_grows=True,
-    query_key_scores=True,  # its softmax attention is the Transformer's
+    scored_roles=lambda settings: SELF_ROLES,  # its softmax attention is the Transformer's
     shipped=True,
     # the paper width (d 512) needs 31 MB at tau 4 and does not fit beside the shipped models; d 256
     # fits (8.7 MB in 4-bit groups of 32). The hashed layers take a higher peak rate than the paper

@@ -6,6 +6,11 @@ values are a source memory S = n**-0.5 * sum_j LN(W_l x_j)^T LN(W_r x_j) of shap
 A query position reads out mean_over_heads(softmax_k(Phi y)) @ S. No output projection.
 Causal decoder self-attention uses t**-0.5 * the running sum over the prefix, so decoding
 keeps a fixed-size state (B, k, d) per layer instead of a cache that grows.
+
+The decoder's attention (self and cross) is always MemSizer's. The encoder's self-attention is a
+setting, as in the official code: "memsizer" (its `--use-memsizer` mode) or "softmax" (its
+translation recipe, `--decoder-use-memsizer`), where relative positions (ALiBi, RoPE) can act on
+the encoder's query-key scores.
 """
 from dataclasses import dataclass
 
@@ -14,21 +19,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backend import ROLES, AttentionState, Backend
+from models.transformer import SoftmaxAttention
 
 # The official implementation initialises projections with gain init_scale**-0.5, init_scale = 8.
 INIT_GAIN = 8 ** -0.5
+ENCODERS = ("memsizer", "softmax")
 
 
 @dataclass(frozen=True)
 class MemSizerSettings:
-    """Memory slots: k for non-causal modules (encoder, cross), causal_k for decoder self-attention."""
+    """Memory slots: k for non-causal modules (encoder, cross), causal_k for decoder self-attention;
+    encoder: the encoder's self-attention, "memsizer" or "softmax" (see the module docstring)."""
 
     k: int = 32
     causal_k: int = 4
+    encoder: str = "memsizer"
 
     def __post_init__(self):
         if self.k < 1 or self.causal_k < 1:
             raise ValueError(f"memory slots must be positive, got k={self.k}, causal_k={self.causal_k}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
 
 
 @dataclass
@@ -116,12 +127,20 @@ class MemSizerAttention(nn.Module):
         return torch.einsum("btk,btkd->btd", a, sums) * t.rsqrt()[None, :, None]
 
 
+def attention(config, role: str) -> nn.Module:
+    """MemSizer attention, except softmax attention in the encoder when the settings ask for it."""
+    if role == "encoder" and config.settings.encoder == "softmax":
+        return SoftmaxAttention(config, role)
+    return MemSizerAttention(config, role)
+
+
 BACKEND = Backend(
     name="memsizer",
     display_name="MemSizer",
     paper="Zhang & Cai, EMNLP 2022, \"Linearizing Transformers with Key-Value Memory\" (arXiv 2203.12644)",
     summary="Key-value memory attention: k learned memory slots instead of attending over every position; "
             "decoding keeps a fixed-size state.",
-    attention=MemSizerAttention,
+    attention=attention,
     settings=MemSizerSettings,
+    scored_roles=lambda settings: ("encoder",) if settings.encoder == "softmax" else (),
 )

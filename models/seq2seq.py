@@ -143,9 +143,9 @@ class Seq2Seq(nn.Module):
         with torch.no_grad():
             self.embed.weight[PAD].zero_()
 
-    def _embed(self, tokens, positions, significance=None):
+    def _embed(self, tokens, positions, role: str, significance=None):
         x = self.embed(tokens) * math.sqrt(self.config.d_model)
-        if self.config.relative_positions == "none":  # otherwise order lives in the attention scores
+        if not self.config.relative_in(role):  # otherwise order lives in that side's attention scores
             x = x + self.positions[positions]
         if significance is not None and self.config.digit_positions == "abacus":
             x = x + self.digit_embed(significance) * math.sqrt(self.config.d_model)
@@ -168,7 +168,7 @@ class Seq2Seq(nn.Module):
         if significance is not None and self.training and self.config.digit_offset_max:
             shift = torch.randint(0, self.config.digit_offset_max + 1, (src.shape[0], 1), device=src.device)
             significance = torch.where(significance > 0, significance + shift, significance)
-        x = self._embed(src, positions, significance)
+        x = self._embed(src, positions, "encoder", significance)
         for layer in self.encoder:
             x = layer(x, pad)
         return self.encoder_norm(x), pad
@@ -179,7 +179,7 @@ class Seq2Seq(nn.Module):
 
     def _decoder(self, tgt_in, memory, src_pad, start: int, layer_states):
         positions = torch.arange(start, start + tgt_in.shape[1], device=tgt_in.device)[None, :]
-        y = self._embed(tgt_in, positions)
+        y = self._embed(tgt_in, positions, "causal")
         for layer, layer_state in zip(self.decoder, layer_states):
             y = layer(y, memory, src_pad, layer_state)
         return self.lm_head(self.decoder_norm(y))

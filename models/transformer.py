@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backend import ROLES, AttentionState, Backend
+from models.backend import ROLES, SELF_ROLES, AttentionState, Backend
 
 
 @dataclass
@@ -147,7 +147,7 @@ BACKEND = Backend(
     summary="Multi-head softmax attention; decoding keeps a key/value cache that grows with every token.",
     attention=SoftmaxAttention,
     decode_state_grows=True,
-    query_key_scores=True,
+    scored_roles=lambda settings: SELF_ROLES,
     # both length devices on top of the default recipe: ALiBi biases and random place offsets.
     # Their effect varies with the seed: six seeds on a GPU gave 79.6-96.7% on the lever study's
     # extrapolate questions (median 86%). The seed is that study's best; the shipped checkpoint is

@@ -3,10 +3,12 @@ the code weights against brute force over all 2^tau sign codes, gradients by gra
 share one hash; settings are validated; bucket usage is measured. Decoding (cached vs full),
 padding invariance and batching are pinned for every backend in tests/test_models.py."""
 import itertools
+import json
 
 import pytest
 import torch
 
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import ModelConfig
 from models.memoryformer import (MemoryAttention, MemoryFormerSettings, MemoryLayer, bucket_entropy, chunk_codes,
                                  code_weights, hash_input)
@@ -103,16 +105,52 @@ def test_settings_are_validated():
         MemoryFormerSettings(tau=0)
     with pytest.raises(ValueError, match="weighting"):
         MemoryFormerSettings(weighting="cosine")
+    with pytest.raises(ValueError, match="extra_bits"):
+        MemoryFormerSettings(tau=10, extra_bits=3)
     with pytest.raises(ValueError, match="multiple of tau"):
         tiny_model("memoryformer", settings={"tau": 5})
     config = ModelConfig(backend="memoryformer", vocab_size=10, settings={"tau": 8, "weighting": "official"})
     assert config.settings == MemoryFormerSettings(tau=8, weighting="official")
 
 
+@pytest.mark.parametrize("extra_bits", [0, 1, 2])
+def test_memory_block_expands_to_k_times_tau_plus_e_and_hashes_tau_plus_e_bits(extra_bits):
+    """The official block: d -> K (tau + e) -> d, the second layer's K tables 2^(tau + e) rows tall."""
+    d, tau = 32, 4
+    model = tiny_model("memoryformer", settings={"tau": tau, "extra_bits": extra_bits})
+    block = model.encoder[0].ff
+    chunks, wide = d // tau, tau + extra_bits
+    assert (block.first.d_in, block.first.d_out, block.first.tau) == (d, chunks * wide, tau)
+    assert (block.second.d_in, block.second.d_out, block.second.tau, block.second.chunks) == (chunks * wide, d, wide, chunks)
+    assert block.first.tables.shape == (chunks * 2 ** tau, chunks * wide)
+    assert block.second.tables.shape == (chunks * 2 ** wide, d)
+    assert block.norm.normalized_shape == (chunks * wide,)
+    params = sum(p.numel() for p in block.parameters())
+    assert params == chunks * 2 ** tau * chunks * wide + chunks * wide + 2 * chunks * wide + chunks * 2 ** wide * d + d
+    x = torch.randn(3, 5, d)
+    assert block(x).shape == (3, 5, d)
+
+
+def test_configs_stored_before_expanding_bits_load_as_e_0(tmp_path):
+    """A stored config without extra_bits means the block it was trained with: no expansion."""
+    model = tiny_model("memoryformer", settings={"tau": 4, "extra_bits": 0})
+    save_checkpoint(model, tmp_path, Tokenizer(), "float32")
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["architecture"]["settings"]["extra_bits"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    loaded, _, _ = load_checkpoint(tmp_path)
+    assert loaded.config.settings.extra_bits == 0
+    assert MemoryFormerSettings().extra_bits == 2, "new models take the official block"
+    src = Tokenizer().batch_questions(["What is the tens digit of 89290?"])
+    with torch.no_grad():
+        assert torch.equal(loaded(src, src[:, :3])[0], model(src, src[:, :3])[0])
+
+
 def test_bucket_entropy_spans_zero_to_tau_bits():
     model = tiny_model("memoryformer").eval()
     src = Tokenizer().batch_questions(["What is the tens digit of 89290?", "What is the units digit of 7?"])
     entropies = bucket_entropy(model, src, src[:, :3])
-    assert entropies and all(0.0 <= e <= 4.0 for e in entropies.values())
+    layers = dict(model.named_modules())
+    assert entropies and all(0.0 <= e <= layers[name].tau for name, e in entropies.items())
     assert max(entropies.values()) > 1.0, "a random model's hash spreads inputs over several rows"
     assert all(layer.recorded_codes is None for layer in model.modules() if isinstance(layer, MemoryLayer))

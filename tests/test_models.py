@@ -135,7 +135,7 @@ def test_source_positions_end_makes_question_mark_position_zero(tokenizer):
     model = tiny_model("transformer", source_positions="end")
     src = tokenizer.batch_questions(["What is the tens digit of 12?", "hat is the tens digit of 12?"])
     with torch.no_grad():
-        x = model._embed(src, (~(src == PAD)).sum(1, keepdim=True) - 1 - torch.arange(src.shape[1]))
+        x = model._embed(src, (~(src == PAD)).sum(1, keepdim=True) - 1 - torch.arange(src.shape[1]), "encoder")
     lengths = (src != PAD).sum(1)
     assert torch.allclose(x[0, lengths[0] - 1], x[1, lengths[1] - 1])
     assert pad_batch([[1]]).shape == (1, 1)
@@ -183,7 +183,7 @@ def test_abacus_adds_each_digit_the_embedding_of_its_place(tokenizer):
     src = tokenizer.batch_questions(["What is the tens digit of 50?", "What is the units digit of 7?"])
     positions = torch.arange(src.shape[1]).expand_as(src)
     with torch.no_grad():
-        added = model._embed(src, positions, digit_significance(src)) - model._embed(src, positions)
+        added = model._embed(src, positions, "encoder", digit_significance(src)) - model._embed(src, positions, "encoder")
     scale = model.config.d_model ** 0.5
     five = len("What is the tens digit of ")
     assert torch.allclose(added[0, five], model.digit_embed.weight[2] * scale)
@@ -205,7 +205,7 @@ def test_random_place_offsets_shift_digits_in_training_only(mode, tokenizer):
     assert table.shape[0] == rows
     src = tokenizer.batch_questions(["What is the tens digit of 50?"] * 64)
     seen = []
-    model._embed = lambda tokens, positions, significance=None: seen.append(significance) or torch.zeros(
+    model._embed = lambda tokens, positions, role, significance=None: seen.append(significance) or torch.zeros(
         *tokens.shape, model.config.d_model)
     model.train()
     model.encode(src)
@@ -244,7 +244,7 @@ def test_sinusoid_abacus_projects_a_fixed_table_row_per_place(tokenizer):
     src = tokenizer.batch_questions(["What is the tens digit of 123456789012?"])
     positions = torch.arange(src.shape[1]).expand_as(src)
     with torch.no_grad():
-        added = model._embed(src, positions, digit_significance(src)) - model._embed(src, positions)
+        added = model._embed(src, positions, "encoder", digit_significance(src)) - model._embed(src, positions, "encoder")
         first = len("What is the tens digit of ")
         assert torch.allclose(added[0, first], model.digit_proj(sinusoidal_table(161, 32)[12]), atol=1e-5)
         assert torch.allclose(added[0, :first], torch.zeros(first, 32))
@@ -263,7 +263,13 @@ def test_rotary_scores_depend_only_on_the_offset():
     assert torch.allclose(rotate(sequence)[:, :, 4:], rotate(sequence[:, :, 4:], 4)), "a cache's keys as rotated whole"
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if registry.get(b).query_key_scores])
+def scored(backend: str) -> bool:
+    """Whether the backend's attention has query-key scores (for relative positions) at its default settings."""
+    spec = registry.get(backend)
+    return bool(spec.scored_roles(spec.settings()))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if scored(b)])
 @pytest.mark.parametrize("mode", ["rope", "alibi"])
 def test_relative_positions_keep_batching_decoding_and_storage_exact(backend, mode, tokenizer, tmp_path):
     model = tiny_model(backend, relative_positions=mode)
@@ -284,7 +290,7 @@ def test_relative_positions_keep_batching_decoding_and_storage_exact(backend, mo
         assert torch.equal(loaded(src, tgt_in)[0], full)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if not registry.get(b).query_key_scores])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not scored(b)])
 def test_relative_positions_are_refused_where_attention_has_no_query_key_scores(backend):
     for mode in ("rope", "alibi"):
         with pytest.raises(ValueError, match="no query-key scores"):
