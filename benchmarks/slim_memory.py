@@ -1,13 +1,15 @@
-"""Training memory against sequence length (SLiM's headline): peak memory and time of one training
-step of a decoder-only stack at the paper width (d 512, ff 2048, 8 heads), synthetic next-token
-task, batch 1, for every registered backend's causal attention plus the Performer trained with SLiM.
+"""Training memory against target length (SLiM's headline): peak memory and time of one training
+step of the encoder-decoder at the paper width (d 512, ff 2048, 8 heads; --layers encoder and
+decoder layers), batch 1, a place-value question as the source and a synthetic target of L
+tokens, for every registered backend plus the Performer trained with SLiM (models/slim.py) at
+each --slim-slices slice length C.
 
-Expected per layer: softmax attention O(L^2) (the score matrix), Performer O(L m dh / block + L m)
-(features and block prefix sums), Performer + SLiM O(L d) inputs + C boundary states. Every
-point runs in a fresh process: the peak is that process's high-water mark on the CPU (resident
-set above the level just before the step) or torch's max_memory_allocated on a GPU. A point
-that runs out of memory or past --max-seconds is recorded as such, and longer lengths of that
-variant are skipped.
+Expected: softmax attention O(L^2) (the score matrix), the plain Performer O(L) (every layer's
+activations for all L positions), SLiM flat in L at a fixed C (one slice's activations; the
+states it carries are fixed-size). Every point runs in a fresh process: the peak is that
+process's high-water mark on the CPU (resident set above the level just before the step) or
+torch's max_memory_allocated on a GPU. A point that runs out of memory or past --max-seconds is
+recorded as such, and longer lengths of that variant are skipped.
 
     python -m benchmarks.slim_memory [--device cpu|cuda] [--lengths 512,...,16384] [--layers 2]
 """
@@ -24,47 +26,21 @@ from torch import nn
 from benchmarks.common import RESULTS, TINY_ARCH, environment, finish_figure, save, sync
 from models import registry
 from models.config import ModelConfig
-from models.seq2seq import FeedForward
+from models.seq2seq import Seq2Seq
+from models.slim import slim_backward
+from models.tokenizer import Tokenizer
 
 MODULE = "benchmarks.slim_memory"
-VOCAB = 98
 DEFAULT_LENGTHS = "512,1024,2048,4096,8192,16384"
+QUESTION = "What is the hundred millions digit of 123456789012?"
 
 
-def variants(slim_chunks: int) -> dict:
-    """name -> (backend, settings overrides): every backend, then the Performer with SLiM."""
-    out = {name: (name, {}) for name in registry.names()}
+def variants(slices: list[int]) -> dict:
+    """name -> (backend, SLiM slice length or 0): every backend, then the Performer with SLiM."""
+    out = {name: (name, 0) for name in registry.names()}
     if "performer" in out:
-        out[f"performer+slim{slim_chunks}"] = ("performer", {"slim_chunks": slim_chunks})
+        out.update({f"performer+slim{c}": ("performer", c) for c in slices})
     return out
-
-
-class CausalBlock(nn.Module):
-    """Pre-norm causal self-attention + feed-forward: a decoder layer without cross-attention."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.attn_norm, self.ff_norm = nn.LayerNorm(config.d_model), nn.LayerNorm(config.d_model)
-        self.attn = config.spec.attention(config, "causal")
-        self.ff = (config.spec.feed_forward or FeedForward)(config)
-
-    def forward(self, x):
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.ff(self.ff_norm(x))
-
-
-class DecoderOnly(nn.Module):
-    def __init__(self, config, layers: int):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, config.d_model)
-        self.blocks = nn.ModuleList(CausalBlock(config) for _ in range(layers))
-        self.head = nn.Linear(config.d_model, VOCAB)
-
-    def forward(self, tokens):
-        x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
 
 
 def rss_bytes() -> int:
@@ -72,25 +48,31 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def measure_point(backend: str, settings: dict, length: int, layers: int, device: str, tiny: bool = False) -> dict:
-    """One training step (forward, backward, optimizer) at `length`; runs in its own process."""
+def measure_point(backend: str, slice_length: int, length: int, layers: int, device: str, tiny: bool = False) -> dict:
+    """One training step (forward, backward, optimizer) at target length `length`; runs in its own process."""
     torch.manual_seed(0)
     width = {k: v for k, v in TINY_ARCH.items() if not k.startswith("n_")} if tiny else {}
-    config = ModelConfig(backend=backend, max_source_len=length, max_target_len=length, settings=settings or None,
+    config = ModelConfig(backend=backend, max_target_len=length, n_encoder_layers=layers, n_decoder_layers=layers,
                          **width)
-    model = DecoderOnly(config, layers).to(device).train()
+    model = Seq2Seq(config).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    tokens = torch.randint(3, VOCAB, (1, length + 1), device=device)
+    src = Tokenizer().batch_questions([QUESTION]).to(device)
+    target = torch.randint(3, config.vocab_size, (1, length + 1), device=device)
+    tgt_in, tgt_out = target[:, :-1], target[:, 1:]
+
+    for p in model.parameters():  # gradients exist before the measured step: its peak is activations alone
+        p.grad = torch.zeros_like(p)
 
     def step():
-        logits = model(tokens[:, :-1])
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        optimizer.zero_grad(set_to_none=False)
+        if slice_length:
+            slim_backward(model, src, tgt_in, tgt_out, slice_length)
+        else:
+            model(src, tgt_in, tgt_out)[1].backward()
         optimizer.step()
 
     if device.startswith("cuda"):
-        step()  # allocate gradients and optimizer state outside the measured peak
+        step()  # warm the allocator and kernels outside the measured peak
         sync(device)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -105,12 +87,12 @@ def measure_point(backend: str, settings: dict, length: int, layers: int, device
         step()
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"length": length, "peak_bytes": peak, "step_seconds": seconds}
+    return {"length": length, "peak_bytes": peak, "seconds_per_step": seconds}
 
 
-def run_point(name, backend, settings, length, args) -> dict:
+def run_point(backend, slice_length, length, args) -> dict:
     """The point in a child process, so every peak is that point's alone."""
-    spec = json.dumps({"backend": backend, "settings": settings, "length": length, "layers": args.layers,
+    spec = json.dumps({"backend": backend, "slice": slice_length, "length": length, "layers": args.layers,
                        "device": args.device, "threads": torch.get_num_threads(), "tiny": args.tiny})
     try:
         done = subprocess.run([sys.executable, "-m", MODULE, "--point", spec], capture_output=True, text=True,
@@ -132,15 +114,15 @@ def plot(result, path):
         rows = [r for r in rows if "error" not in r]
         x = [r["length"] for r in rows]
         left.plot(x, [r["peak_bytes"] / 2**20 for r in rows], marker="o", label=name)
-        right.plot(x, [r["step_seconds"] for r in rows], marker="o", label=name)
+        right.plot(x, [r["seconds_per_step"] for r in rows], marker="o", label=name)
     for ax, label in ((left, "peak training memory (MiB)"), (right, "seconds per training step")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length (tokens)")
+        ax.set_xlabel("target length (tokens)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    finish_figure(fig, f"Training memory vs length, decoder-only {result['layers']} layers, d 512, batch 1",
+    finish_figure(fig, f"Training memory vs target length, {result['layers']}+{result['layers']} layers, d 512, batch 1",
                   result["environment"], path)
 
 
@@ -149,7 +131,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lengths", default=DEFAULT_LENGTHS)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--slim-chunks", type=int, default=16, help="SLiM chunks per sequence")
+    parser.add_argument("--slim-slices", default="64,256", help="SLiM slice lengths C (target positions per slice)")
     parser.add_argument("--max-seconds", type=float, default=300, help="give up on a point after this long")
     parser.add_argument("--tiny", action="store_true", help="tiny width, to smoke-test the script")
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
@@ -160,21 +142,21 @@ def main(argv=None):
     if args.point:  # child process: one measurement, printed as JSON
         spec = json.loads(args.point)
         torch.set_num_threads(spec["threads"])
-        print(json.dumps(measure_point(spec["backend"], spec["settings"], spec["length"], spec["layers"],
+        print(json.dumps(measure_point(spec["backend"], spec["slice"], spec["length"], spec["layers"],
                                        spec["device"], spec["tiny"])))
         return
-    chosen = variants(args.slim_chunks)
+    chosen = variants([int(c) for c in args.slim_slices.split(",")])
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     lengths = [int(n) for n in args.lengths.split(",")]
     result = {"environment": environment(args.device, MODULE, argv), "layers": args.layers, "tiny": args.tiny,
-              "slim_chunks": args.slim_chunks, "variants": {}}
-    for name, (backend, settings) in chosen.items():
+              "slim_slices": args.slim_slices, "variants": {}}
+    for name, (backend, slice_length) in chosen.items():
         rows = []
         for length in lengths:
-            row = run_point(name, backend, settings, length, args)
+            row = run_point(backend, slice_length, length, args)
             rows.append(row)
-            shown = row.get("error") or f"{row['peak_bytes'] / 2**20:8.1f} MiB {row['step_seconds']:7.2f} s"
+            shown = row.get("error") or f"{row['peak_bytes'] / 2**20:8.1f} MiB {row['seconds_per_step']:7.2f} s"
             print(f"{name:18s} L={length:6d}  {shown}", flush=True)
             if "error" in row:
                 break

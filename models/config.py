@@ -114,6 +114,8 @@ class ModelConfig:
         data = {**LEGACY_DEFAULTS, **data}
         if isinstance(data.get("settings"), dict):  # likewise for the backend's own settings
             from models import registry
-            stored_defaults = getattr(registry.get(data["backend"]).settings, "STORED_DEFAULTS", {})
-            data["settings"] = {**stored_defaults, **data["settings"]}
+            settings_type = registry.get(data["backend"]).settings
+            retired = getattr(settings_type, "RETIRED", ())
+            data["settings"] = {**getattr(settings_type, "STORED_DEFAULTS", {}),
+                                **{k: v for k, v in data["settings"].items() if k not in retired}}
         return cls(**data)

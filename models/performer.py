@@ -13,16 +13,32 @@ Attention then costs O(T m dh) instead of O(T^2 dh):
                a state of fixed size (B, H, m, dh) + (B, H, m) whatever the generated length.
 Stabilisers subtract a constant from the exponent. It must be common to every key a query sees
 (so it cancels in D^-1) and, in a causal layer, must not depend on future keys: queries use
-their own row maximum, non-causal keys the maximum over the non-padding keys, causal keys the
-fixed bound max_i |w_i|^2 / 2 >= w_i.x - |x|^2 / 2 (so no key feature ever exceeds 1).
+their own row maximum, non-causal keys the maximum over the non-padding keys, causal keys a fixed
+offset, the bound max_i |w_i|^2 / 2 >= w_i.x - |x|^2 / 2 less a headroom of KEY_HEADROOM: no key
+feature can exceed exp(KEY_HEADROOM), and a fixed offset keeps the causal sums additive (decoding
+adds to them; SLiM subtracts from them). The bound grows like dh / 2 while real exponents stay near
+zero, so beyond MAX_HEAD_DIM float32 key features would underflow and the outputs silently go
+wrong: the model refuses such head sizes.
+
+SLiM (models/slim.py) trains the decoder slice by slice; `rewind` gives it the causal state before
+a slice from the state after it.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from models.backend import ROLES, AttentionState, Backend
+
+# exp(64) keeps the causal sums of 16,384 keys (the longest measured) times 256 features below
+# float32's overflow (~exp(88)) for values up to ~50, while lifting key features 64 nats away from
+# underflow, room that large key norms (whose |x|^2 / 2 term lowers every exponent) need
+KEY_HEADROOM = 64.0
+# at dh 128 the bound is ~84-92; at dh 256 (~160-170) no headroom that cannot overflow keeps typical key
+# features above float32's smallest normal (exp(-87)), so the outputs would be wrong (tests/test_performer.py)
+MAX_HEAD_DIM = 128
 
 # Causal training splits the sequence into blocks: exact prefix sums of phi(k) v^T across blocks,
 # a masked quadratic product inside one. Block 1 is the pure prefix-sum form (memory T*m*dh per
@@ -33,21 +49,23 @@ CAUSAL_BLOCK = 64
 @dataclass(frozen=True)
 class PerformerSettings:
     """features: m random features per head. redraw_interval: training forward passes between
-    redraws of the features (0 = never: measured best here, benchmarks/ANALYSIS.md; a redraw every
-    100 passes kept a proxy model from 99% for 1,000+ steps, and the runs that reach the target
-    finish before a redraw at 1,000 would happen). slim_chunks: train causal layers with SLiM in
-    this many chunks (0 = plain autograd); it changes memory, never the result."""
+    redraws of the features (0 = never). The paper and both reference codes redraw (FAVOR+'s
+    estimator is unbiased for any one draw, and redrawing averages the draws' bias out over
+    training); ours defaults to never because a redraw every 100 passes kept a proxy model from 99%
+    for 1,000+ steps, while the runs that reach the target finish before a redraw at 1,000 would
+    happen (benchmarks/REPORT.md, training speed)."""
 
     features: int = 256
     redraw_interval: int = 0
-    slim_chunks: int = 0
+
+    # what checkpoints stored before SLiM became a training option (training.train --slim-slice)
+    RETIRED: ClassVar[tuple] = ("slim_chunks",)
 
     def __post_init__(self):
         if self.features < 1:
             raise ValueError(f"features must be positive, got {self.features}")
-        if self.redraw_interval < 0 or self.slim_chunks < 0:
-            raise ValueError(f"redraw_interval and slim_chunks must be >= 0, got "
-                             f"{self.redraw_interval} and {self.slim_chunks}")
+        if self.redraw_interval < 0:
+            raise ValueError(f"redraw_interval must be >= 0, got {self.redraw_interval}")
 
 
 def orthogonal_features(m: int, dh: int, generator: torch.Generator | None = None,
@@ -87,6 +105,11 @@ def exponent_bound(projection: torch.Tensor) -> torch.Tensor:
     return (projection * projection).sum(dim=-1).max() / 2
 
 
+def causal_key_offset(projection: torch.Tensor) -> torch.Tensor:
+    """The fixed stabiliser of causal keys: the exponent bound less KEY_HEADROOM (module docstring)."""
+    return exponent_bound(projection) - KEY_HEADROOM
+
+
 def causal_linear_attention(qf, kf, v, block: int = CAUSAL_BLOCK, initial=None):
     """Causal D^-1 phi(Q) (prefix sums of phi(K) V^T): qf, kf (B, H, T, m), v (B, H, T, dh).
 
@@ -119,60 +142,6 @@ def causal_linear_attention(qf, kf, v, block: int = CAUSAL_BLOCK, initial=None):
     return out, (S_end, z_end)
 
 
-def _causal_chunk(q, k, v, projection, key_stabiliser, S0, z0):
-    """One chunk of causal FAVOR+ from raw (scaled) q, k, v and the state before it."""
-    qf, kf = positive_features(q, projection), positive_features(k, projection, key_stabiliser)
-    return causal_linear_attention(qf, kf, v, initial=(S0, z0))
-
-
-class SlimCausalAttention(torch.autograd.Function):
-    """SLiM: causal FAVOR+ over `chunks` chunks without a graph, keeping only the chunk-boundary
-    states (S, z); the backward pass walks the chunks in reverse, recomputing each from its
-    start state and back-propagating into it, so gradients are exact. Besides q, k, v the
-    memory kept is chunks x (m x dh + m) per head instead of the per-position features."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, projection, key_stabiliser, chunks: int):
-        B, H, T, dh = v.shape
-        m = projection.shape[0]
-        bounds = [len(piece) for piece in torch.arange(T).tensor_split(chunks)]
-        S, z = q.new_zeros(B, H, m, dh), q.new_zeros(B, H, m)
-        starts, outs, begin = [], [], 0
-        for size in bounds:
-            starts.append((S, z))
-            end = begin + size
-            out, (S, z) = _causal_chunk(q[:, :, begin:end], k[:, :, begin:end], v[:, :, begin:end],
-                                        projection, key_stabiliser, S, z)
-            outs.append(out)
-            begin = end
-        ctx.bounds = bounds
-        ctx.save_for_backward(q, k, v, projection, key_stabiliser,
-                              torch.stack([s for s, _ in starts]), torch.stack([z for _, z in starts]))
-        return torch.cat(outs, dim=2)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, projection, key_stabiliser, S_starts, z_starts = ctx.saved_tensors
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        dS, dz = torch.zeros_like(S_starts[0]), torch.zeros_like(z_starts[0])
-        ends = list(torch.tensor(ctx.bounds).cumsum(0).tolist())
-        for index in reversed(range(len(ctx.bounds))):
-            end = ends[index]
-            begin = end - ctx.bounds[index]
-            with torch.enable_grad():
-                inputs = [t[:, :, begin:end].detach().requires_grad_() for t in (q, k, v)]
-                S0 = S_starts[index].detach().requires_grad_()
-                z0 = z_starts[index].detach().requires_grad_()
-                out, (S1, z1) = _causal_chunk(*inputs, projection, key_stabiliser, S0, z0)
-                grads = torch.autograd.grad((out, S1, z1), (*inputs, S0, z0),
-                                            (grad_out[:, :, begin:end], dS, dz), allow_unused=True)
-            for target, grad in zip((dq, dk, dv), grads[:3]):
-                if grad is not None:
-                    target[:, :, begin:end] = grad
-            dS, dz = grads[3], grads[4]  # flows into the previous chunk's end state
-        return dq, dk, dv, None, None, None
-
-
 @dataclass
 class FeatureSums(AttentionState):
     """Causal state: S = sum phi(k) v^T (B, H, m, dh) and z = sum phi(k) (B, H, m) over the
@@ -192,10 +161,13 @@ class PerformerAttention(nn.Module):
         self.role = role
         self.n_heads = config.n_heads
         self.head_dim = config.d_model // config.n_heads
+        if self.head_dim > MAX_HEAD_DIM:
+            raise ValueError(f"the Performer's head size d_model / n_heads = {self.head_dim} is above "
+                             f"{MAX_HEAD_DIM}: its causal key features would underflow in float32 and the "
+                             f"outputs go wrong; use more heads (n_heads >= {-(-config.d_model // MAX_HEAD_DIM)})")
         settings = config.settings
         self.features = settings.features
         self.redraw_interval = settings.redraw_interval
-        self.slim_chunks = settings.slim_chunks
         d = config.d_model
         self.q_proj = nn.Linear(d, d)
         self.k_proj = nn.Linear(d, d)
@@ -266,10 +238,7 @@ class PerformerAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
 
     def _causal(self, q, k, v, state):
-        key_stabiliser = exponent_bound(self.projection).detach()
-        if self.training and self.slim_chunks and state is None and torch.is_grad_enabled():
-            chunks = min(self.slim_chunks, q.shape[2])
-            return SlimCausalAttention.apply(q, k, v, self.projection, key_stabiliser, chunks)
+        key_stabiliser = causal_key_offset(self.projection).detach()
         kf = positive_features(k, self.projection, key_stabiliser)
         qf = positive_features(q, self.projection)
         if state is not None and q.shape[2] == 1:
@@ -286,6 +255,16 @@ class PerformerAttention(nn.Module):
         if state is not None:
             state.kv, state.normaliser = S, z
         return out
+
+
+    @torch.no_grad()
+    def rewind(self, x: torch.Tensor, after: FeatureSums) -> FeatureSums:
+        """The causal state before the positions x (B, T, d) from the state after them: the fixed
+        key stabiliser makes the sums additive, so the positions' own terms are subtracted."""
+        assert self.role == "causal", "only causal attention carries a state along the target"
+        k, v = self._kernel_heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        kf = positive_features(k, self.projection, causal_key_offset(self.projection))
+        return replace(after, kv=after.kv - kf.transpose(-1, -2) @ v, normaliser=after.normaliser - kf.sum(dim=2))
 
 
 BACKEND = Backend(

@@ -82,6 +82,11 @@ class DecoderLayer(nn.Module):
     def new_state(self) -> "LayerState":
         return LayerState(self.self_attn.new_state(), self.cross_attn.new_state())
 
+    def rewind_self_attention(self, y, after: AttentionState) -> AttentionState:
+        """The self-attention state before the positions y (B, T, d) from the state after them
+        (SLiM, models/slim.py; only for attention whose state is a sum it can subtract from)."""
+        return self.self_attn.rewind(self.self_norm(y), after)
+
     def forward(self, y, memory, src_pad, state: "LayerState | None" = None):
         self_state, cross_state = (state.self_attn, state.cross_attn) if state is not None else (None, None)
         y = y + self.dropout(self.self_attn(self.self_norm(y), state=self_state))

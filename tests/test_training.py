@@ -205,3 +205,19 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["ddp"] == {"world_size": 2, "weights_identical_across_ranks": True}
     assert report["provenance"]["examples_seen"] == 6 * 8 * 2 * 2
+
+
+def test_slim_training_steps_as_plain_training_and_under_bfloat16(tmp_path):
+    """--slim-slice: the same weights as plain back-propagation after a few steps (float32 rounding
+    aside), and it trains under --bf16 autocast (a recomputation outside the forward's autocast crashed)."""
+    common = ["--max-steps", "3", "--eval-every", "3", "--weights-format", "float32", "--lr", "1e-3"]
+    plain, _, _ = run_train(tmp_path, "performer", *common, name="plain")
+    sliced, _, report = run_train(tmp_path, "performer", *common, "--slim-slice", "1", name="slim")
+    a, b = load_file(plain / "model.safetensors"), load_file(sliced / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a), "SLiM changes memory, never the result"
+    assert report["provenance"]["command"].count("--slim-slice 1") == 1
+    _, _, bf16 = run_train(tmp_path, "performer", *common, "--slim-slice", "2", "--bf16", name="bf16")
+    assert bf16["provenance"]["steps"] == 3 and all(torch.isfinite(torch.tensor(p["loss"])) for p in bf16["curve"])
+    with pytest.raises(ValueError, match="rewind"):
+        run_train(tmp_path, "transformer", *common, "--slim-slice", "2", name="refused")

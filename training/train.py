@@ -27,6 +27,7 @@ from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save
 from models import registry
 from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
 from models.seq2seq import Seq2Seq
+from models.slim import check_slim, slim_backward
 from models.tokenizer import PAD, Tokenizer, pad_batch
 from models.task import SPLITS, asked_places, generate, generate_per_place
 from training.data import bucketed_batch, curriculum_split, training_batch
@@ -120,7 +121,15 @@ def parse_args(argv=None):
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
+    p.add_argument("--slim-slice", type=int, default=0, metavar="C",
+                   help="train the decoder with SLiM (models/slim.py) in slices of C target positions: the same "
+                        "gradients, peak memory set by C instead of the target length (0 = plain back-propagation; "
+                        "a backend whose causal state can be rewound, single process, no --compile)")
     args = p.parse_args(argv)
+    if args.slim_slice < 0:
+        p.error("--slim-slice must be 0 (off) or a positive slice length")
+    if args.slim_slice and args.compile:
+        p.error("--slim-slice runs the decoder slice by slice outside torch.compile: drop --compile")
     if args.bucket_pool < 1:
         p.error("--bucket-pool must be at least 1")
     if args.grad_accum < 1:
@@ -213,6 +222,10 @@ def train(args) -> dict:
     tokenizer = Tokenizer()
     config = model_config(args, tokenizer)
     model = Seq2Seq(config).to(device)
+    if args.slim_slice:
+        if world > 1:
+            raise ValueError("--slim-slice computes gradients outside DDP's hooks: train in one process")
+        check_slim(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                   fused=device.type == "cuda")
     progress = {"step": 0, "examples": 0, "wall_seconds": 0.0, "curve": []}
@@ -248,9 +261,14 @@ def train(args) -> dict:
             # DDP all-reduces gradients on every backward; only the last micro-batch needs it
             syncing = world == 1 or micro == args.grad_accum - 1
             with nullcontext() if syncing else ddp.no_sync():
-                with autocast:
-                    logits, loss = forward(src, tgt_in, tgt_out, label_smoothing=args.label_smoothing)
-                (loss / args.grad_accum).backward()  # the step's gradient: the mean over micro-batches
+                if args.slim_slice:
+                    loss, predicted = slim_backward(model, src, tgt_in, tgt_out, args.slim_slice,
+                                                    args.label_smoothing, 1 / args.grad_accum, autocast)
+                else:
+                    with autocast:
+                        logits, loss = forward(src, tgt_in, tgt_out, label_smoothing=args.label_smoothing)
+                    (loss / args.grad_accum).backward()  # the step's gradient: the mean over micro-batches
+                    predicted = None  # argmax only when the bar is updated
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
         optimizer.step()
         step += 1
@@ -258,7 +276,8 @@ def train(args) -> dict:
 
         evaluating = step % args.eval_every == 0 or step == args.max_steps
         if step % 20 == 0 or evaluating:  # syncing with the device every step costs speed
-            exact = ((logits.argmax(-1) == tgt_out) | (tgt_out == PAD)).all(dim=1).float().mean().item()
+            predicted = logits.argmax(-1) if predicted is None else predicted
+            exact = ((predicted == tgt_out) | (tgt_out == PAD)).all(dim=1).float().mean().item()
             running_acc = exact if running_acc is None else 0.9 * running_acc + 0.1 * exact
             running_loss = loss.item() if running_loss is None else 0.9 * running_loss + 0.1 * loss.item()
             elapsed = time.perf_counter() - run_start
