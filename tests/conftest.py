@@ -81,8 +81,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(checkpoints, work_dir, **env_overrides):
-    """Real gunicorn (gunicorn.conf.py, 2 workers) on a free loopback port; returns (process, url, log)."""
+def start_gunicorn(checkpoints, work_dir, command=("-c", "gunicorn.conf.py"), **env_overrides):
+    """Real gunicorn (gunicorn.conf.py, 2 workers, unless `command` says otherwise) on a free loopback
+    port; returns (process, url, log)."""
     import os
     import subprocess
     import sys
@@ -96,7 +97,7 @@ def start_gunicorn(checkpoints, work_dir, **env_overrides):
            "PLACEVALUE_CHECKPOINT_DIR": str(checkpoints), "PROMETHEUS_MULTIPROC_DIR": str(work_dir),
            "PLACEVALUE_RUNTIME": "torch", **env_overrides}
     log = open(Path(work_dir) / "server.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", *command, "wsgi:app"],
                                cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

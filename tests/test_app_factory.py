@@ -72,17 +72,21 @@ def test_checkpoint_of_the_wrong_backend_is_not_served(tiny_checkpoints, tmp_pat
     assert not service.ready("memsizer") and "not 'memsizer'" in service.load_errors["memsizer"]
 
 
-def test_the_server_config_defaults_to_the_fastest_measured_runtime_and_env_overrides_it():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
-    probe = ("import os, runpy; runpy.run_path('gunicorn.conf.py'); print(os.environ['PLACEVALUE_RUNTIME']); "
-             "import shutil; os.environ.get('PLACEVALUE_METRICS_DIR_IS_TEMPORARY') == '1' and "
-             "shutil.rmtree(os.environ['PROMETHEUS_MULTIPROC_DIR'])")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PLACEVALUE_", "PROMETHEUS_"))}
-    run = lambda env: subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True,
-                                     text=True, check=True).stdout.strip()
-    assert run(clean) == "auto"
-    assert run({**clean, "PLACEVALUE_RUNTIME": "torch"}) == "torch"
+def test_one_set_of_serving_defaults_read_from_the_environment():
+    """The app, gunicorn.conf.py and the batcher share ServingSettings' defaults; the environment
+    overrides them as PLACEVALUE_ variables (JSON or plain strings)."""
+    from app.batching import MicroBatcher
+    from app.settings import ServingSettings
+    defaults = ServingSettings()
+    assert defaults.runtime == "auto" and defaults.torch_threads == 0
+    env = ServingSettings.from_env({"PLACEVALUE_RUNTIME": "torch", "PLACEVALUE_BATCH_MAX": "8",
+                                    "PLACEVALUE_BATCH_EXPECT_CALLERS": "false", "PLACEVALUE_SERVER_WORKERS": "3"})
+    assert (env.runtime, env.batch_max, env.batch_expect_callers, env.server_workers) == ("torch", 8, False, 3)
+    assert ServingSettings(server_workers=64).threads_per_worker() == 1
+    batcher = MicroBatcher(lambda name, items: (items, 0.0))
+    try:
+        assert (batcher.max_batch, batcher.queue_limit) == (defaults.batch_max, defaults.queue_limit)
+    finally:
+        batcher.close()
+    with pytest.raises(ValueError, match="true or false"):
+        ServingSettings.from_mapping({"BATCH_EXPECT_CALLERS": "maybe"})

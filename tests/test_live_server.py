@@ -237,3 +237,19 @@ def test_a_worker_republishes_its_count_wherever_gunicorn_changes_it(monkeypatch
     assert board.connections[worker.board_slot] == 2
     worker.set_accept_enabled(False)  # full or stopping: siblings stop leaving connections to it
     assert board.connections[worker.board_slot] == balanced_worker.NOT_ACCEPTING
+
+
+@pytest.mark.parametrize("command", [("-w", "1"), ("-c", "gunicorn.conf.py", "-w", "3")], ids=["w1-no-c", "w3"])
+def test_ready_with_the_workers_gunicorn_really_runs(tiny_checkpoints, tmp_path, command):
+    """`gunicorn -w N wsgi:app`: the command line's worker count, not the config file's default (2),
+    is what /readyz waits for, with or without -c (gunicorn reads the checkout's config file anyway)."""
+    from tests.conftest import start_gunicorn
+    workers = int(command[-1])
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, command=command, GUNICORN_WORKERS="2")
+    try:  # start_gunicorn returned: /readyz answered 200
+        ready = requests.get(url + "/readyz", timeout=10, headers={"Connection": "close"})
+        assert ready.status_code == 200 and ready.json()["workers"] == {"loaded": workers, "expected": workers}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        log.close()
