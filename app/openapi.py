@@ -1,4 +1,5 @@
 """The OpenAPI 3.1 description of the JSON API, built from the registered backends and the app's limits."""
+from models.runtimes import RUNTIMES
 from models.tokenizer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
 
 ERROR_CODES = ("invalid_json", "invalid_request", "invalid_type", "empty_question", "question_too_long",
@@ -66,11 +67,9 @@ def _schemas(backends, max_batch: int) -> dict:
                                  "paper": {"type": "string"}, "summary": {"type": "string"},
                                  "ready": {"type": "boolean"}, "shipped": {"type": "boolean"},
                                  "required": {"type": "boolean"}, "train_command": {"type": "string"},
-                                 "training_status": {"type": ["string", "null"],
-                                                     "description": "for a backend that does not ship: its measured training"},
-                                 "runtime": {"type": ["string", "null"],
-                                             "enum": ["torch", "torch-int8", "ctranslate2", "ctranslate2-int8", None],
+                                 "runtime": {"type": ["string", "null"], "enum": [*RUNTIMES, None],
                                              "description": "what runs its passes; null when not loaded"},
+                                 "runtime_label": {"type": ["string", "null"], "description": "the runtime, for people"},
                                  "error": {"type": ["string", "null"]},
                                  "parameters": {"type": "integer"}, "architecture": {
                                      "type": "object", "description": "layers, widths, the backend's own settings, and "

@@ -4,7 +4,8 @@ from flask import Blueprint, current_app, g, render_template, request
 
 from app.batching import Overloaded
 from app.charts import accuracy_chart, backend_colour
-from app.service import RELIABILITY_SPLITS, BackendUnavailable
+from app.catalog import RELIABILITY_SPLITS
+from app.service import BackendUnavailable
 from models.task import Assessment
 from models.tokenizer import QuestionError
 

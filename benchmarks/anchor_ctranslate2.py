@@ -8,13 +8,13 @@ On a GPU the engine's paths are float32, float16 and int8 weights with float16 c
 (`int8_float16`), against our torch backends on the same GPU; the CPU's thread counts and GEMM
 peak do not apply there, so one "thread count" (1) is recorded and no floor.
 
-On the CPU each backend also runs in torch with int8 weights (`NAME_torch_int8`, models/dynamic_int8.py,
+On the CPU each backend also runs in torch with int8 weights (`NAME_torch_int8`, models/runtimes/torch_int8.py,
 the service's PLACEVALUE_RUNTIME=torch-int8), so the fastest path per backend is measured in the same run.
 
 Also counts each backend's FLOPs per question (torch.utils.flop_counter) and probes this machine's
 fp32 matrix-multiply peak, which together give the floor a pass could reach.
 
-The conversion (models/ctranslate2_runtime.py) runs our weights unchanged. CTranslate2 cannot
+The conversion (models/runtimes/ctranslate2_engine.py) runs our weights unchanged. CTranslate2 cannot
 express MemSizer, the Performer or MemoryFormer: only softmax attention has a spec, so only the
 Transformer has an anchor.
 """
@@ -29,8 +29,8 @@ import torch
 from benchmarks.common import RESULTS, TORCH_INT8, environment, flops_per_question, percentile, save, summary
 from models import registry
 from models.checkpoint import load_checkpoint
-from models.ctranslate2_runtime import CTranslate2Runner, convert
-from models.dynamic_int8 import quantize_linear_layers
+from models.runtimes.ctranslate2_engine import CTranslate2Runner, convert
+from models.runtimes.torch_int8 import quantize_linear_layers
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 

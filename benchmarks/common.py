@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from models.cpu import cpu_flags, cpuinfo_field
+from models.runtimes.cpu import cpu_flags, cpuinfo_field
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # `--tiny`: a model small enough to smoke-test a script in seconds

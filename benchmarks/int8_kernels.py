@@ -41,7 +41,7 @@ def questions(count: int) -> list[tuple[str, str]]:
 def engine_child(checkpoint: str, count: int, threads: int, compute_types: list[str]) -> dict:
     """In this process (CT2_USE_MKL already set): accuracy and answers/s per compute type."""
     import ctranslate2
-    from models.ctranslate2_runtime import CTranslate2Runner, convert
+    from models.runtimes.ctranslate2_engine import CTranslate2Runner, convert
     model, tokenizer, _ = load_checkpoint(checkpoint)
     data = questions(count)
     ids = [tokenizer.encode(q) for q, _ in data]

@@ -1,10 +1,12 @@
 """The plug-in boundary: what a backend module exports and what its decoding state looks like.
 
-A backend is one module under `models/` exporting one `Backend` description: its name (the
-only spelling, used by the config, CLIs, API, checkpoint directory and UI), how to show and
-cite it, its own settings dataclass, and factories for what it replaces in the shared stack
-(the attention in each role and, optionally, the feed-forward). The stack in `seq2seq.py`
-asks the description, never the name.
+A backend is one module under `models/` exporting one `Backend` description, the plug-in
+contract: its name (the only spelling, used by the config, CLIs, API, checkpoint directory and
+UI), how to show and cite it, its own settings dataclass, factories for what it replaces in the
+shared stack (the attention in each role and, optionally, the feed-forward), and what it can do
+(a fixed-size decoding state, query-key scores for relative positions, the runtimes it runs on).
+The stack in `seq2seq.py` asks the description, never the name. How a shipped checkpoint was
+trained is the checkpoint's own provenance, not part of the description.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -51,16 +53,11 @@ class Backend:
     decode_state_grows: bool = False
     # False for a backend whose checkpoint does not ship: the service does not wait for it
     shipped: bool = True
-    # training CLI options beyond `--model NAME` that its checkpoint needs (e.g. a width that fits
-    # the repository's size budget); the page and /models show the whole command
-    train_options: str = ""
-    # for a backend that does not ship: what training it measured, shown beside its command
-    training_status: str = ""
+    # the inference runtimes (models/runtimes) its layers can run on; CTranslate2's are for backends
+    # whose layers are those of the engine's Transformer spec
+    runtimes: tuple[str, ...] = ("torch", "torch-int8")
     # scored_roles(settings) -> the self-attention roles ("encoder", "causal") whose attention has
     # query-key scores, which relative positions (config.relative_positions: "rope" rotates queries
     # and keys, "alibi" biases the scores) act on; attention without such scores (MemSizer's memory
     # slots, the Performer's kernel features) cannot use them, and keeps absolute positions
     scored_roles: Callable[[object], tuple[str, ...]] = lambda settings: ()
-    # True when outputs jump wherever an input's hash code flips (MemoryFormer): lossy weight
-    # storage then moves outputs by more than its rounding alone, and the tests allow for it
-    hashed: bool = False

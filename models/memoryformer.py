@@ -206,16 +206,6 @@ BACKEND = Backend(
     feed_forward=MemoryBlock,
     decode_state_grows=True,
     scored_roles=lambda settings: SELF_ROLES,  # its softmax attention is the Transformer's
-    shipped=True,
-    # the paper width (d 512) needs 31 MB at tau 4 and does not fit beside the shipped models; d 256
-    # fits (8.7 MB in 4-bit groups of 32). The hashed layers take a higher peak rate than the paper
-    # config's 1e-4 (the proxy study: 1e-3 at d 128); the schedule's length sets the cosine decay's
-    # pace. ALiBi biases on its softmax attention: extrapolate 72% -> 85% at this width. Groups of 32:
-    # the hashing's sign codes flip under coarser 4-bit steps (groups of 64 lost 5 of 10,000
-    # interpolate answers; ANALYSIS.md).
-    train_options="--d-model 256 --lr 5e-4 --warmup-steps 200 --max-steps 3000 --relative-positions alibi "
-                  "--group-size 32",
-    hashed=True,
 )
 
 

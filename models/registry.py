@@ -1,9 +1,13 @@
-"""The registered backends, by name. Adding a backend: one module exporting `BACKEND`, one line here.
+"""The registered backends, by name. Adding a backend: one module exporting `BACKEND`, its name in
+BACKEND_MODULES.
 
 Everything else (config, CLIs, API, page, benchmarks, tests) loops over this registry.
 """
-from models import memoryformer, memsizer, performer, transformer
+import importlib
+
 from models.backend import Backend
+
+BACKEND_MODULES = ("transformer", "memsizer", "performer", "memoryformer")
 
 _BACKENDS: dict[str, Backend] = {}
 # answers requests that name no backend (PLACEVALUE_DEFAULT_MODEL overrides it): the most accurate shipped one
@@ -40,5 +44,5 @@ def get(name: str) -> Backend:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(_BACKENDS)}") from None
 
 
-for _module in (transformer, memsizer, performer, memoryformer):
-    register(_module.BACKEND)
+for _module in BACKEND_MODULES:
+    register(importlib.import_module(f"models.{_module}").BACKEND)

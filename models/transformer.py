@@ -148,11 +148,5 @@ BACKEND = Backend(
     attention=SoftmaxAttention,
     decode_state_grows=True,
     scored_roles=lambda settings: SELF_ROLES,
-    # both length devices on top of the default recipe: ALiBi biases and random place offsets.
-    # Their effect varies with the seed: six seeds on a GPU gave 79.6-96.7% on the lever study's
-    # extrapolate questions (median 86%). The seed is that study's best; the shipped checkpoint is
-    # this command run once on the 2-core CPU, whose arithmetic gives other weights for the same
-    # seed (extrapolate 98.5% from the stored files; ANALYSIS.md, "The shipped Transformer").
-    train_options="--relative-positions alibi --digit-offset-max 20 --max-steps 2000 --eval-every 100 "
-                  "--eval-per-place 50 --target-accuracy 0.999 --seed 5",
+    runtimes=("torch", "torch-int8", "ctranslate2", "ctranslate2-int8"),
 )

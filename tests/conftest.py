@@ -65,8 +65,9 @@ def tiny_checkpoints(tmp_path_factory):
 @pytest.fixture
 def app(tiny_checkpoints):
     from app import create_app
+    # torch: tests compare served answers with in-process torch answers (auto would pick by CPU)
     return create_app({"TESTING": True, "CHECKPOINT_DIR": str(tiny_checkpoints), "MAX_CONTENT_LENGTH": 4096,
-                       "MAX_BATCH_QUESTIONS": 8})
+                       "MAX_BATCH_QUESTIONS": 8, "RUNTIME": "torch"})
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ refuses what it cannot express."""
 import pytest
 import torch
 
-from models.ctranslate2_runtime import (CTranslate2Runner, convert, ctranslate2_spec, encoder_alibi_table,
+from models.runtimes.ctranslate2_engine import (CTranslate2Runner, convert, ctranslate2_spec, encoder_alibi_table,
                                         source_format, source_tokens, token_name)
 from models.task import generate
 from models.tokenizer import PAD, Tokenizer, pad_batch

@@ -243,8 +243,10 @@ def test_torch_int8_runtime_quantizes_every_backend_on_the_cpu(tiny_checkpoints,
     service = QAService(tiny_checkpoints, batching={"max_delay_ms": 0}, runtime="torch-int8")
     try:
         assert set(service.runtimes.values()) == {"torch-int8"}
-        for name, model in service.models.items():
-            assert any(isinstance(m, DynamicInt8Linear) for m in model.modules()), name
+        for name, runner in service.runners.items():
+            assert any(isinstance(m, DynamicInt8Linear) for m in runner.model.modules()), name
+            assert not any(isinstance(m, DynamicInt8Linear) for m in service.models[name].modules()), \
+                "the float32 model stays for gradients (attributions)"
             answers, _ = service.answer(questions, name)
             assert len(answers) == len(questions) and all(isinstance(a, str) for a in answers)
         assert {row["runtime"] for row in service.describe()} == {"torch-int8"}
@@ -278,7 +280,7 @@ def test_a_transformer_with_rotary_positions_stays_on_torch_under_the_ctranslate
 
 
 def test_reliability_comes_from_the_serving_runtime_when_it_was_measured():
-    from app.service import per_place_reliability
+    from app.catalog import per_place_reliability
 
     def record(accuracy, total, runtime=None):
         row = {"split": "interpolate", "accuracy": accuracy, "total": total,

@@ -1,11 +1,11 @@
-"""torch int8 serving (models/dynamic_int8.py): every Linear quantized, the function kept up to
+"""torch int8 serving (models/runtimes/torch_int8.py): every Linear quantized, the function kept up to
 int8 rounding, decoding still incremental-equals-parallel, and CPU only."""
 import pytest
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
-from models.dynamic_int8 import quantize_linear_layers
+from models.runtimes.torch_int8 import quantize_linear_layers
 from models.tokenizer import BOS, pad_batch
 from tests.conftest import BACKENDS, tiny_model
 

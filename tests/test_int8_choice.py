@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import app.service
-from app.service import QAService, int8_keeps_accuracy, per_place_reliability
-from models.cpu import int8_kernel
+import models.runtimes
+from app.catalog import per_place_reliability
+from app.service import QAService
+from models.runtimes import int8_keeps_accuracy
+from models.runtimes.cpu import int8_kernel
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "transformer" / "config.json"
 
@@ -80,7 +82,7 @@ def test_auto_serves_int8_only_where_its_stored_evaluations_allow(tmp_path, monk
     config = json.loads((directory / "config.json").read_text())
     config["evaluation"] = evaluation_records(config["weights"]["sha256"], int8_tens)
     (directory / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(app.service, "int8_kernel", lambda: kernel)
+    monkeypatch.setattr(models.runtimes, "int8_kernel", lambda: kernel)
     service = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0}, runtime="auto")
     try:
         assert service.runtimes["transformer"] == served
@@ -107,11 +109,11 @@ def test_auto_serves_torch_int8_where_its_stored_evaluations_allow(tmp_path, mon
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
     saved_with_records(tmp_path / "memsizer", "memsizer",
                        lambda sha256: evaluation_records(sha256, int8_tens, "torch-int8"))
-    monkeypatch.setattr(app.service, "int8_kernel", lambda: kernel)
+    monkeypatch.setattr(models.runtimes, "int8_kernel", lambda: kernel)
     service = QAService(tmp_path, required=["memsizer"], batching={"max_delay_ms": 0}, runtime="auto")
     try:
         assert service.runtimes["memsizer"] == served
-        quantized = any(isinstance(m, DynamicInt8Linear) for m in service.models["memsizer"].modules())
+        quantized = any(isinstance(m, DynamicInt8Linear) for m in service.runners["memsizer"].model.modules())
         assert quantized == (served == "torch-int8")
         assert {r["name"]: r for r in service.describe()}["memsizer"]["runtime"] == served
         assert len(service.answer(["What is the tens digit of 1234?"], "memsizer")[0]) == 1
@@ -132,7 +134,7 @@ def test_auto_prefers_the_fastest_runtime_a_backend_has_earned(tmp_path, monkeyp
                             if k.endswith("int8")})
         return records
     saved_with_records(tmp_path / "transformer", "transformer", evaluation)
-    monkeypatch.setattr(app.service, "int8_kernel", lambda: "vnni")
+    monkeypatch.setattr(models.runtimes, "int8_kernel", lambda: "vnni")
     service = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0}, runtime="auto")
     try:
         assert service.runtimes["transformer"] == served

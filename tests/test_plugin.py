@@ -54,8 +54,7 @@ class MeanAttention(nn.Module):
 
 
 TOY = Backend(name="toymean", display_name="ToyMean", paper="(a test)", summary="Uniform attention.",
-              attention=MeanAttention, settings=MeanSettings, shipped=False, train_options="--d-model 64",
-              training_status="Measured: 42% after 9 steps.")
+              attention=MeanAttention, settings=MeanSettings, shipped=False)
 
 
 @pytest.fixture
@@ -123,12 +122,11 @@ def test_unshipped_backend_without_checkpoint_does_not_block_readiness(toy, tiny
     client = create_app({"TESTING": True, "CHECKPOINT_DIR": str(tiny_checkpoints)}).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["models"]["toymean"] is False
-    assert "train one with `python -m training.train --model toymean --d-model 64`" in ready.json["errors"]["toymean"]
+    assert "train one with `python -m training.train --model toymean`" in ready.json["errors"]["toymean"]
     page = client.get("/").get_data(as_text=True)
-    assert ("not shipped: train it with <code>python -m training.train --model toymean --d-model 64</code>"
-            "<br><small>Measured: 42% after 9 steps.</small>") in page
+    assert "not shipped: train it with <code>python -m training.train --model toymean</code>" in page
     row = next(m for m in client.get("/models").json["models"] if m["name"] == "toymean")
-    assert row["training_status"] == "Measured: 42% after 9 steps." and not row["shipped"]
+    assert row["train_command"] == "python -m training.train --model toymean" and not row["shipped"]
     down = client.post("/answer", json={"question": Q, "model": "toymean"})
     assert down.status_code == 503 and down.json["error"]["code"] == "model_unavailable"
 

@@ -177,10 +177,10 @@ def test_evaluate_cli_json_and_record(tmp_path, capsys):
     evaluate.main(["--checkpoint", str(out), "--data", str(data.parent), "--json", "--runtime", "ctranslate2-int8",
                    "--device", "cpu", "--record", "smoke_int8"])
     int8 = json.loads(capsys.readouterr().out)
-    from models.cpu import int8_kernel
+    from models.runtimes.cpu import int8_kernel
     assert int8["int8_kernel"] == int8_kernel() in ("vnni", "avx2", "other")
     assert load_checkpoint(out)[2]["evaluation"]["smoke_int8"]["int8_kernel"] == int8_kernel()
-    # torch's own int8 (models/dynamic_int8.py) records the same way, under its runtime's name
+    # torch's own int8 (models/runtimes/torch_int8.py) records the same way, under its runtime's name
     evaluate.main(["--checkpoint", str(out), "--data", str(data.parent), "--json", "--runtime", "torch-int8",
                    "--device", "cpu", "--record", "smoke_torch_int8"])
     torch_int8 = json.loads(capsys.readouterr().out)

@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -17,9 +16,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, read_config, write_json
-from models.cpu import int8_kernel
-from models.ctranslate2_runtime import COMPUTE_TYPES as CTRANSLATE2_COMPUTE_TYPES, CTranslate2Runner, convert
-from models.dynamic_int8 import quantize_linear_layers
+from models.runtimes import DEVICES, RUNTIMES, evaluation_split, kernel_class, resolve_device, start_runtime
 from models.tokenizer import pad_batch
 from models.task import PLACE_NAMES, place_of
 from training.data import read_examples
@@ -29,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def predict(model, tokenizer, questions, batch_size=256, device="cpu", engine=None) -> list[str]:
     """Greedy answers for `questions`, batched by similar length to cut padding; from `engine`
-    (a CTranslate2Runner of the same weights) instead of torch when one is given."""
+    (a runner of models.runtimes) instead of the torch model when one is given."""
     order = sorted(range(len(questions)), key=lambda i: len(questions[i]))
     answers = [""] * len(questions)
     model.eval()
@@ -79,45 +76,32 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="DeepMind-format file or a directory of them")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--record", metavar="NAME", help="store the result in config.json under evaluation.NAME")
     parser.add_argument("--split", choices=["interpolate", "train", "extrapolate"], default=None,
                         help="the distribution the data comes from, stored with --record (the page's per-place "
                              "charts group evaluations by it; default: the split NAME starts with)")
-    parser.add_argument("--runtime", choices=["torch", "torch-int8", *CTRANSLATE2_COMPUTE_TYPES], default="torch",
-                        help="answer with the serving runtime PLACEVALUE_RUNTIME would use (torch-int8: int8 "
-                             "weights on the CPU; CTranslate2 converts these very weights, only for backends it "
-                             "can express)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="answer with a serving runtime (models/runtimes; int8 answers are recorded with this "
+                             "CPU's int8 kernel class)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
     try:
+        device = resolve_device(args.device)
         model, tokenizer, config = load_checkpoint(args.checkpoint, device=device)
         examples = read_examples(args.data)
+        engine = None if args.runtime == "torch" else start_runtime(model, tokenizer, args.runtime, device,
+                                                                    torch.get_num_threads())
     except (CheckpointError, ValueError) as err:
         sys.exit(f"error: {err}")
-    with tempfile.TemporaryDirectory() as engine_dir:
-        engine = None
-        if args.runtime == "torch-int8":
-            try:
-                model = quantize_linear_layers(model)
-            except ValueError as err:
-                sys.exit(f"error: {err}")
-        elif args.runtime != "torch":
-            compute_type = CTRANSLATE2_COMPUTE_TYPES[args.runtime]
-            try:
-                converted = convert(model, engine_dir, quantization=None if compute_type == "float32" else compute_type)
-            except ValueError as err:
-                sys.exit(f"error: {err}")
-            engine = CTranslate2Runner(converted, tokenizer, torch.get_num_threads(), compute_type, device=device)
-        result = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data),
-                  "weights_sha256": config["weights"]["sha256"], "runtime": args.runtime,
-                  **evaluate_examples(model, tokenizer, examples, args.batch_size, device, engine)}
-        if args.runtime.endswith("int8"):  # int8 answers depend on the CPU's kernel class (models/cpu.py)
-            result["int8_kernel"] = int8_kernel() if device == "cpu" else device
+    result = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data),
+              "weights_sha256": config["weights"]["sha256"], "runtime": args.runtime,
+              **evaluate_examples(model, tokenizer, examples, args.batch_size, device, engine)}
+    if args.runtime.endswith("int8"):  # int8 answers depend on the CPU's kernel class
+        result["int8_kernel"] = kernel_class(device)
     if args.record:
         stored = read_config(args.checkpoint)
-        split = args.split or next((s for s in ("interpolate", "train", "extrapolate") if args.record.startswith(s)), None)
+        split = args.split or evaluation_split(args.record, {})
         stored.setdefault("evaluation", {})[args.record] = {
             "split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256",
                                                       "runtime")},

@@ -146,6 +146,25 @@ def parse_args(argv=None):
     return args
 
 
+def recipe_command(backend: str, config: dict | None = None) -> str:
+    """The command that trains `backend`: its checkpoint's own (`config`, its config.json), with every
+    architecture field and setting the checkpoint holds that today's defaults would change spelled
+    out; without a checkpoint, the default recipe."""
+    command = (config or {}).get("provenance", {}).get("command")
+    if not command:
+        return f"python -m training.train --model {backend}"
+    words = shlex.split(command)
+    stored = ModelConfig.from_dict(config["architecture"])
+    defaults = ModelConfig(backend=backend)
+    pairs = [(flag(name), getattr(stored, name), getattr(defaults, name)) for name in ARCH_FIELDS]
+    pairs += [(flag(f"{backend}_{f.name}"), getattr(stored.settings, f.name), getattr(defaults.settings, f.name))
+              for f in fields(defaults.settings)]
+    for name, value, default in pairs:
+        if name not in words and value != default:
+            words += [name, str(value)]
+    return shlex.join(words)
+
+
 def model_config(args, tokenizer) -> ModelConfig:
     settings = {f.name: getattr(args, f"{args.model}__{f.name}") for f in fields(registry.get(args.model).settings)}
     return ModelConfig(backend=args.model, vocab_size=tokenizer.vocab_size, settings=settings,

@@ -6,8 +6,8 @@ questions), a greedy decoding step multiplies one row per question by every deco
 each generated character streams the decoder's weights from memory once. int8 weights stream a
 quarter of the bytes: MemSizer's passes took about half the time at batch 1-8 (and 0.55x at 64),
 the Performer's 0.6x; MemoryFormer, whose layers are table lookups, gained nothing
-(benchmarks/ANALYSIS.md, "torch int8"). As with CTranslate2's int8, the arithmetic depends on the
-CPU's int8 kernel class (models/cpu.py), so a checkpoint earns this runtime through evaluations
+(benchmarks/REPORT.md, serving speed). As with CTranslate2's int8, the arithmetic depends on the
+CPU's int8 kernel class (models/runtimes/cpu.py), so a checkpoint earns this runtime through evaluations
 stored for that class (`training.evaluate --runtime torch-int8 --record NAME`).
 """
 import warnings

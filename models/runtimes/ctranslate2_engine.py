@@ -32,8 +32,6 @@ from models.tokenizer import BOS, EOS, MAX_ANSWER_CHARS, PAD, pad_batch
 
 # how the converted model reads its source, written beside CTranslate2's own files by `convert`
 SOURCE_FORMAT_FILE = "placevalue_source.json"
-# the serving runtimes (PLACEVALUE_RUNTIME, training.evaluate --runtime) that run on this engine, and its compute type
-COMPUTE_TYPES = {"ctranslate2": "float32", "ctranslate2-int8": "int8"}
 FACTOR_SEPARATOR = "\uffe8"  # CTranslate2's separator between a token and its factors: "￨"
 
 
@@ -66,8 +64,9 @@ def ctranslate2_spec(model):
     from ctranslate2.specs import common_spec, transformer_spec
 
     config = model.config
-    if config.backend != "transformer":
-        raise ValueError(f"CTranslate2 has no spec for {config.backend!r} attention; only the Transformer")
+    if "ctranslate2" not in config.spec.runtimes:
+        raise ValueError(f"CTranslate2 has no spec for {config.backend}'s layers (its description does not list "
+                         f"the engine among its runtimes)")
     if config.relative_positions not in ("none", "alibi"):
         raise ValueError(f"CTranslate2's encoder-decoder spec has no {config.relative_positions!r} positions")
     alibi = config.relative_positions == "alibi"

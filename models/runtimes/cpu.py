@@ -4,7 +4,7 @@ instruction sets that decide int8 arithmetic.
 CTranslate2's int8 matrix multiply sums byte products in 16 bits on a CPU without dot-product
 instructions (AVX2's vpmaddubsw), where pairs can saturate; with AVX-512 VNNI, AVX-VNNI or AMX it
 sums in 32 bits. The shipped Transformer answers 90% of interpolate questions on the first kind and
-100% on the second (benchmarks/ANALYSIS.md, "int8 on a VNNI CPU"), so an int8 accuracy belongs
+100% on the second (benchmarks/REPORT.md, serving speed), so an int8 accuracy belongs
 to a kernel class, not to the weights alone.
 """
 from pathlib import Path
