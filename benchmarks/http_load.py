@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,59 +73,67 @@ def worker_rss_mib(master_pid: int) -> dict:
     return {str(pid): int(fields["VmRSS"].split()[0]) / 1024 for pid, fields in worker_status(master_pid).items()}
 
 
-def parse_setting(text: str) -> dict:
-    """`w2t1b64` -> {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"};
-    `w2t1b64d2f` adds "batch_delay_ms": 2.0, "expect_callers": False (`d2`: True);
-    `w2t1b64k0rg` adds "keepalive_s": 0, "reuse_port": True, "worker_class": "gthread";
-    `w2t1b64a5` adds "accept_defer_ms": 5.0 (the balanced worker's wait before accepting);
-    `w1t2b64+ctranslate2-int8` sets PLACEVALUE_RUNTIME too."""
-    match = re.fullmatch(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(g?)(?:a(\d+(?:\.\d+)?))?(?:\+([a-z0-9-]+))?", text)
+@dataclass(frozen=True)
+class ServerSetting:
+    """One server configuration under test; None leaves the server's own default (app/settings.py)."""
+
+    workers: int
+    torch_threads: int
+    batch_max: int
+    runtime: str = "torch"
+    batch_delay_ms: float | None = None
+    expect_callers: bool | None = None
+    keepalive_s: int | None = None
+    reuse_port: bool | None = None  # True: a listening socket per worker
+    worker_class: str | None = None  # "gthread": gunicorn's own worker instead of the balanced one
+    accept_defer_ms: float | None = None  # the balanced worker's wait before it accepts
+
+    def environment(self, device: str) -> dict:
+        """The PLACEVALUE_ and GUNICORN_ variables that set it (and only it: nothing else is inherited)."""
+        env = {"PLACEVALUE_DEVICE": device, "GUNICORN_WORKERS": str(self.workers),
+               "PLACEVALUE_TORCH_THREADS": str(self.torch_threads), "PLACEVALUE_BATCH_MAX": str(self.batch_max),
+               "PLACEVALUE_RUNTIME": self.runtime}
+        optional = {"PLACEVALUE_BATCH_DELAY_MS": self.batch_delay_ms,
+                    "PLACEVALUE_BATCH_EXPECT_CALLERS": None if self.expect_callers is None
+                    else str(self.expect_callers).lower(),
+                    "GUNICORN_KEEPALIVE": self.keepalive_s, "GUNICORN_REUSE_PORT": "true" if self.reuse_port else None,
+                    "GUNICORN_WORKER_CLASS": self.worker_class, "PLACEVALUE_ACCEPT_DEFER_MS": self.accept_defer_ms}
+        return {**env, **{k: str(v) for k, v in optional.items() if v is not None}}
+
+    def recorded(self) -> dict:
+        """The fields it sets, for the result file."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+SETTING = re.compile(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(g?)(?:a(\d+(?:\.\d+)?))?"
+                     r"(?:\+([a-z0-9-]+))?")
+
+
+def parse_setting(text: str) -> ServerSetting:
+    """`w2t1b64` -> 2 workers, 1 torch thread, batches of up to 64; `d2` a 2 ms window (`d2f`: fixed,
+    whoever is expected), `k0` keep-alive 0, `r` per-worker sockets, `g` gunicorn's own worker,
+    `a5` a 5 ms accept wait, `+ctranslate2-int8` the runtime."""
+    match = SETTING.fullmatch(text)
     if not match:
         raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f, w2t1b64k0r or "
                                          f"w1t2b64a5+ctranslate2-int8 (workers, threads, batch, window, keep-alive, "
                                          f"per-worker sockets, gunicorn's own worker, accept wait, runtime), "
                                          f"got {text!r}")
-    workers, threads, batch = map(int, match.groups()[:3])
-    setting = {"workers": workers, "torch_threads": threads, "batch_max": batch, "runtime": match.group(10) or "torch"}
-    if match.group(4):
-        setting.update(batch_delay_ms=float(match.group(4)), expect_callers=not match.group(5))
-    if match.group(6):
-        setting["keepalive_s"] = int(match.group(6))
-    if match.group(7):
-        setting["reuse_port"] = True
-    if match.group(8):
-        setting["worker_class"] = "gthread"
-    if match.group(9):
-        if match.group(8):  # gunicorn's own worker has no such wait
-            raise argparse.ArgumentTypeError(f"an accept wait (a) needs the balanced worker, not g: {text!r}")
-        setting["accept_defer_ms"] = float(match.group(9))
-    return setting
+    workers, threads, batch, delay, fixed, keepalive, reuse, gthread, accept, runtime = match.groups()
+    if accept and gthread:  # gunicorn's own worker has no such wait
+        raise argparse.ArgumentTypeError(f"an accept wait (a) needs the balanced worker, not g: {text!r}")
+    return ServerSetting(int(workers), int(threads), int(batch), runtime or "torch",
+                         batch_delay_ms=float(delay) if delay else None, expect_callers=not fixed if delay else None,
+                         keepalive_s=int(keepalive) if keepalive else None, reuse_port=True if reuse else None,
+                         worker_class="gthread" if gthread else None,
+                         accept_defer_ms=float(accept) if accept else None)
 
 
-def start_server(port: int, workers: int, checkpoints: str, torch_threads: int | None = None, batch_max: int = 64,
-                 runtime: str = "torch", device: str = "cpu", batch_delay_ms: float | None = None,
-                 expect_callers: bool | None = None, keepalive_s: int | None = None, reuse_port: bool = False,
-                 worker_class: str | None = None, accept_defer_ms: float | None = None):
-    env = dict(os.environ, PLACEVALUE_DEVICE=device, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers),
-               GUNICORN_ACCESSLOG="", PLACEVALUE_CHECKPOINT_DIR=checkpoints, PLACEVALUE_BATCH_MAX=str(batch_max),
-               PLACEVALUE_TORCH_THREADS=str(torch_threads or max(1, (os.cpu_count() or 1) // workers)),
-               PLACEVALUE_RUNTIME=runtime)
-    for key in ("PLACEVALUE_BATCH_DELAY_MS", "PLACEVALUE_BATCH_EXPECT_CALLERS",  # the setting names them, or the default
-                "GUNICORN_KEEPALIVE", "GUNICORN_REUSE_PORT", "GUNICORN_WORKER_CLASS",
-                "PLACEVALUE_ACCEPT_DEFER_MS"):
-        env.pop(key, None)
-    if keepalive_s is not None:
-        env["GUNICORN_KEEPALIVE"] = str(keepalive_s)
-    if reuse_port:
-        env["GUNICORN_REUSE_PORT"] = "true"
-    if worker_class:
-        env["GUNICORN_WORKER_CLASS"] = worker_class
-    if accept_defer_ms is not None:
-        env["PLACEVALUE_ACCEPT_DEFER_MS"] = str(accept_defer_ms)
-    if batch_delay_ms is not None:
-        env["PLACEVALUE_BATCH_DELAY_MS"] = str(batch_delay_ms)
-    if expect_callers is not None:
-        env["PLACEVALUE_BATCH_EXPECT_CALLERS"] = "true" if expect_callers else "false"
+def start_server(port: int, setting: ServerSetting, checkpoints: str, device: str = "cpu"):
+    """gunicorn with `setting` on loopback, once /readyz answers 200; returns (process, url)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PLACEVALUE_", "GUNICORN_"))}
+    env = {**inherited, **setting.environment(device), "GUNICORN_BIND": f"127.0.0.1:{port}",
+           "GUNICORN_ACCESSLOG": "", "PLACEVALUE_CHECKPOINT_DIR": checkpoints}
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
@@ -379,16 +388,12 @@ def main(argv=None):
     visited = set()
     for visit, (setting_name, repeats) in enumerate(visits):
         setting = parse_setting(setting_name)
-        process, url = start_server(args.port, setting["workers"], args.checkpoints, setting["torch_threads"],
-                                    setting["batch_max"], setting["runtime"], args.device,
-                                    setting.get("batch_delay_ms"), setting.get("expect_callers"),
-                                    setting.get("keepalive_s"), setting.get("reuse_port", False),
-                                    setting.get("worker_class"), setting.get("accept_defer_ms"))
+        process, url = start_server(args.port, setting, args.checkpoints, args.device)
         try:
             if setting_name not in visited:  # its first start in this run replaces any merged earlier result
                 visited.add(setting_name)
                 result["settings"][setting_name] = {
-                    **setting, "measured": environment_now, "levels": {}, "interleaved": args.interleave,
+                    **setting.recorded(), "measured": environment_now, "levels": {}, "interleaved": args.interleave,
                     "rss_before_mib": worker_rss_mib(process.pid)}
             row_set = result["settings"][setting_name]
             served = [m for m in requests.get(url + "/models", timeout=10).json()["models"] if m["ready"]]

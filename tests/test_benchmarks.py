@@ -28,19 +28,24 @@ def test_train_throughput_and_decode_scaling_tiny(tmp_path):
 
 
 def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
-    assert http_load.parse_setting("w2t1b64") == {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"}
-    assert http_load.parse_setting("w2t1b64d2f+ctranslate2") == {
+    parse = http_load.parse_setting
+    assert parse("w2t1b64") == http_load.ServerSetting(workers=2, torch_threads=1, batch_max=64, runtime="torch")
+    assert parse("w2t1b64").recorded() == {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"}
+    assert parse("w2t1b64d2f+ctranslate2").recorded() == {
         "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "batch_delay_ms": 2.0,
         "expect_callers": False}
-    assert http_load.parse_setting("w1t2b8d12.5")["batch_delay_ms"] == 12.5
-    assert http_load.parse_setting("w1t2b8d12.5")["expect_callers"] is True
-    assert http_load.parse_setting("w2t1b64k0r+ctranslate2") == {
+    assert parse("w1t2b8d12.5").batch_delay_ms == 12.5 and parse("w1t2b8d12.5").expect_callers is True
+    assert parse("w2t1b64k0r+ctranslate2").recorded() == {
         "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "keepalive_s": 0,
         "reuse_port": True}
-    assert "reuse_port" not in http_load.parse_setting("w2t1b64d2k5")
-    assert http_load.parse_setting("w2t1b64g")["worker_class"] == "gthread"
-    assert http_load.parse_setting("w2t1b64k2a5+ctranslate2")["accept_defer_ms"] == 5.0
-    assert "accept_defer_ms" not in http_load.parse_setting("w2t1b64k2+ctranslate2")
+    assert not parse("w2t1b64d2k5").reuse_port
+    assert parse("w2t1b64g").worker_class == "gthread"
+    assert parse("w2t1b64k2a5+ctranslate2").accept_defer_ms == 5.0
+    assert parse("w2t1b64k2+ctranslate2").accept_defer_ms is None
+    env = parse("w1t2b8d12.5fk0+torch-int8").environment("cpu")
+    assert env == {"PLACEVALUE_DEVICE": "cpu", "GUNICORN_WORKERS": "1", "PLACEVALUE_TORCH_THREADS": "2",
+                   "PLACEVALUE_BATCH_MAX": "8", "PLACEVALUE_RUNTIME": "torch-int8", "PLACEVALUE_BATCH_DELAY_MS": "12.5",
+                   "PLACEVALUE_BATCH_EXPECT_CALLERS": "false", "GUNICORN_KEEPALIVE": "0"}
     for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0", "w2t1b64gr", "w2t1b64a",
                 "w2t1b64ga5", "w2t1b64a5g"):
         with pytest.raises(argparse.ArgumentTypeError):
@@ -302,7 +307,7 @@ def test_shipped_accuracy_reads_each_checkpoints_records(tmp_path, tiny_checkpoi
 
 def test_http_load_counts_the_connections_each_worker_holds(tiny_checkpoints):
     from tests.conftest import free_port
-    process, url = http_load.start_server(free_port(), 2, str(tiny_checkpoints), 1, 8)
+    process, url = http_load.start_server(free_port(), http_load.parse_setting("w2t1b8"), str(tiny_checkpoints))
     try:
         port = int(url.rsplit(":", 1)[1])
         assert sorted(http_load.connections_per_worker(process.pid, port)) == http_load.worker_pids(process.pid)

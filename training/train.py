@@ -26,6 +26,7 @@ from tqdm import tqdm
 from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
 from models import registry
 from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
+from models.runtimes import DEVICES, resolve_device
 from models.seq2seq import Seq2Seq
 from models.slim import check_slim, slim_backward
 from models.tokenizer import PAD, Tokenizer, pad_batch
@@ -117,7 +118,7 @@ def parse_args(argv=None):
     add_group_size_flag(p)
     p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
@@ -211,7 +212,7 @@ def setup_distributed(args):
     """(rank, world_size, device); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(args.device).type == "cuda"
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
