@@ -43,18 +43,15 @@ data: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Regenerate every benchmark number and plot on this machine, then benchmarks/RESULTS.md.
-# GPU results (results/*_gpu.*) come from the same scripts run with --device cuda.
+# Re-measure on this machine what benchmarks/REPORT.md shows, then regenerate it (and the README's table).
+# GPU results (results/*_gpu.*) come from the same scripts run with --device cuda; one-off studies
+# live in benchmarks/studies/ and are run by hand.
 bench: $(STAMP)
-	$(PY) -m models.summary
+	$(PY) -m benchmarks.shipped_accuracy
 	$(PY) -m benchmarks.train_throughput --device cpu --precisions fp32 --steps 8
-	$(PY) -m benchmarks.train_throughput --device cpu --levers all --steps 8 --warmup 1
 	$(PY) -m benchmarks.serving
-	$(PY) -m benchmarks.http_load --concurrency 1,16,64 --requests 300 --max-seconds 20 \
-	  --settings w2t1b1,w2t1b64,w1t2b64,w2t1b64+ctranslate2,w2t1b64+auto
-	$(PY) -m benchmarks.anchor_ctranslate2
-	$(PY) -m benchmarks.memoryformer_size
+	$(PY) -m benchmarks.http_load --concurrency 1,16,64 --requests 300 --max-seconds 20 --settings w2t1b64+auto
 	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1
-	$(PY) -m benchmarks.slim_memory --max-seconds 150
-	$(PY) -m benchmarks.profile_serving
+	$(PY) -m benchmarks.slim_memory --device cpu --max-seconds 400
+	$(PY) -m benchmarks.attribution
 	$(PY) -m benchmarks.report

@@ -2,10 +2,9 @@
 
 With gunicorn's own gthread worker, which worker gets a connection is a race between the workers
 polling the shared listening socket, and keep-alive clients stay where they landed. Each worker
-runs its passes on one core, so 4 clients held by one worker leave the other core idle: in 2 of
-12 runs at 4 clients here that halved the Transformer's or MemoryFormer's answers/s
-(benchmarks/ANALYSIS.md, "Where the connections land"). gunicorn's maintainers leave the placement
-to the kernel (benoitc/gunicorn#2817, #3433).
+runs its passes on one core, so 4 clients held by one worker leave the other core idle, which
+halved a backend's answers/s in some runs; keep-alive 0 and per-worker sockets were no better.
+gunicorn's maintainers leave the placement to the kernel (benoitc/gunicorn#2817, #3433).
 
 Each worker publishes how many connections it holds on a board shared by all workers (made in
 the master before it forks). Before accepting, a worker holding more than the least-loaded

@@ -1,30 +1,16 @@
 """Dynamic micro-batching across requests, with a bounded queue.
 
-Under concurrency, one forward pass per request leaves the cores running many batch-1 passes.
-A MicroBatcher puts every request's questions in one queue; a single dispatcher thread takes
-the oldest job, holds the pass open for more jobs for the same backend, and runs them as one
-batched pass. Each request waits only for its own pass.
+One queue for every request's questions; a single dispatcher thread takes the oldest job, holds
+the pass open for more jobs for the same backend, and runs them as one batched pass, so concurrent
+requests share passes instead of running many batch-1 passes. A pass is held open until as many
+requests wait as it had callers last time (callers that come straight back then join it instead
+of queueing behind it), or `max_batch` questions wait, or `max_delay_ms` passes; a lone caller's
+pass starts at once. `expect_callers=False` always waits the full window.
 
-How long a pass is held open: until as many requests for its backend are waiting as there were
-callers last time (the requests the previous pass answered plus those that queued while it ran),
-or `max_batch` questions are waiting, or `max_delay_ms` has passed, whichever comes first.
-Callers that send their next question when the last one is answered (a page, a script, most
-clients) come back within a few ms; a fixed short window would start the pass without them, and
-they would then queue through a whole pass, so the callers split into two cohorts taking turns
-with passes of half the size. Waiting for the expected number merges them when `max_delay_ms`
-gives them time to come back (10 ms does here; on a 2-core CPU the merged passes were not
-measurably faster, benchmarks/ANALYSIS.md "Waiting for the callers", so the default stays 2 ms),
-and a lone caller's pass starts at once (it was the only caller) instead of waiting out the
-window. When callers stop coming back, one pass waits the full `max_delay_ms` and the next
-expects as many as it saw. `expect_callers=False` holds every pass open for the full
-`max_delay_ms` (unless `max_batch` questions are waiting).
-
-Load shedding: the queue holds at most `queue_limit` questions. Beyond it, `submit` raises
-Overloaded at once (the API answers 503 with Retry-After) instead of letting every later
-request wait behind it. A request whose pass has not started within `max_wait_ms` is dropped
-from the queue with Overloaded too, so no request waits on the queue beyond that bound.
-
-This module knows nothing of torch or of backends: `run_batch(name, items)` does the work.
+Load shedding: beyond `queue_limit` waiting questions, or after `max_wait_ms` without its pass
+starting, a request gets Overloaded (the API answers 503 with Retry-After) instead of waiting
+behind everyone. This module knows nothing of torch or of backends: `run_batch(name, items)`
+does the work.
 """
 import collections
 import math

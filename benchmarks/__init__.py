@@ -1,1 +1,1 @@
-"""Side-by-side benchmarks of every registered backend; `make bench` regenerates RESULTS.md."""
+"""Side-by-side benchmarks of every registered backend; `make bench` measures what REPORT.md shows."""

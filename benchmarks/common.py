@@ -13,12 +13,11 @@ import torch
 
 from models.runtimes.cpu import cpu_flags, cpuinfo_field
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # what the report shows
+STUDY_RESULTS = Path(__file__).resolve().parent / "studies" / "results"  # one-off studies
 # `--tiny`: a model small enough to smoke-test a script in seconds
 TINY_ARCH = dict(d_model=32, d_ff=64, n_heads=4, n_encoder_layers=1, n_decoder_layers=1)
 
-# the suffix of a backend's torch int8 path in benchmarks.anchor_ctranslate2 (PLACEVALUE_RUNTIME=torch-int8)
-TORCH_INT8 = "_torch_int8"
 
 
 def cpu_model() -> str:

@@ -21,7 +21,6 @@ import sys
 import time
 
 import torch
-from torch import nn
 
 from benchmarks.common import RESULTS, TINY_ARCH, environment, finish_figure, save, sync
 from models import registry

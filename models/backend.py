@@ -49,7 +49,7 @@ class Backend:
     settings: type = NoSettings  # a frozen dataclass; its fields become `--<name>-<field>` CLI flags
     feed_forward: Callable[..., nn.Module] | None = None  # None: the shared ReLU feed-forward
     # True when the decoder self-attention state grows with every decoded token (a KV cache);
-    # False promises a fixed-size state, which tests/test_models.py holds every such backend to
+    # False promises a fixed-size state, which tests/models/test_models.py holds every such backend to
     decode_state_grows: bool = False
     # False for a backend whose checkpoint does not ship: the service does not wait for it
     shipped: bool = True

@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+from models import registry
+
 POSITION_MODES = ("end", "start")
 # "abacus" (McLeish et al., 2024, "Transformers Can Do Arithmetic with the Right Embeddings"):
 # every digit also gets a learned embedding of its significance within its number (units 1,
@@ -39,13 +41,13 @@ class ModelConfig:
     n_encoder_layers: int = 4
     n_decoder_layers: int = 4
     # 0: the training stream is generated afresh and never repeats, so there is nothing to
-    # overfit, and dropout's noise only delayed exact answers (benchmarks/ANALYSIS.md, "Dropout")
+    # overfit, and dropout's noise only delayed exact answers (benchmarks/studies/README.md, time to accuracy)
     dropout: float = 0.0
     # Where source positions are counted from: "end" makes the final '?' position 0, so the
     # digit asked for sits at a fixed offset for a given place name; "start" keeps the place
     # name's position from moving with the number's length. With abacus digit positions (each
     # digit embeds its place in its number) "start" + "abacus" taught every place of the training
-    # distribution in the fewest steps (benchmarks/ANALYSIS.md, "Accuracy where it is weak")
+    # distribution in the fewest steps (benchmarks/studies/README.md, accuracy levers)
     source_positions: str = "start"
     digit_positions: str = "abacus"
     # Training only: each question's digit places are shifted by a random offset in
@@ -60,7 +62,6 @@ class ModelConfig:
     settings: Any = None
 
     def __post_init__(self):
-        from models import registry  # the registry imports the backends, which use this module
         spec = registry.get(self.backend)
         if self.settings is None:
             self.settings = spec.settings()
@@ -98,7 +99,6 @@ class ModelConfig:
     @property
     def spec(self):
         """The registered description of this config's backend."""
-        from models import registry
         return registry.get(self.backend)
 
     def to_dict(self) -> dict:
@@ -113,7 +113,6 @@ class ModelConfig:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         data = {**LEGACY_DEFAULTS, **data}
         if isinstance(data.get("settings"), dict):  # likewise for the backend's own settings
-            from models import registry
             settings_type = registry.get(data["backend"]).settings
             retired = getattr(settings_type, "RETIRED", ())
             data["settings"] = {**getattr(settings_type, "STORED_DEFAULTS", {}),

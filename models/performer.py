@@ -37,7 +37,7 @@ from models.backend import ROLES, AttentionState, Backend
 # underflow, room that large key norms (whose |x|^2 / 2 term lowers every exponent) need
 KEY_HEADROOM = 64.0
 # at dh 128 the bound is ~84-92; at dh 256 (~160-170) no headroom that cannot overflow keeps typical key
-# features above float32's smallest normal (exp(-87)), so the outputs would be wrong (tests/test_performer.py)
+# features above float32's smallest normal (exp(-87)), so the outputs would be wrong (tests/models/test_performer.py)
 MAX_HEAD_DIM = 128
 
 # Causal training splits the sequence into blocks: exact prefix sums of phi(k) v^T across blocks,

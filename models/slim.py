@@ -15,7 +15,7 @@ trains it that way with peak activation memory set by C, not by the target lengt
 4. the cross-attention sums, computed once from the encoder output, are leaves shared by all
    slices: their gradients accumulate, then flow into the encoder, which is back-propagated once.
 
-The gradients equal plain back-propagation through the whole model (tests/test_slim.py).
+The gradients equal plain back-propagation through the whole model (tests/models/test_slim.py).
 """
 import dataclasses
 from contextlib import nullcontext

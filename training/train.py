@@ -88,7 +88,7 @@ def parse_args(argv=None):
     p.add_argument("--split", choices=[s for s in SPLITS if s.startswith("train")], default="train")
     p.add_argument("--curriculum-steps", type=int, default=0,
                    help="train this many steps each on train-easy, -medium and -hard before --split (0 = off)")
-    # half of every batch balanced: with abacus positions it taught every place fastest (ANALYSIS.md)
+    # half of every batch balanced: with abacus positions it taught every place fastest (benchmarks/studies/README.md, accuracy levers)
     p.add_argument("--balanced-share", type=share, default=0.5,
                    help="share of every batch drawn with place names uniform over the split's places (rare "
                         "places oversampled, nothing outside the split's support; 0 = DeepMind's weights)")
@@ -99,7 +99,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-size", type=int, default=1000,
                    help="held-out questions (with --target-metric worst-place: spread equally over the places)")
     # the default stopping rule judges the training distribution's weakest place: interpolate
-    # never asks above ten millions, so stopping on it left billions at 69% (ANALYSIS.md)
+    # never asks above ten millions, so stopping on it left billions at 69% (benchmarks/studies/README.md, accuracy levers)
     p.add_argument("--eval-split", choices=list(SPLITS), default="train",
                    help="distribution of the held-out questions (a seed no training batch uses)")
     p.add_argument("--target-accuracy", type=float, default=None, help="stop once held-out accuracy reaches this")

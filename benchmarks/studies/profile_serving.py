@@ -1,16 +1,16 @@
 """Where single-question serving time goes: torch.profiler's top operators for each backend.
 
-    python -m benchmarks.profile_serving [--checkpoints checkpoints] [--threads 1]
+    python -m benchmarks.studies.profile_serving [--checkpoints checkpoints] [--threads 1]
 """
 import argparse
 
 from torch.profiler import ProfilerActivity, profile
 
 from app.service import QAService
-from benchmarks.common import RESULTS, environment, hardware_line
+from benchmarks.common import STUDY_RESULTS, environment, hardware_line
 from models.task import generate
 
-MODULE = "benchmarks.profile_serving"
+MODULE = "benchmarks.studies.profile_serving"
 
 
 def main(argv=None):
@@ -31,7 +31,7 @@ def main(argv=None):
                 service.answer([question], name)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
         sections += [f"### {name}", "", "```", table.strip(), "```", ""]
-    out = f"{args.out or RESULTS}/profile_serving_cpu.md"
+    out = f"{args.out or STUDY_RESULTS}/profile_serving_cpu.md"
     with open(out, "w") as f:
         f.write("\n".join(sections) + "\n")
     print("\n".join(sections))

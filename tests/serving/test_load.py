@@ -15,7 +15,7 @@ from models.task import generate
 from training.evaluate import predict
 
 pytestmark = pytest.mark.slow
-# the suite sends 2,000; PLACEVALUE_LOAD_REQUESTS=10000 gives the full figure recorded in benchmarks/RESULTS.md
+# the suite sends 2,000; PLACEVALUE_LOAD_REQUESTS=10000 gives the full figure
 TOTAL, CLIENTS = int(os.environ.get("PLACEVALUE_LOAD_REQUESTS", "2000")), 16
 INVALID = [({"question": ""}, "empty_question"), ({"question": "x" * 161}, "question_too_long"),
            ({"question": "5\u20ac?"}, "invalid_character"), ({"question": "What?", "model": "gpt"}, "unknown_model"),

@@ -1,8 +1,8 @@
 """The serving anchor: CTranslate2 running the shipped Transformer's real weights, side by side
 with our in-process torch path on the same questions, threads and batch sizes, in one run.
 
-    python -m benchmarks.anchor_ctranslate2 [--checkpoints checkpoints] [--questions 200] [--threads 1,2]
-    python -m benchmarks.anchor_ctranslate2 --device cuda      # anchor_ctranslate2_gpu.json
+    python -m benchmarks.studies.anchor_ctranslate2 [--checkpoints checkpoints] [--questions 200] [--threads 1,2]
+    python -m benchmarks.studies.anchor_ctranslate2 --device cuda      # anchor_ctranslate2_gpu.json
 
 On a GPU the engine's paths are float32, float16 and int8 weights with float16 compute
 (`int8_float16`), against our torch backends on the same GPU; the CPU's thread counts and GEMM
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, TORCH_INT8, environment, flops_per_question, percentile, save, summary
+from benchmarks.common import STUDY_RESULTS, environment, flops_per_question, percentile, save, summary
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.runtimes.ctranslate2_engine import CTranslate2Runner, convert
@@ -34,7 +34,9 @@ from models.runtimes.torch_int8 import quantize_linear_layers
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
-MODULE = "benchmarks.anchor_ctranslate2"
+MODULE = "benchmarks.studies.anchor_ctranslate2"
+# the suffix of a backend's torch int8 path (PLACEVALUE_RUNTIME=torch-int8) among the timed paths
+TORCH_INT8 = "_torch_int8"
 
 
 def ours(model, tokenizer, ids):
@@ -85,7 +87,7 @@ def main(argv=None):
     parser.add_argument("--timed", type=int, default=100, help="single questions timed per path and thread count")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batch-sizes", default="5,8,32,64,128",
-                        help="5 and 8: the passes 16 HTTP clients form on two workers (RESULTS 4b's pass-size ceiling)")
+                        help="5 and 8: the passes 16 HTTP clients form on two workers (the pass-size ceiling)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", default=None)
@@ -156,7 +158,7 @@ def main(argv=None):
                 print(f"{threads} threads {name:<22} single p50 {row['single_ms']['median']:.1f} ms; {batched}",
                       flush=True)
         result["agreement"] = agreement
-    save("anchor_ctranslate2_gpu" if args.device == "cuda" else "anchor_ctranslate2_cpu", result, args.out or RESULTS)
+    save("anchor_ctranslate2_gpu" if args.device == "cuda" else "anchor_ctranslate2_cpu", result, args.out or STUDY_RESULTS)
 
 
 if __name__ == "__main__":

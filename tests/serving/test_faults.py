@@ -17,7 +17,7 @@ from models.tokenizer import Tokenizer
 from tests.conftest import start_gunicorn, tiny_model
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 Q = "What is the tens digit of 89290?"
 
 

@@ -1,6 +1,6 @@
 """Where CTranslate2's int8 changes the shipped Transformer's answers: the rounding or the kernel?
 
-    python -m benchmarks.int8_kernels [--checkpoints checkpoints] [--questions 1000] [--threads 2]
+    python -m benchmarks.studies.int8_kernels [--checkpoints checkpoints] [--questions 1000] [--threads 2]
 
 The same int8 model (per-row int8 weights, CTranslate2's converter) is run by CTranslate2 with its
 default GEMM backend on this machine and with Intel MKL's (CT2_USE_MKL=1; the engine picks its
@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.common import RESULTS, environment, save
+from benchmarks.common import STUDY_RESULTS, environment, save
 from models.checkpoint import load_checkpoint
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
-MODULE = "benchmarks.int8_kernels"
+MODULE = "benchmarks.studies.int8_kernels"
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"default": "0", "mkl": "1"}  # CT2_USE_MKL for each
 BATCH = 64
@@ -124,7 +124,7 @@ def main(argv=None):
     result = {"environment": environment("cpu", MODULE, argv), "questions": args.questions, "batch": BATCH,
               "threads": args.threads, "engine": engine_rows(args.checkpoints, args.questions, args.threads),
               "torch_emulation": emulated_accuracy(checkpoint, args.questions)}
-    save("int8_kernels_cpu", result, args.out or RESULTS)
+    save("int8_kernels_cpu", result, args.out or STUDY_RESULTS)
 
 
 if __name__ == "__main__":

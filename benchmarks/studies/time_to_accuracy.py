@@ -1,9 +1,9 @@
 """Steps and wall time to a target accuracy for each backend under the default recipe and under
 single-lever variants, each run with the project's own training CLI.
 
-    python -m benchmarks.time_to_accuracy [--variants baseline,default] [--target 0.99] [--bf16]
-    python -m benchmarks.time_to_accuracy --variants default,curriculum --seeds 0,1,2 --jobs 2 -- --d-model 128
-    python -m benchmarks.time_to_accuracy --from-runs transformer=runs/a memsizer=runs/b --name NAME
+    python -m benchmarks.studies.time_to_accuracy [--variants baseline,default] [--target 0.99] [--bf16]
+    python -m benchmarks.studies.time_to_accuracy --variants default,curriculum --seeds 0,1,2 --jobs 2 -- --d-model 128
+    python -m benchmarks.studies.time_to_accuracy --from-runs transformer=runs/a memsizer=runs/b --name NAME
 
 Writes the curves (held-out interpolate accuracy and loss vs steps and vs wall time) as JSON + PNG,
 and, per backend and variant, the median steps to the target over the seeds.
@@ -18,7 +18,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import RESULTS, environment, finish_figure, save
+from benchmarks.common import STUDY_RESULTS, environment, finish_figure, save
 from models import registry
 
 VARIANTS = {  # each changes one lever of the default recipe
@@ -36,7 +36,7 @@ VARIANTS = {  # each changes one lever of the default recipe
     "tau-2": ["--memoryformer-tau", "2"],
     "tau-8": ["--memoryformer-tau", "8"],
     "official-weights": ["--memoryformer-weighting", "official"],
-    # accuracy levers (benchmarks.accuracy_levers): rare places and numbers longer than training.
+    # accuracy levers (benchmarks.studies.accuracy_levers): rare places and numbers longer than training.
     # Each spells out all three settings, so it means the same whatever the CLI's defaults are.
     # baseline: the recipe before abacus-balanced became the CLI default
     "baseline": ["--digit-positions", "none", "--source-positions", "end", "--balanced-share", "0"],
@@ -90,7 +90,7 @@ VARIANTS = {  # each changes one lever of the default recipe
                               "start", "--balanced-share", "0.5", "--memsizer-encoder", "softmax"],
 }
 
-MODULE = "benchmarks.time_to_accuracy"
+MODULE = "benchmarks.studies.time_to_accuracy"
 
 
 def training_command(backend, variant, seed, args, run_dir) -> list[str]:
@@ -279,7 +279,7 @@ def main(argv=None):
     if args.note:
         result["note"] = args.note
     name = args.name or f"time_to_accuracy_{'gpu' if device.startswith('cuda') else 'cpu'}"
-    out = args.out or RESULTS
+    out = args.out or STUDY_RESULTS
     existing = Path(out) / f"{name}.json"
     if args.append and existing.exists():
         added, result = result, json.loads(existing.read_text())

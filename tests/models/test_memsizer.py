@@ -9,7 +9,7 @@ from models.memsizer import MemSizerAttention, MemSizerSettings
 from models.tokenizer import BOS, Tokenizer
 from models.transformer import SoftmaxAttention
 from tests.conftest import tiny_config, tiny_model
-from tests.test_models import QUESTIONS, TOL, cached_and_full_logits
+from tests.models.test_models import QUESTIONS, TOL, cached_and_full_logits
 
 
 def softmax_encoder(**overrides):

@@ -82,7 +82,7 @@ def test_nothing_is_written_into_the_checkout(live_server):
     """Metrics files and logs go to temporary directories, never into the repository."""
     from pathlib import Path
     requests.get(live_server["url"] + "/metrics", timeout=10)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     assert not list(root.glob("*.db")) and not list(root.glob("*.log"))
 
 

@@ -11,7 +11,7 @@ from models.task import generate
 from training.evaluate import evaluate_examples
 from training.train import parse_args, recipe_command
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @pytest.mark.parametrize("backend", [b.name for b in registry.backends() if b.shipped])
@@ -76,7 +76,7 @@ def shipped_with_torch_int8_records():
 
 
 def test_torch_int8_is_earned_by_the_backends_it_speeds_up():
-    # measured faster in int8 on torch: MemSizer and the Performer (benchmarks/RESULTS.md, 4b);
+    # measured faster in int8 on torch: MemSizer and the Performer (benchmarks/REPORT.md, serving speed);
     # the Transformer serves on CTranslate2, MemoryFormer's table lookups gained nothing
     assert shipped_with_torch_int8_records() == ["memsizer", "performer"]
 

@@ -2,7 +2,7 @@
 4-bit storage, FLOPs per question (counted, table lookups included) and single-question CPU
 latency, all on random weights (these do not depend on training).
 
-    python -m benchmarks.memoryformer_size [--configs 512:2,512:4,512:8,256:4,256:8,128:4,128:8]
+    python -m benchmarks.studies.memoryformer_size [--configs 512:2,512:4,512:8,256:4,256:8,128:4,128:8]
 
 A memory layer holds (d / tau) * 2^tau * h values: 2^tau / tau times a Linear's, while its
 arithmetic is (d / tau) * h multiply-adds, tau times fewer. Whether the checkpoint fits the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, environment, flops_per_question, save, summary
+from benchmarks.common import STUDY_RESULTS, environment, flops_per_question, save, summary
 from models.checkpoint import load_checkpoint
 from models.config import ModelConfig
 from models.memoryformer import bucket_entropy
@@ -25,7 +25,7 @@ from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, Tokenizer, pad_batch
 from training.train import make_batch
 
-MODULE = "benchmarks.memoryformer_size"
+MODULE = "benchmarks.studies.memoryformer_size"
 BUDGET_BYTES = 60 * 2 ** 20  # the tracked tree, every shipped checkpoint included
 GROUP = 64  # models/checkpoint.py's 4-bit group size: 0.5 byte per value + fp16 scale and minimum per group
 
@@ -93,10 +93,10 @@ def main(argv=None):
         print(f"trained bucket entropy (tau {entropy['tau']}): mean {entropy['mean']:.2f} bits, "
               f"min {entropy['min']:.2f} over {len(entropy['per_layer'])} memory layers", flush=True)
     if args.entropy_only:
-        path = Path(args.out or RESULTS) / "memoryformer_size_cpu.json"
+        path = Path(args.out or STUDY_RESULTS) / "memoryformer_size_cpu.json"
         result = json.loads(path.read_text())
         result["trained_bucket_entropy"] = entropy
-        save("memoryformer_size_cpu", result, args.out or RESULTS)
+        save("memoryformer_size_cpu", result, args.out or STUDY_RESULTS)
         return
     tokenizer = Tokenizer()
     ids = [tokenizer.encode(q) for q, _ in generate("interpolate", args.questions, seed=6060)]
@@ -122,7 +122,7 @@ def main(argv=None):
         result["rows"].append(row)
         print(f"transformer d {d}: {row['parameters'] / 1e6:.1f}M params, {row['gflop_per_question']:.3f} GFLOP/question, "
               f"p50 {row['single_ms']['median']:.1f} ms", flush=True)
-    save("memoryformer_size_cpu", result, args.out or RESULTS)
+    save("memoryformer_size_cpu", result, args.out or STUDY_RESULTS)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from models import registry
 from models.memoryformer import MemoryLayer
 from models.checkpoint import (GROUP_SIZE, CheckpointError, dequantize_int4, load_checkpoint, quantize_int4,
                                save_checkpoint, sha256_file)

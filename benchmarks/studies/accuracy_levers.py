@@ -1,7 +1,7 @@
 """Accuracy levers: which training change helps the rare places of the training distribution and
 numbers longer than training (DeepMind's extrapolate split), per backend, over seeds.
 
-    python -m benchmarks.accuracy_levers --backends transformer,memsizer --variants baseline,abacus,balanced,abacus-balanced \
+    python -m benchmarks.studies.accuracy_levers --backends transformer,memsizer --variants baseline,abacus,balanced,abacus-balanced \
         --seeds 0,1 --jobs 2 --max-steps 1200 -- --d-model 128 --d-ff 512 --n-heads 4 \
         --n-encoder-layers 2 --n-decoder-layers 2 --lr 1e-3
 
@@ -11,7 +11,7 @@ rule under study: it stops early only once every place reaches --target). Its cu
 shows what stopping on the worst place costs beyond stopping on the average. The final weights
 are then measured on fresh questions: per place on the training distribution (--per-place each),
 on interpolate and on extrapolate (12-digit numbers, place names up to hundred billions).
-Variants are those of benchmarks.time_to_accuracy (one lever each).
+Variants are those of benchmarks.studies.time_to_accuracy (one lever each).
 """
 import argparse
 import hashlib
@@ -22,8 +22,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import RESULTS, environment, finish_figure, save
-from benchmarks.time_to_accuracy import VARIANTS, check_variants_and_backends, run_groups, training_command
+from benchmarks.common import STUDY_RESULTS, environment, finish_figure, save
+from benchmarks.studies.time_to_accuracy import VARIANTS, check_variants_and_backends, run_groups, training_command
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.task import PLACE_NAMES, generate, generate_per_place
@@ -31,7 +31,7 @@ from models.tokenizer import Tokenizer
 from training.evaluate import evaluate_examples
 from training.train import model_config, parse_args
 
-MODULE = "benchmarks.accuracy_levers"
+MODULE = "benchmarks.studies.accuracy_levers"
 # fresh questions for the final measurements: seeds no training batch or held-out set uses
 FINAL_SEEDS = {"train": "levers:train", "interpolate": "levers:interpolate", "extrapolate": "levers:extrapolate"}
 AVERAGE_TARGET = 0.99
@@ -175,7 +175,7 @@ def main(argv=None):
     sets = final_sets(args.per_place, args.size)
     plan = [(backend, variant, int(seed)) for variant in args.variants.split(",")
             for seed in args.seeds.split(",") for backend in args.backends.split(",") if applies(backend, variant)]
-    out = Path(args.out or RESULTS)
+    out = Path(args.out or STUDY_RESULTS)
     previous = json.loads((out / f"{args.name}.json").read_text()) if args.merge and (
         out / f"{args.name}.json").exists() else None
     final = {"train_per_place": args.per_place, "interpolate": args.size, "extrapolate": args.size,

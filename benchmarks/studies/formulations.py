@@ -2,7 +2,7 @@
 passes timed at several batch sizes (the two formulations alternating in one process), and the answers
 of both compared one by one on fresh questions.
 
-    python -m benchmarks.formulations [--checkpoints checkpoints] [--threads 1] [--questions 2000]
+    python -m benchmarks.studies.formulations [--checkpoints checkpoints] [--threads 1] [--questions 2000]
 
 - MemoryFormer's hash. First (until 2026-11-24): the code powers and row offsets made on every call,
   codes as summed integer products, weights as exp(sum of log-sigmoids). Current
@@ -24,14 +24,14 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import RESULTS, environment, save
+from benchmarks.common import STUDY_RESULTS, environment, save
 from models import performer
 from models.checkpoint import load_checkpoint
 from models.memoryformer import HashedInput, MemoryLayer
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
-MODULE = "benchmarks.formulations"
+MODULE = "benchmarks.studies.formulations"
 SEED = 4343  # fresh questions, not the stored evaluation sets
 
 
@@ -153,7 +153,7 @@ def main(argv=None):
             print(f"{name} batch {size:4d}: first {timing['first_ms']:.1f} ms, current {timing['current_ms']:.1f} "
                   f"ms, ratio {timing['current_over_first']:.2f} ({timing['passes']} passes each)", flush=True)
         print(f"{name}: answers differ on {row['answers']['differing']} of {len(data)} questions", flush=True)
-    save("formulations_cpu", result, args.out or RESULTS)
+    save("formulations_cpu", result, args.out or STUDY_RESULTS)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNPICKLING = re.compile(r"\b(torch\.load|pickle|cPickle|dill|joblib\.load|np\.load|numpy\.load|marshal\.loads)\b")
 
 

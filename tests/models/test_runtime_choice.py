@@ -12,7 +12,7 @@ from app.service import QAService
 from models.runtimes import int8_keeps_accuracy
 from models.runtimes.cpu import int8_kernel
 
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "transformer" / "config.json"
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "transformer" / "config.json"
 
 
 @pytest.mark.parametrize("flags, kernel", [

@@ -1,0 +1,184 @@
+"""Smoke tests: every script `make bench` runs works at a tiny size and writes its result (no timings
+asserted); the report is generated from the committed results."""
+import argparse
+import json
+import time
+
+import pytest
+import torch
+
+from benchmarks import decode_scaling, http_load, serving, shipped_accuracy, slim_memory, train_throughput
+from models import registry
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_throughput_and_decode_scaling_tiny(tmp_path):
+    train_throughput.main(["--tiny", "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "train_throughput_cpu_tiny.json").read_text())
+    assert set(data["precisions"]) == {"fp32", "bf16"} and data["precisions"]["fp32"]["memsizer"]["step_seconds"]["n"] == 2
+    assert data["precisions"]["fp32"]["transformer"]["step_time_vs_baseline"] == 1.0
+    decode_scaling.main(["--tiny", "--max-length", "64", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "decode_scaling_cpu_tiny.json").read_text())["backends"]
+    assert [r["length"] for r in rows["memsizer"]] == [16, 32, 64]
+    assert len({r["state_bytes"] for r in rows["memsizer"]}) == 1, "MemSizer's state must not grow"
+    assert rows["transformer"][-1]["state_bytes"] == 4 * rows["transformer"][0]["state_bytes"]
+    assert (tmp_path / "decode_scaling_cpu_tiny.png").stat().st_size > 0
+
+
+def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
+    parse = http_load.parse_setting
+    assert parse("w2t1b64") == http_load.ServerSetting(workers=2, torch_threads=1, batch_max=64, runtime="torch")
+    assert parse("w2t1b64").recorded() == {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"}
+    assert parse("w2t1b64d2f+ctranslate2").recorded() == {
+        "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "batch_delay_ms": 2.0,
+        "expect_callers": False}
+    assert parse("w1t2b8d12.5").batch_delay_ms == 12.5 and parse("w1t2b8d12.5").expect_callers is True
+    assert parse("w2t1b64k0r+ctranslate2").recorded() == {
+        "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "keepalive_s": 0,
+        "reuse_port": True}
+    assert not parse("w2t1b64d2k5").reuse_port
+    assert parse("w2t1b64g").worker_class == "gthread"
+    assert parse("w2t1b64k2a5+ctranslate2").accept_defer_ms == 5.0
+    assert parse("w2t1b64k2+ctranslate2").accept_defer_ms is None
+    env = parse("w1t2b8d12.5fk0+torch-int8").environment("cpu")
+    assert env == {"PLACEVALUE_DEVICE": "cpu", "GUNICORN_WORKERS": "1", "PLACEVALUE_TORCH_THREADS": "2",
+                   "PLACEVALUE_BATCH_MAX": "8", "PLACEVALUE_RUNTIME": "torch-int8", "PLACEVALUE_BATCH_DELAY_MS": "12.5",
+                   "PLACEVALUE_BATCH_EXPECT_CALLERS": "false", "GUNICORN_KEEPALIVE": "0"}
+    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0", "w2t1b64gr", "w2t1b64a",
+                "w2t1b64ga5", "w2t1b64a5g"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            http_load.parse_setting(bad)
+
+
+def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
+    serving.main(["--checkpoints", str(tiny_checkpoints), "--questions", "4", "--batch-sizes", "2",
+                  "--batch-repeats", "1", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "serving_cpu.json").read_text())["single_ms"]["memsizer"]["n"] == 4
+    from tests.conftest import free_port
+    http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1,2", "--requests", "6",
+                    "--settings", "w1t1b1,w1t1b8d5f+ctranslate2", "--port", str(free_port()), "--ceiling-seconds", "0.3",
+                    "--repeats", "2",
+                    "--out", str(tmp_path)])
+    settings = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
+    assert list(settings) == ["w1t1b1", "w1t1b8d5f+ctranslate2"]
+    for setting in settings.values():
+        row = setting["levels"]["2"]["transformer"]
+        assert row["requests"] == 6 and row["errors"] == 0 and row["shed_503"] == 0
+        # of two runs the lower median is kept
+        assert len(row["answers_per_second_runs"]) == 2
+        assert round(row["answers_per_second"], 1) == min(row["answers_per_second_runs"])
+        # the CPU accounting and the pass sizes come from the real server, not defaults ( /proc
+        # counts CPU in 10 ms ticks, so a tiny run's server share may round to 0)
+        assert row["server_cpu_ms_per_answer"] >= 0 and 0 < row["client_cpu_share"] < 1
+        assert len(row["worker_cpu_cores"]) == 1 and row["mean_pass_questions"] >= 1
+        assert row["pass_ms_per_answer"] > 0 and 0 < row["pass_busy_share"] <= 1
+        assert setting["http_ceiling"]["2"]["requests_per_second"] > 0
+    # without batching every pass holds one question
+    assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
+    assert settings["w1t1b8d5f+ctranslate2"]["runtime"] == "ctranslate2"
+    # what served each backend, as the server's /models said
+    assert settings["w1t1b8d5f+ctranslate2"]["served_runtimes"]["transformer"] == "ctranslate2"
+    assert settings["w1t1b1"]["served_runtimes"]["memsizer"] == "torch"
+    # torch computes on the pass thread; CTranslate2 on threads of its own, so it reports no share
+    assert 0 < settings["w1t1b1"]["levels"]["2"]["transformer"]["pass_cpu_share"] <= 1.05
+    assert settings["w1t1b8d5f+ctranslate2"]["levels"]["2"]["transformer"]["pass_cpu_share"] is None
+    assert settings["w1t1b8d5f+ctranslate2"]["expect_callers"] is False
+    # --interleave restarts each setting for every repeat; the rows are the same medians of all runs
+    http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "2", "--requests", "4",
+                    "--settings", "w1t1b1,w1t1b8", "--port", str(free_port()), "--ceiling-seconds", "0.1",
+                    "--repeats", "2", "--interleave", "--out", str(tmp_path / "interleaved")])
+    interleaved = json.loads((tmp_path / "interleaved" / "http_load_cpu.json").read_text())["settings"]
+    assert list(interleaved) == ["w1t1b1", "w1t1b8"]
+    for setting in interleaved.values():
+        assert setting["interleaved"] is True
+        assert len(setting["levels"]["2"]["transformer"]["answers_per_second_runs"]) == 2
+    # --merge re-measures one setting and keeps the other with the command that measured it
+    http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1", "--requests", "2",
+                    "--settings", "w1t1b1", "--port", str(free_port()), "--ceiling-seconds", "0.1", "--merge",
+                    "--out", str(tmp_path)])
+    merged = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
+    assert set(merged) == {"w1t1b1", "w1t1b8d5f+ctranslate2"} and list(merged["w1t1b1"]["levels"]) == ["1"]
+    assert "--merge" in merged["w1t1b1"]["measured"]["command"]
+    assert "--merge" not in merged["w1t1b8d5f+ctranslate2"]["measured"]["command"]
+
+
+def test_training_levers_tiny(tmp_path):
+    # torch.compile is left out: compiling takes minutes here, longer than the rest of the suite's file
+    levers = "baseline: fp32 batch 64,batch 128,batch 256 as 4 x 64 accumulated,length buckets (pool of 8 batches)"
+    train_throughput.main(["--tiny", "--steps", "2", "--warmup", "0", "--device", "cpu", "--levers", levers,
+                           "--out", str(tmp_path), "--name", "subset"])
+    data = json.loads((tmp_path / "subset.json").read_text())
+    assert [r["lever"] for r in data["levers"]] == levers.split(",")
+    assert all(r[n] > 0 for r in data["levers"] for n in ("transformer", "memsizer"))
+    assert 0 < data["padding_share_batch64_bucketed"] < 0.5 * data["padding_share_batch64"] < 0.25
+
+
+def test_report_and_readme_table_are_generated_from_the_committed_result_files():
+    """REPORT.md and the README's table are outputs: edit REPORT.template.md or the JSON, then run
+    benchmarks.report."""
+    from benchmarks import report
+    assert (report.ROOT / "benchmarks" / "REPORT.md").read_text() == report.render(), \
+        "benchmarks/REPORT.md is stale: run python -m benchmarks.report"
+    readme = (report.ROOT / "README.md").read_text()
+    assert report.readme_table() in readme, "the README's results table is stale: run python -m benchmarks.report"
+    assert len(report.render().splitlines()) <= 400 and len(readme.splitlines()) <= 150
+
+
+def test_slim_memory_tiny(tmp_path):
+    slim_memory.main(["--tiny", "--lengths", "32,64", "--layers", "1", "--slim-slices", "4,64", "--device", "cpu",
+                      "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "slim_memory_cpu_tiny.json").read_text())
+    assert list(data["variants"]) == [*registry.names(), "performer+slim4", "performer+slim64"]
+    for rows in data["variants"].values():
+        assert [r["length"] for r in rows] == [32, 64]
+        assert all(r["peak_bytes"] >= 0 and r["seconds_per_step"] > 0 for r in rows)
+    assert (tmp_path / "slim_memory_cpu_tiny.png").stat().st_size > 0
+
+
+def test_flop_count_includes_weighted_table_lookups():
+    """MemoryFormer's arithmetic is in embedding bags, which torch's counter alone would miss."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.common import LOOKUP_FLOP_FORMULAS
+    tables, rows = torch.randn(64, 16, requires_grad=True), torch.randint(0, 64, (10, 4))
+    for context in (torch.enable_grad, torch.inference_mode):
+        counter = FlopCounterMode(display=False, custom_mapping=LOOKUP_FLOP_FORMULAS)
+        with counter, context():
+            F.embedding_bag(rows, tables, per_sample_weights=torch.rand(10, 4), mode="sum")
+        assert counter.get_total_flops() == 2 * 10 * 4 * 16, context
+
+
+def test_shipped_accuracy_reads_each_checkpoints_records(tmp_path, tiny_checkpoints):
+    shipped_accuracy.main(["--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "shipped_accuracy.json").read_text())
+    assert list(result["checkpoints"]) == list(registry.names())
+    memsizer = result["checkpoints"]["memsizer"]
+    # the fixture's records: train 3/4 units, 1/4 billions; the recipe as the tiny config says
+    assert memsizer["splits"]["train"]["per_place"] == {"units": 0.75, "billions": 0.25}
+    assert memsizer["recipe"]["digit_positions"] == "abacus" and memsizer["steps"] == 7
+    assert (tmp_path / "shipped_accuracy.png").stat().st_size > 10_000
+
+
+def test_http_load_counts_the_connections_each_worker_holds(tiny_checkpoints):
+    from tests.conftest import free_port
+    process, url = http_load.start_server(free_port(), http_load.parse_setting("w2t1b8"), str(tiny_checkpoints))
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        assert sorted(http_load.connections_per_worker(process.pid, port)) == http_load.worker_pids(process.pid)
+        clients = [http_load.Client(url) for _ in range(5)]
+        for client in clients:
+            assert client.request("GET", "/healthz")[0] == 200
+        assert sum(http_load.connections_per_worker(process.pid, port).values()) == 5
+        for client in clients[:2]:
+            client.close()
+        deadline = time.monotonic() + 5  # the server sees the close a moment later
+        while sum(http_load.connections_per_worker(process.pid, port).values()) != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(http_load.connections_per_worker(process.pid, port).values()) == 3
+        for client in clients[2:]:
+            client.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
