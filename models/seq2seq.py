@@ -148,8 +148,9 @@ class Seq2Seq(nn.Module):
         with torch.no_grad():
             self.embed.weight[PAD].zero_()
 
-    def _embed(self, tokens, positions, role: str, significance=None):
-        x = self.embed(tokens) * math.sqrt(self.config.d_model)
+    def _embed(self, tokens, positions, role: str, significance=None, token_vectors=None):
+        """Token embeddings (or `token_vectors` in their place, (B, T, d)) plus positions."""
+        x = (self.embed(tokens) if token_vectors is None else token_vectors) * math.sqrt(self.config.d_model)
         if not self.config.relative_in(role):  # otherwise order lives in that side's attention scores
             x = x + self.positions[positions]
         if significance is not None and self.config.digit_positions == "abacus":
@@ -158,8 +159,10 @@ class Seq2Seq(nn.Module):
             x = x + self.digit_proj(self.digit_table[significance])
         return self.dropout(x)
 
-    def encode(self, src: torch.Tensor):
-        """Encoder output (B, S, d) and the source padding mask (B, S), True at padding."""
+    def encode(self, src: torch.Tensor, token_vectors: torch.Tensor | None = None):
+        """Encoder output (B, S, d) and the source padding mask (B, S), True at padding.
+        token_vectors (B, S, d) replace the token embeddings of src (attributions interpolate them);
+        positions, digit places and padding still come from src."""
         pad = src == PAD
         S = src.shape[1]
         index = torch.arange(S, device=src.device)
@@ -173,7 +176,7 @@ class Seq2Seq(nn.Module):
         if significance is not None and self.training and self.config.digit_offset_max:
             shift = torch.randint(0, self.config.digit_offset_max + 1, (src.shape[0], 1), device=src.device)
             significance = torch.where(significance > 0, significance + shift, significance)
-        x = self._embed(src, positions, "encoder", significance)
+        x = self._embed(src, positions, "encoder", significance, token_vectors)
         for layer in self.encoder:
             x = layer(x, pad)
         return self.encoder_norm(x), pad
