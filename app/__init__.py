@@ -37,7 +37,8 @@ def create_app(config=None) -> Flask:
     from app.service import QAService  # torch is imported here, inside the worker, never at import time
     required = [n.strip() for n in settings.required_models.split(",") if n.strip()]
     service = QAService(settings.checkpoint_dir, settings.threads_per_worker(), required, device=settings.device,
-                        batching=settings.batching(), runtime=settings.runtime)
+                        batching=settings.batching(), runtime=settings.runtime,
+                        explain_concurrency=settings.explain_concurrency)
     app.config["DEFAULT_MODEL"] = app.config["DEFAULT_MODEL"] or service.default_backend
     if app.config["DEFAULT_MODEL"] not in service.backends:
         raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")

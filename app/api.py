@@ -1,4 +1,4 @@
-"""JSON API: POST /answer (single or batch), GET /models, /example, /healthz, /readyz, /metrics, /openapi.json."""
+"""JSON API: POST /answer (single or batch), POST /explain, GET /models, /example, /healthz, /readyz, /metrics, /openapi.json."""
 import json
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -14,6 +14,7 @@ bp = Blueprint("api", __name__)
 # A misspelt key (say "backend" for "model") would otherwise be answered by the default backend
 # without a word, so every key outside these is refused.
 ANSWER_REQUEST_FIELDS = ("question", "questions", "model")
+EXPLAIN_REQUEST_FIELDS = ("question", "model")  # one question: an explanation costs many passes
 
 
 def service():
@@ -35,15 +36,15 @@ def read_json_body():
         fail(400, "invalid_json", "request body must be a JSON object")
 
 
-def parse_answer_request() -> tuple[list, str, bool]:
-    """(questions, model, is_batch) from the JSON body, or an APIError."""
+def parse_answer_request(fields=ANSWER_REQUEST_FIELDS) -> tuple[list, str, bool]:
+    """(questions, model, is_batch) from the JSON body, or an APIError; `fields` are those allowed."""
     body = read_json_body()
     if not isinstance(body, dict):
         fail(400, "invalid_request", f"request body must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(key for key in body if key not in ANSWER_REQUEST_FIELDS)
+    unknown = sorted(key for key in body if key not in fields)
     if unknown:
         fail(400, "unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; "
-                                   f"a request has {', '.join(map(repr, ANSWER_REQUEST_FIELDS))}")
+                                   f"a request has {', '.join(map(repr, fields))}")
     model = body.get("model", current_app.config["DEFAULT_MODEL"])
     if not isinstance(model, str) or model not in service().backends:
         fail(400, "unknown_model", f"model must be one of: {', '.join(service().backends)}")
@@ -81,6 +82,23 @@ def answer():
                        latency_ms=round(latency_ms, 3))
     return jsonify(answer=answers[0], check=checks[0], question=questions[0], model=model,
                    latency_ms=round(latency_ms, 3))
+
+
+@bp.post("/explain")
+def explain():
+    """One question, one backend: the answer, its check, and which characters the answer relied on."""
+    (question,), model, _ = parse_answer_request(EXPLAIN_REQUEST_FIELDS)
+    try:
+        answer, latency_ms, attribution = service().explain(question, model)
+    except QuestionError as err:
+        fail(400, err.code, err.message)
+    except BackendUnavailable as err:
+        fail(503, "model_unavailable", f"the {model} backend is not loaded: {err}")
+    except Overloaded as err:
+        fail(503, "overloaded", f"{err}; retry in {err.retry_after} s", {"Retry-After": str(err.retry_after)})
+    QUESTIONS.labels(model=model).inc()
+    return jsonify(answer=answer, check=service().assess(question, model).check(answer), question=question,
+                   model=model, latency_ms=round(latency_ms, 3), attribution=attribution)
 
 
 @bp.get("/models")

@@ -50,3 +50,26 @@ def accuracy_chart(title: str, series: dict, colours: dict) -> Chart:
     ticks = tuple((round(TOP + plot_h * (1 - f), 2), f"{f:.0%}") for f in (0, 0.25, 0.5, 0.75, 1.0))
     labels = tuple((round(LEFT + (i + 0.5) * group, 2), TOP + plot_h + 12, p) for i, p in enumerate(places))
     return Chart(title, WIDTH, HEIGHT, tuple(bars), ticks, labels, tuple((colours[n], n) for n in series))
+
+
+SHADES = 5  # steps of shading each way; static/style.css has a class per step and sign
+
+
+@dataclass(frozen=True)
+class Cell:
+    character: str
+    shade: str  # a CSS class: "a0" (nothing), "p1".."p5" (relied on), "n1".."n5" (pushed against)
+    title: str  # the tooltip: the character and its score
+
+
+def attribution_cells(attribution: dict) -> list[Cell]:
+    """One cell per question character, shaded by its score relative to the largest |score|
+    (classes, not inline styles: the CSP allows no inline style)."""
+    scores = attribution["scores"]
+    largest = max((abs(s) for s in scores), default=0.0) or 1.0
+    cells = []
+    for character, score in zip(attribution["characters"], scores):
+        step = round(SHADES * abs(score) / largest)
+        shade = "a0" if step == 0 else f"{'p' if score > 0 else 'n'}{step}"
+        cells.append(Cell(character, shade, f"{character!r}: {score:+.3f}"))
+    return cells

@@ -3,7 +3,7 @@ backend is reliable."""
 from flask import Blueprint, current_app, g, render_template, request
 
 from app.batching import Overloaded
-from app.charts import accuracy_chart, backend_colour
+from app.charts import accuracy_chart, attribution_cells, backend_colour
 from app.catalog import RELIABILITY_SPLITS
 from app.service import BackendUnavailable
 from models.task import Assessment
@@ -66,6 +66,7 @@ def ask():
     except QuestionError as err:
         return render_form(question, model, error=err.message[:1].upper() + err.message[1:], status=400)
     g.model = model
+    explaining = request.form.get("action") == "explain"
     names = qa.backends if model == COMPARE else (model,)
     # reasons depend on each backend's training mix: the warning box holds those every backend
     # shares, a result lists its own others
@@ -75,9 +76,14 @@ def ask():
     for name in names:
         own = [r for r in assessments[name].reasons if r not in shared]
         try:
-            (answer,), latency_ms = qa.run(ids, name)
+            if explaining:
+                answer, latency_ms, attribution = qa.explain(question, name)
+            else:
+                (answer,), latency_ms = qa.run(ids, name)
+                attribution = None
             results.append({"model": name, "answer": answer, "latency_ms": latency_ms, "reasons": own,
-                            "correct": assessments[name].check(answer)["correct"]})
+                            "correct": assessments[name].check(answer)["correct"], "attribution": attribution,
+                            "cells": attribution_cells(attribution) if attribution else None})
         except BackendUnavailable as err:
             results.append({"model": name, "error": f"{name} is unavailable: {err}"})
         except Overloaded as err:

@@ -8,15 +8,17 @@ gunicorn workers x torch threads bounds the cores in use whatever the number of 
 threads, and the batcher's bounded queue sheds load beyond it.
 """
 import logging
+import threading
 import time
 from pathlib import Path
 
 import torch
 
-from app.batching import MicroBatcher
+from app.batching import MicroBatcher, Overloaded
 from app.catalog import describe_backends, training_balanced_share
 from app.metrics import record_pass
 from models import registry
+from models.attribution import attribute
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.runtimes import check_choice, choose_runtime, kernel_class, resolve_device, timed
 from models.task import Assessment, assess, generate
@@ -24,6 +26,7 @@ from models.tokenizer import QuestionError, Tokenizer
 from training.train import recipe_command
 
 log = logging.getLogger(__name__)
+EXPLAIN_RETRY_AFTER_S = 2  # an explanation takes about a second or two on two cores
 
 
 class BackendUnavailable(Exception):
@@ -34,10 +37,14 @@ class QAService:
     """Answers place-value questions with whichever backends' checkpoints it finds."""
 
     def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = "cpu",
-                 batching: dict | None = None, runtime: str = "torch"):
+                 batching: dict | None = None, runtime: str = "torch", explain_concurrency: int = 1):
         """batching: MicroBatcher's settings (max_batch, max_delay_ms, queue_limit, max_wait_ms);
         max_batch 1 runs each request's questions in a pass of their own. runtime: one of
-        models.runtimes.CHOICES."""
+        models.runtimes.CHOICES. explain_concurrency: explanations computed at once (beyond it,
+        Overloaded), so that their gradients cannot starve the answers."""
+        if explain_concurrency < 1:
+            raise ValueError(f"EXPLAIN_CONCURRENCY must be at least 1, got {explain_concurrency}")
+        self._explain_slots = threading.BoundedSemaphore(explain_concurrency)
         self.torch_threads = max(1, int(torch_threads))
         torch.set_num_threads(self.torch_threads)
         self._dispatcher_threads_set = False
@@ -120,6 +127,21 @@ class QAService:
             torch.set_num_threads(self.torch_threads)
             self._dispatcher_threads_set = True
         return timed(self.runners[name], ids)
+
+    def explain(self, question: str, name: str) -> tuple[str, float, dict]:
+        """The served answer to one question, its pass's latency in ms, and per-character attributions
+        of that answer computed on the backend's torch float32 model (models/attribution.py). Raises
+        QuestionError, BackendUnavailable, or batching.Overloaded when every explanation slot is busy."""
+        ids = self.encode([question])
+        if not self._explain_slots.acquire(blocking=False):
+            raise Overloaded("every explanation slot is busy", EXPLAIN_RETRY_AFTER_S)
+        try:
+            (answer,), latency_ms = self.run(ids, name)
+            attribution = attribute(self.models[name], self.tokenizer, question, answer)
+        finally:
+            self._explain_slots.release()
+        return answer, latency_ms, {**attribution, "computed_on": "torch float32",
+                                    "served_by": self.runners[name].name}
 
     def assess(self, question: str, name: str) -> Assessment:
         """The exact answer and the out-of-distribution reasons for the backend's own training mix."""

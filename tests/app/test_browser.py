@@ -125,3 +125,35 @@ def test_reliability_charts_render(page):
     expect(page.locator("#reliability svg[role=img]")).to_have_count(3)
     box = page.locator("#reliability svg[role=img]").first.bounding_box()
     assert box["width"] > 300 and box["height"] > 80
+
+
+def check_strips(page):
+    """One strip per compared backend, lined up: one shaded cell per question character."""
+    expect(page.locator("#why tr")).to_have_count(len(BACKENDS))
+    for row in page.locator("#why tr").all():
+        cells = row.locator(".strip span")
+        assert cells.count() == len(Q)
+        assert "".join(cells.all_text_contents()) == Q
+        assert all(re.fullmatch(r"a0|[pn][1-5]", c.get_attribute("class")) for c in cells.all())
+        assert all(c.get_attribute("title") for c in cells.all())  # the value on hover
+    assert page.locator("#why .strip span[class^='p']").count() > 0, "something raised the answers"
+    assert page.locator("#why .p4, #why .n4").count() >= 2, "the legend's swatches"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["with-js", "without-js"])
+def test_why_shows_a_strip_per_compared_backend(browser, live_server, javascript, tmp_path):
+    context = browser.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(live_server["url"] + "/")
+    page.fill("#question", Q)
+    page.select_option("#model", "all")
+    page.click("#submit")
+    expect(page.locator("#results .result")).to_have_count(len(BACKENDS))
+    page.locator("#results .result button.explain").first.click()
+    check_strips(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"why-{'js' if javascript else 'nojs'}.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors or CSP violations: {errors}"

@@ -24,7 +24,7 @@ def check_against(spec, path, method, status, body):
 def test_document_is_valid_openapi(spec):
     validate(spec)  # raises on any violation of the OpenAPI 3.1 schema
     assert spec["components"]["schemas"]["SingleRequest"]["properties"]["model"]["enum"] == list(BACKENDS)
-    for path in ("/answer", "/models", "/example", "/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/answer", "/explain", "/models", "/example", "/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert path in spec["paths"]
 
 
