@@ -17,7 +17,7 @@ need the torch float32 model, whatever runtime serves the answers.
 import torch
 from captum.attr import IntegratedGradients
 
-from models.tokenizer import BOS, EOS
+from models.tokenizer import BOS, EOS, PAD, pad_batch
 
 METHOD = "integrated_gradients"
 BASELINE = "every character's token embedding replaced by the space's (positions and digit places kept)"
@@ -28,13 +28,39 @@ DELTA_TARGET = 0.05  # |delta| / |F(question) - F(baseline)| that counts as conv
 
 
 def answer_log_probability(model, src, tgt_in, tgt_out):
-    """A function of token vectors (N, S, d) -> (N,) log p(tgt_out | question), N a multiple of the batch."""
+    """A function of token vectors (N, S, d) -> (N,) log p(tgt_out | question), padding of tgt_out not
+    counted; N is a whole number of copies of the batch, as Captum stacks its steps."""
     def forward(token_vectors):
         repeat = token_vectors.shape[0] // src.shape[0]
         memory, pad = model.encode(src.repeat(repeat, 1), token_vectors)
+        targets = tgt_out.repeat(repeat, 1)
         logits = model.decode(tgt_in.repeat(repeat, 1), memory, pad).float()
-        return logits.log_softmax(-1).gather(-1, tgt_out.repeat(repeat, 1)[..., None])[..., 0].sum(-1)
+        picked = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+        return picked.masked_fill(targets == PAD, 0.0).sum(-1)
     return forward
+
+
+def attribute_batch(model, tokenizer, questions: list[str], answers: list[str], steps: int = STEPS,
+                    internal_batch_size: int = 256) -> list[dict]:
+    """attribute() for many questions at a fixed number of steps (no doubling): for studies."""
+    device = next(model.parameters()).device
+    src = tokenizer.batch_questions(questions).to(device)
+    tgt = pad_batch([[BOS, *(tokenizer.stoi[c] for c in answer), EOS] for answer in answers]).to(device)
+    model.eval()
+    with torch.enable_grad():
+        inputs = model.embed(src).detach()
+        baseline = model.embed(torch.full_like(src, tokenizer.stoi[" "])).detach()
+        forward = answer_log_probability(model, src, tgt[:, :-1], tgt[:, 1:])
+        with torch.no_grad():
+            differences = (forward(inputs) - forward(baseline)).tolist()
+        attributions, deltas = IntegratedGradients(forward).attribute(
+            inputs, baselines=baseline, n_steps=steps, return_convergence_delta=True,
+            internal_batch_size=internal_batch_size)
+    scores = attributions.sum(-1).tolist()
+    return [{"characters": list(q), "scores": row[:len(q)], "convergence_delta": float(delta),
+             "log_probability_difference": difference,
+             "relative_delta": abs(float(delta)) / max(abs(difference), 1e-6)}
+            for q, row, delta, difference in zip(questions, scores, deltas, differences)]
 
 
 def attribute(model, tokenizer, question: str, answer: str, steps: int = STEPS, max_steps: int = MAX_STEPS) -> dict:

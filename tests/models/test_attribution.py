@@ -53,3 +53,17 @@ def test_the_asked_digit_matters_to_a_trained_like_answer(tokenizer):
     first, second = (attribute(model, tokenizer, QUESTION, answer)["scores"] for answer in ("0", "7"))
     assert first != second
     assert model.training is False
+
+
+@pytest.mark.parametrize("backend", ["memsizer", "performer"])
+def test_a_batch_of_questions_is_attributed_as_each_alone(backend, tokenizer):
+    """The study's batched form: padding after a shorter question changes none of its scores."""
+    from models.attribution import attribute_batch
+    model = tiny_model(backend)
+    questions, answers = [QUESTION, "What is the units digit of 7?"], ["3", "7"]
+    batched = attribute_batch(model, tokenizer, questions, answers, steps=32)
+    for question, answer, row in zip(questions, answers, batched):
+        alone = attribute(model, tokenizer, question, answer, steps=32, max_steps=32)
+        assert row["characters"] == list(question)
+        assert row["scores"] == pytest.approx(alone["scores"], abs=1e-4)
+        assert row["convergence_delta"] == pytest.approx(alone["convergence_delta"], abs=1e-4)

