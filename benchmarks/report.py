@@ -222,6 +222,17 @@ def serving_table() -> str:
                   *(f"batch {b} (answers/s)" for b in batches)], rows) + "\n\n" + measured(data)
 
 
+def explain_table() -> str:
+    data = load("serving_cpu")
+    if not data or "explain" not in data:
+        return missing("python -m benchmarks.serving")
+    rows = [[display(n), f"{e['ms']['median'] / 1e3:.1f}", f"{e['ms']['p95'] / 1e3:.1f}",
+             f"{e['answers_per_second_alone']:.0f}", f"{e['answers_per_second_beside']:.0f}"]
+            for n, e in data["explain"].items()]
+    return table(["backend", "explanation p50 (s)", "p95 (s)", "answers/s alone", "answers/s beside explanations"],
+                 rows) + "\n\n" + measured(data)
+
+
 def http_table(setting: str = "w2t1b64+auto") -> str:
     data = load("http_load_cpu")
     if not data or setting not in data["settings"]:
@@ -304,7 +315,8 @@ SECTIONS = {"accuracy_table": accuracy_table, "recipe_table": recipe_table,
             "fidelity_memoryformer_places": lambda: fidelity_extrapolate_places("fidelity_memoryformer_cpu"),
             "throughput_table": throughput_table, "time_to_accuracy_table": time_to_accuracy_table,
             "slim_table": slim_table, "serving_table": serving_table, "http_table": http_table,
-            "decode_table": decode_table, "size_table": size_table, "attribution_table": attribution_table}
+            "decode_table": decode_table, "size_table": size_table, "attribution_table": attribution_table,
+            "explain_table": explain_table}
 
 
 def render() -> str:

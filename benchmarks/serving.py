@@ -1,11 +1,14 @@
 """In-process serving latency of the shipped checkpoints, every loaded backend side by side:
-single-question p50/p99 and batched answers/s, with the torch thread count the server uses.
+single-question p50/p99 and batched answers/s, with the torch thread count the server uses; and
+explanations (POST /explain's work): their p50/p95, and the single-question answers/s of the same
+service alone and while one explanation after another runs beside it.
 
     python -m benchmarks.serving [--checkpoints checkpoints] [--threads 1] [--questions 100] [--device cpu]
 
 On a GPU (`--device cuda`, the service's PLACEVALUE_DEVICE) the result is serving_gpu.json.
 """
 import argparse
+import threading
 import time
 
 from app.service import QAService
@@ -14,6 +17,43 @@ from models.task import generate
 
 
 MODULE = "benchmarks.serving"
+
+
+def answers_per_second(service, name, questions, seconds: float) -> float:
+    """Closed-loop single questions from this thread for `seconds`."""
+    answered, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        service.answer([questions[answered % len(questions)]], name)
+        answered += 1
+    return answered / (time.perf_counter() - start)
+
+
+def explanation_costs(service, name, questions, args) -> dict:
+    """Explanation latency, and what explanations running beside the answers cost them."""
+    times = []
+    for question in questions[:args.explanations]:
+        start = time.perf_counter()
+        service.explain(question, name)
+        times.append((time.perf_counter() - start) * 1e3)
+    alone = answers_per_second(service, name, questions, args.beside_seconds)
+    stop = threading.Event()
+
+    def explain_forever():
+        i = 0
+        while not stop.is_set():
+            service.explain(questions[i % len(questions)], name)
+            i += 1
+    explainer = threading.Thread(target=explain_forever)
+    explainer.start()
+    try:
+        beside = answers_per_second(service, name, questions, args.beside_seconds)
+    finally:
+        stop.set()
+        explainer.join()
+    print(f"{name:<12} explain p50 {percentile(times, 0.5):.0f} ms p95 {percentile(times, 0.95):.0f} ms; answers/s "
+          f"{alone:.0f} alone, {beside:.0f} beside explanations", flush=True)
+    return {"ms": {**summary(times), "p95": percentile(times, 0.95)}, "answers_per_second_alone": alone,
+            "answers_per_second_beside": beside}
 
 
 def main(argv=None):
@@ -25,6 +65,9 @@ def main(argv=None):
     parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="where torch runs the models (the service's PLACEVALUE_DEVICE)")
+    parser.add_argument("--explanations", type=int, default=10, help="explanations timed per backend (0: none)")
+    parser.add_argument("--beside-seconds", type=float, default=5.0,
+                        help="how long answers/s is measured alone and beside explanations")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     service = QAService(args.checkpoints, torch_threads=args.threads, device=args.device)
@@ -50,6 +93,8 @@ def main(argv=None):
                 times[name].append(time.perf_counter() - start)
         result["batched"][size] = {n: {"seconds": summary(times[n]),
                                        "answers_per_second": size / summary(times[n])["median"]} for n in names}
+    if args.explanations:
+        result["explain"] = {n: explanation_costs(service, n, questions, args) for n in names}
     for name in names:
         s = result["single_ms"][name]
         batched = ", ".join(f"batch {b}: {result['batched'][b][name]['answers_per_second']:.0f}/s" for b in result["batched"])

@@ -53,8 +53,12 @@ def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
 
 def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     serving.main(["--checkpoints", str(tiny_checkpoints), "--questions", "4", "--batch-sizes", "2",
-                  "--batch-repeats", "1", "--out", str(tmp_path)])
-    assert json.loads((tmp_path / "serving_cpu.json").read_text())["single_ms"]["memsizer"]["n"] == 4
+                  "--batch-repeats", "1", "--explanations", "2", "--beside-seconds", "0.5", "--out", str(tmp_path)])
+    in_process = json.loads((tmp_path / "serving_cpu.json").read_text())
+    assert in_process["single_ms"]["memsizer"]["n"] == 4
+    explain = in_process["explain"]["memsizer"]
+    assert explain["ms"]["n"] == 2 and explain["ms"]["p95"] > 0
+    assert explain["answers_per_second_alone"] > 0 and explain["answers_per_second_beside"] > 0
     from tests.conftest import free_port
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1,2", "--requests", "6",
                     "--settings", "w1t1b1,w1t1b8d5f+ctranslate2", "--port", str(free_port()), "--ceiling-seconds", "0.3",
