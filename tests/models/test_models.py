@@ -205,7 +205,7 @@ def test_random_place_offsets_shift_digits_in_training_only(mode, tokenizer):
     assert table.shape[0] == rows
     src = tokenizer.batch_questions(["What is the tens digit of 50?"] * 64)
     seen = []
-    model._embed = lambda tokens, positions, role, significance=None: seen.append(significance) or torch.zeros(
+    model._embed = lambda tokens, positions, role, significance=None, vectors=None: seen.append(significance) or torch.zeros(
         *tokens.shape, model.config.d_model)
     model.train()
     model.encode(src)

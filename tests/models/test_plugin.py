@@ -139,6 +139,7 @@ def test_required_models_decide_readiness(toy, tiny_checkpoints):
 
 def test_benchmark_tables_pick_it_up(toy):
     from benchmarks import report
-    size = "\n".join(report.size_section())
+    size = report.size_table()
     header = " | ".join(b.display_name for b in registry.backends())
-    assert f"| component | {header} |" in size and header.endswith("ToyMean") and "not shipped" in size
+    assert f"| parameters at the paper config | {header} |" in size and header.endswith("ToyMean")
+    assert "not shipped" in size
