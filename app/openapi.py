@@ -122,6 +122,17 @@ def _schemas(backends, max_batch: int) -> dict:
     }
 
 
+def _question_responses(config, ok: dict, bad_request: str, overloaded: str) -> dict:
+    """The responses of an endpoint that answers questions: 200 `ok`, then the shared errors."""
+    return {"200": ok,
+            "400": _error(f"bad JSON, a missing, empty, too long or unencodable question, {bad_request}"),
+            "413": _error(f"body over {config['MAX_CONTENT_LENGTH']} bytes"),
+            "503": {**_error(f"the backend's checkpoint is not loaded (model_unavailable), or {overloaded} "
+                             f"(overloaded)"),
+                    "headers": {"Retry-After": {"description": "seconds; sent with overloaded",
+                                                "schema": {"type": "integer", "minimum": 1}}}}}
+
+
 def openapi_document(backends, config) -> dict:
     """The whole document; `backends` fills the model enums, `config` the batch limit."""
     json_object = {"type": "object"}
@@ -136,28 +147,18 @@ def openapi_document(backends, config) -> dict:
                 "operationId": "answer",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [_ref("SingleRequest"), _ref("BatchRequest")]}}}},
-                "responses": {
-                    "200": _json({"oneOf": [_ref("SingleAnswer"), _ref("BatchAnswer")]}, "the answers, checked"),
-                    "400": _error("bad JSON, a missing, empty, too long or unencodable question, an unknown "
-                                  "field or model, too many questions"),
-                    "413": _error(f"body over {config['MAX_CONTENT_LENGTH']} bytes"),
-                    "503": {**_error("the backend's checkpoint is not loaded (model_unavailable), or the queue "
-                                     "is full or the request waited past its bound (overloaded)"),
-                            "headers": {"Retry-After": {"description": "seconds; sent with overloaded",
-                                                        "schema": {"type": "integer", "minimum": 1}}}}}}},
+                "responses": _question_responses(
+                    config, _json({"oneOf": [_ref("SingleAnswer"), _ref("BatchAnswer")]}, "the answers, checked"),
+                    "an unknown field or model, too many questions",
+                    "the queue is full or the request waited past its bound")}},
             "/explain": {"post": {
                 "summary": "Answer one question and attribute the answer to the question's characters",
                 "operationId": "explain",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SingleRequest")}}},
-                "responses": {
-                    "200": _json(_ref("Explanation"), "the answer, checked, with per-character attributions"),
-                    "400": _error("bad JSON, a missing, empty, too long or unencodable question, an unknown "
-                                  "field (one question only) or model"),
-                    "413": _error(f"body over {config['MAX_CONTENT_LENGTH']} bytes"),
-                    "503": {**_error("the backend's checkpoint is not loaded (model_unavailable), or every "
-                                     "explanation slot or the answer queue is busy (overloaded)"),
-                            "headers": {"Retry-After": {"description": "seconds; sent with overloaded",
-                                                        "schema": {"type": "integer", "minimum": 1}}}}}}},
+                "responses": _question_responses(
+                    config, _json(_ref("Explanation"), "the answer, checked, with per-character attributions"),
+                    "an unknown field (one question only) or model",
+                    "every explanation slot or the answer queue is busy")}},
             "/models": {"get": {"summary": "Every backend: readiness, size, checkpoint, accuracy per place",
                                 "operationId": "models", "responses": {"200": _json({
                                     "type": "object", "required": ["models", "default_model"],

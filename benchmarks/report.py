@@ -191,20 +191,21 @@ def slim_table() -> str:
         return missing("python -m benchmarks.slim_memory")
     variants = data["variants"]
     lengths = sorted({r["length"] for rows in variants.values() for r in rows})
-    plain = {r["length"]: r for r in variants.get("performer", []) if "error" not in r}
-
-    def cell(rows, length):
-        row = next((r for r in rows if r["length"] == length), None)
+    def cell(variant, length):
+        row = next((r for r in variants[variant] if r["length"] == length), None)
         if row is None:
             return "-"
         if "error" in row:
             return row["error"]
-        ratio = f" ({row['seconds_per_step'] / plain[length]['seconds_per_step']:.1f}x)" if length in plain else ""
+        # a SLiM variant's time against the same backend trained plainly
+        plain = next((r for r in variants.get(variant.split("+")[0], []) if r["length"] == length
+                      and "error" not in r), None) if "+" in variant else None
+        ratio = f" ({row['seconds_per_step'] / plain['seconds_per_step']:.1f}x)" if plain else ""
         return f"{row['peak_bytes'] / 2**20:,.0f} MiB, {row['seconds_per_step']:.1f} s{ratio}"
-    body = table(["target tokens", *variants], [[n, *(cell(variants[v], n) for v in variants)] for n in lengths])
+    body = table(["target tokens", *variants], [[n, *(cell(v, n) for v in variants)] for n in lengths])
     slopes = ", ".join(f"{v} {s:.1f}x (at {n:,})" for v, (n, s) in slim_slopes(data).items())
     return (body + f"\n\nPeak memory at the longest length over the peak at 1,024 tokens: {slopes}. "
-            "Times in brackets: per step, over the plain Performer's.\n\n"
+            "Times in brackets: a SLiM step over the same backend's plain step.\n\n"
             "![training memory against length](results/slim_memory_cpu.png)\n\n" + measured(data))
 
 
