@@ -1,7 +1,7 @@
 """What /models and the page report per backend: its description, its checkpoint's recipe and
 size, the runtime serving it, and its stored accuracy per place (no torch here)."""
 from models import registry
-from models.config import LEGACY_DEFAULTS
+from models.config import LEGACY_DEFAULTS, ModelConfig
 from models.runtimes import LABELS, evaluation_split
 from models.task import PLACE_NAMES
 from training.train import recipe_command
@@ -42,6 +42,7 @@ def describe_backends(configs: dict, runtimes: dict, load_errors: dict, required
                     ("source", "source_positions"), ("digits", "digit_positions"),
                     ("relative", "relative_positions"))},
                 "settings": arch.get("settings") or {}},
+            "configuration": spec.configuration(ModelConfig.from_dict(arch)) or None,
             "checkpoint_sha256": config["weights"]["sha256"],
             "checkpoint_bytes": config["weights"]["bytes"],
             "weights_format": config["weights"]["format"],

@@ -93,6 +93,9 @@ def _schemas(backends, max_batch: int) -> dict:
                                  "runtime": {"type": ["string", "null"], "enum": [*RUNTIMES, None],
                                              "description": "what runs its passes; null when not loaded"},
                                  "runtime_label": {"type": ["string", "null"], "description": "the runtime, for people"},
+                                 "configuration": {"type": ["string", "null"], "description": "how its checkpoint's "
+                                                   "settings build the backend, and where they differ from its "
+                                                   "authors' defaults"},
                                  "error": {"type": ["string", "null"]},
                                  "parameters": {"type": "integer"}, "architecture": {
                                      "type": "object", "description": "layers, widths, the backend's own settings, and "

@@ -53,6 +53,9 @@ class Backend:
     decode_state_grows: bool = False
     # False for a backend whose checkpoint does not ship: the service does not wait for it
     shipped: bool = True
+    # configuration(config) -> one sentence for the page: how a checkpoint's settings build this backend,
+    # and where they differ from its authors' defaults
+    configuration: Callable[[object], str] = lambda config: ""
     # the inference runtimes (models/runtimes) its layers can run on; CTranslate2's are for backends
     # whose layers are those of the engine's Transformer spec
     runtimes: tuple[str, ...] = ("torch", "torch-int8")

@@ -197,6 +197,12 @@ class MemoryBlock(nn.Module):
         return self.second(self.dropout(self.norm(self.first(x))))
 
 
+def configuration(config) -> str:
+    s = config.settings
+    return (f"Memory Block with {s.extra_bits} expanding bits (the official code: 2), tau {s.tau}, "
+            f"{s.weighting} row weights, d_model {config.d_model}.")
+
+
 BACKEND = Backend(
     name="memoryformer",
     display_name="MemoryFormer",
@@ -209,6 +215,7 @@ BACKEND = Backend(
     feed_forward=MemoryBlock,
     decode_state_grows=True,
     scored_roles=lambda settings: SELF_ROLES,  # its softmax attention is the Transformer's
+    configuration=configuration,
 )
 
 

@@ -127,6 +127,15 @@ class MemSizerAttention(nn.Module):
         return torch.einsum("btk,btkd->btd", a, sums) * t.rsqrt()[None, :, None]
 
 
+def configuration(config) -> str:
+    encoder = ("softmax attention" + (f" with {config.relative_positions} positions"
+                                      if config.relative_positions != "none" else "")
+               + " (the official translation recipe)" if config.settings.encoder == "softmax"
+               else "MemSizer attention (the official --use-memsizer mode)")
+    return (f"MemSizer attention in the decoder ({config.settings.causal_k} slots causal, {config.settings.k} "
+            f"cross); encoder: {encoder}.")
+
+
 def attention(config, role: str) -> nn.Module:
     """MemSizer attention, except softmax attention in the encoder when the settings ask for it."""
     if role == "encoder" and config.settings.encoder == "softmax":
@@ -143,4 +152,5 @@ BACKEND = Backend(
     attention=attention,
     settings=MemSizerSettings,
     scored_roles=lambda settings: ("encoder",) if settings.encoder == "softmax" else (),
+    configuration=configuration,
 )

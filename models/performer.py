@@ -267,6 +267,13 @@ class PerformerAttention(nn.Module):
         return replace(after, kv=after.kv - kf.transpose(-1, -2) @ v, normaliser=after.normaliser - kf.sum(dim=2))
 
 
+def configuration(config) -> str:
+    s = config.settings
+    redraws = f"redrawn every {s.redraw_interval} passes" if s.redraw_interval else \
+        "drawn once (the paper and both reference codes redraw them)"
+    return f"{s.features} positive orthogonal random features per head, {redraws}."
+
+
 BACKEND = Backend(
     name="performer",
     display_name="Performer",
@@ -276,4 +283,5 @@ BACKEND = Backend(
             "decoding keeps a fixed-size state of feature sums.",
     attention=PerformerAttention,
     settings=PerformerSettings,
+    configuration=configuration,
 )
