@@ -28,7 +28,7 @@ from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
 MODULE = "benchmarks.studies.int8_kernels"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = {"default": "0", "mkl": "1"}  # CT2_USE_MKL for each
 BATCH = 64
 SEED = 4242  # fresh questions, not the stored evaluation sets
