@@ -10,7 +10,9 @@ keeps a fixed-size state (B, k, d) per layer instead of a cache that grows.
 The decoder's attention (self and cross) is always MemSizer's. The encoder's self-attention is a
 setting, as in the official code: "memsizer" (its `--use-memsizer` mode) or "softmax" (its
 translation recipe, `--decoder-use-memsizer`), where relative positions (ALiBi, RoPE) can act on
-the encoder's query-key scores.
+the encoder's query-key scores. What ships: the softmax encoder with ALiBi, which extrapolated best
+at the same speed and size (benchmarks/REPORT.md, section 2); the setting's default stays MemSizer
+attention everywhere, whose encoder cannot take relative positions.
 """
 from dataclasses import dataclass
 
