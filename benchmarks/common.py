@@ -27,7 +27,7 @@ def cpu_model() -> str:
 def environment(device: str, module: str, argv=None) -> dict:
     """What a reader needs to reproduce a number: date, command, hardware, software."""
     argv = sys.argv[1:] if argv is None else argv
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
            "command": shlex.join(["python", "-m", module, *argv]),
            "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "torch": torch.__version__,
            "torch_threads": torch.get_num_threads(), "device": device}

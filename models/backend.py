@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.runtimes import TORCH_RUNTIMES
+
 ROLES = ("encoder", "causal", "cross")  # encoder self-attention, decoder self-attention, cross-attention
 SELF_ROLES = ("encoder", "causal")  # the roles relative positions can apply to
 
@@ -58,7 +60,7 @@ class Backend:
     configuration: Callable[[object], str] = lambda config: ""
     # the inference runtimes (models/runtimes) its layers can run on; CTranslate2's are for backends
     # whose layers are those of the engine's Transformer spec
-    runtimes: tuple[str, ...] = ("torch", "torch-int8")
+    runtimes: tuple[str, ...] = TORCH_RUNTIMES
     # scored_roles(settings) -> the self-attention roles ("encoder", "causal") whose attention has
     # query-key scores, which relative positions (config.relative_positions: "rope" rotates queries
     # and keys, "alibi" biases the scores) act on; attention without such scores (MemSizer's memory

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backend import ROLES, SELF_ROLES, AttentionState, Backend
+from models.runtimes import RUNTIMES
 
 
 @dataclass
@@ -148,5 +149,5 @@ BACKEND = Backend(
     attention=SoftmaxAttention,
     decode_state_grows=True,
     scored_roles=lambda settings: SELF_ROLES,
-    runtimes=("torch", "torch-int8", "ctranslate2", "ctranslate2-int8"),
+    runtimes=RUNTIMES,  # CTranslate2's Transformer spec expresses its layers exactly
 )

@@ -4,7 +4,7 @@ of both compared one by one on fresh questions.
 
     python -m benchmarks.studies.formulations [--checkpoints checkpoints] [--threads 1] [--questions 2000]
 
-- MemoryFormer's hash. First (until 2026-11-24): the code powers and row offsets made on every call,
+- MemoryFormer's hash. First (the original): the code powers and row offsets made on every call,
   codes as summed integer products, weights as exp(sum of log-sigmoids). Current
   (`models.memoryformer.hash_input`): constants kept as buffers, codes as one float32 product with the
   powers of two, weights as a direct product of sigmoids.

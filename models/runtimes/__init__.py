@@ -25,7 +25,8 @@ from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "torch-int8", "ctranslate2", "ctranslate2-int8")
+TORCH_RUNTIMES = ("torch", "torch-int8")  # what any torch model can run on (a backend's default)
+RUNTIMES = (*TORCH_RUNTIMES, "ctranslate2", "ctranslate2-int8")
 CHOICES = (*RUNTIMES, "auto")  # what PLACEVALUE_RUNTIME accepts
 LABELS = {"torch": "torch", "torch-int8": "torch int8", "ctranslate2": "CTranslate2 float32",
           "ctranslate2-int8": "CTranslate2 int8"}  # for people (the page)
