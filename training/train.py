@@ -7,6 +7,7 @@ Writes a servable checkpoint to --out (evaluated from its stored files), resumab
 --run-dir every few minutes, and a JSON training report.
 """
 import argparse
+import gc
 import logging
 import math
 import os
@@ -331,6 +332,10 @@ def train(args) -> dict:
         if stop:
             break
     bar.close()
+    # DDP's reducer holds gloo work: drop it before finish() destroys the process group, or its
+    # destructor can run against a torn-down group at exit ("terminate called without an active exception")
+    del forward, ddp
+    gc.collect()
     return finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, device)
 
 
