@@ -74,8 +74,9 @@ class EngineRunner:
 
     computes_on_caller = False
 
-    def __init__(self, model, engine, name: str):
+    def __init__(self, model, engine, name: str, work_dir=None):
         self.model, self.engine, self.name = model, engine, name
+        self.work_dir = work_dir  # a TemporaryDirectory holding the conversion, removed with the runner
 
     def answer_ids(self, ids: list[list[int]]) -> list[str]:
         return self.engine.answer_ids(ids)
@@ -109,10 +110,8 @@ def start_runtime(model, tokenizer, name: str, device: torch.device, threads: in
         work_dir = keep.name
     directory = convert(model, Path(work_dir) / f"{spec.name}-{compute_type}",
                         quantization=None if compute_type == "float32" else compute_type)
-    runner = EngineRunner(model, CTranslate2Runner(directory, tokenizer, threads, compute_type, device=device.type),
-                          name)
-    runner.work_dir = keep  # removed with the runner
-    return runner
+    return EngineRunner(model, CTranslate2Runner(directory, tokenizer, threads, compute_type, device=device.type),
+                        name, keep)
 
 
 def check_choice(choice: str, device: torch.device) -> None:
