@@ -17,6 +17,7 @@ import torch
 from app.batching import MicroBatcher, Overloaded
 from app.catalog import describe_backends, training_balanced_share
 from app.metrics import record_pass
+from app.settings import ServingSettings
 from models import registry
 from models.attribution import attribute
 from models.checkpoint import CheckpointError, load_checkpoint
@@ -36,8 +37,9 @@ class BackendUnavailable(Exception):
 class QAService:
     """Answers place-value questions with whichever backends' checkpoints it finds."""
 
-    def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = "cpu",
-                 batching: dict | None = None, runtime: str = "torch", explain_concurrency: int = 1):
+    def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = ServingSettings.device,
+                 batching: dict | None = None, runtime: str = ServingSettings.runtime,
+                 explain_concurrency: int = ServingSettings.explain_concurrency):
         """batching: MicroBatcher's settings (max_batch, max_delay_ms, queue_limit, max_wait_ms);
         max_batch 1 runs each request's questions in a pass of their own. runtime: one of
         models.runtimes.CHOICES. explain_concurrency: explanations computed at once (beyond it,

@@ -70,7 +70,8 @@ def main(argv=None):
                         help="how long answers/s is measured alone and beside explanations")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    service = QAService(args.checkpoints, torch_threads=args.threads, device=args.device)
+    service = QAService(args.checkpoints, torch_threads=args.threads, device=args.device,
+                        runtime="torch")  # the models themselves, float32
     names = tuple(service.models)  # the backends whose checkpoints loaded
     questions = [q for q, _ in generate("interpolate", max(args.questions, 256), seed=4242)]
     for name in names:  # warm-up

@@ -20,7 +20,7 @@ def main(argv=None):
     parser.add_argument("--questions", type=int, default=20)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    service = QAService(args.checkpoints, torch_threads=args.threads)
+    service = QAService(args.checkpoints, torch_threads=args.threads, runtime="torch")
     questions = [q for q, _ in generate("interpolate", args.questions, seed=99)]
     sections = [f"Profile of {args.questions} single-question answers per backend; "
                 f"{hardware_line(environment('cpu', MODULE, argv))}; {args.threads} torch thread(s).", ""]

@@ -186,8 +186,8 @@ def test_settings_are_validated(bad):
 def test_batched_answers_through_the_service_equal_single_answers(tiny_checkpoints):
     """Questions of different lengths joined across requests into padded passes answer exactly as alone."""
     questions = [q for q, _ in generate("train", 48, seed=5)]
-    alone = QAService(tiny_checkpoints, batching={"max_batch": 1, "max_delay_ms": 0})
-    joined = QAService(tiny_checkpoints, batching={"max_batch": 64, "max_delay_ms": 30})
+    alone = QAService(tiny_checkpoints, batching={"max_batch": 1, "max_delay_ms": 0}, runtime="torch")
+    joined = QAService(tiny_checkpoints, batching={"max_batch": 64, "max_delay_ms": 30}, runtime="torch")
     try:
         for name in alone.models:
             expected = [alone.answer([q], name)[0][0] for q in questions]
@@ -217,7 +217,7 @@ def test_device_setting(tiny_checkpoints):
 @pytest.mark.parametrize("runtime", ["ctranslate2", "ctranslate2-int8"])
 def test_ctranslate2_runtime_serves_what_it_can_express_and_leaves_the_rest_on_torch(tiny_checkpoints, runtime):
     questions = [q for q, _ in generate("train", 16, seed=8)]
-    plain = QAService(tiny_checkpoints, batching={"max_delay_ms": 0})
+    plain = QAService(tiny_checkpoints, batching={"max_delay_ms": 0}, runtime="torch")
     engine = QAService(tiny_checkpoints, batching={"max_delay_ms": 0}, runtime=runtime)
     try:
         assert engine.runtimes["transformer"] == runtime
@@ -268,7 +268,7 @@ def test_a_transformer_with_rotary_positions_stays_on_torch_under_the_ctranslate
     save_checkpoint(tiny_model("transformer", relative_positions="rope"), tmp_path / "transformer", Tokenizer(),
                     "float32")
     questions = [q for q, _ in generate("train", 8, seed=9)]
-    plain = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0})
+    plain = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0}, runtime="torch")
     engine = QAService(tmp_path, required=["transformer"], batching={"max_delay_ms": 0}, runtime="ctranslate2")
     try:
         assert engine.runtimes["transformer"] == "torch"
