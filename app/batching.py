@@ -29,14 +29,20 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+# Why a held pass stopped waiting: as many callers as expected had joined, it was full, its window
+# ran out, or the batcher was closing
+CLOSE_REASONS = ("callers", "full", "window", "closing")
+
+
 @dataclass
 class BatchStats:
-    """What the last passes looked like (read by tests and by /metrics)."""
+    """What the passes so far looked like (read by tests and by the service's pass counters)."""
     passes: int = 0
     questions: int = 0
     largest: int = 0
     shed: int = 0
     expired: int = 0
+    closed_by: collections.Counter = field(default_factory=collections.Counter)  # CLOSE_REASONS
 
 
 @dataclass(eq=False)
@@ -155,14 +161,23 @@ class MicroBatcher:
                 # hold the pass open briefly so the other callers can join it (module docstring)
                 name, opened = self._queue[0].name, time.monotonic()
                 callers = self._callers.get(name, 1) if self.expect_callers else math.inf
-                while (self._ready_questions(name) < self.max_batch and self._ready_jobs(name) < callers
-                       and not self._closed):
-                    left = opened + self.max_delay - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+                while (reason := self._close_reason(name, callers, opened)) is None:
+                    self._cond.wait(opened + self.max_delay - time.monotonic())
+                self.stats.closed_by[reason] += 1
                 batch = self._take()
             self._run(batch)
+
+    def _close_reason(self, name: str, callers: float, opened: float) -> str | None:
+        """Under the lock: why the pass held open since `opened` should start now (CLOSE_REASONS), or None."""
+        if self._closed:
+            return "closing"
+        if self._ready_questions(name) >= self.max_batch:
+            return "full"
+        if self._ready_jobs(name) >= callers:
+            return "callers"
+        if time.monotonic() >= opened + self.max_delay:
+            return "window"
+        return None
 
     def _run(self, batch: list[_Job]) -> None:
         items = [item for job in batch for item in job.items]

@@ -12,6 +12,14 @@ from app.service import QAService
 from models.task import generate
 
 
+def wait_until(predicate, timeout=30.0):
+    """Poll the batcher's state (not a clock window): fail only if it never gets there."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the batcher never reached the awaited state"
+        time.sleep(0.001)
+
+
 class RecordingRun:
     """A fake backend: answers each item with (backend, item * 10) after `seconds`, recording passes."""
 
@@ -68,15 +76,11 @@ def test_full_queue_sheds_at_once_and_changes_nothing():
     batcher = MicroBatcher(run, max_batch=1, max_delay_ms=0, queue_limit=3, max_wait_ms=5000)
     pool = ThreadPoolExecutor(8)
     running = pool.submit(batcher.submit, "a", [0])  # occupies the dispatcher until the gate opens
-    while not run.passes:
-        time.sleep(0.001)
+    wait_until(lambda: run.passes)
     queued = [pool.submit(batcher.submit, "a", [i]) for i in (1, 2, 3)]
-    while batcher.queued() < 3:
-        time.sleep(0.001)
-    start = time.monotonic()
-    with pytest.raises(Overloaded) as err:
+    wait_until(lambda: batcher.queued() == 3)
+    with pytest.raises(Overloaded) as err:  # the dispatcher is still held: only shedding can answer now
         batcher.submit("a", [4])
-    assert time.monotonic() - start < 0.5, "a shed request must not wait"
     assert err.value.retry_after >= 1 and "queued" in str(err.value)
     assert batcher.queued() == 3 and batcher.stats.shed == 1
     gate.set()
@@ -92,13 +96,12 @@ def test_a_request_not_started_within_the_bound_is_dropped_from_the_queue():
     batcher = MicroBatcher(run, max_batch=1, max_delay_ms=0, queue_limit=100, max_wait_ms=200)
     with ThreadPoolExecutor(2) as pool:
         blocking = pool.submit(batcher.submit, "a", [0])
-        while not run.passes:
-            time.sleep(0.001)
+        wait_until(lambda: run.passes)
         start = time.monotonic()
         with pytest.raises(Overloaded) as err:
             batcher.submit("a", [1])
-        waited = time.monotonic() - start
-        assert 0.19 < waited < 1.0 and "not started within 200 ms" in str(err.value)
+        # a wait is never shorter than its bound, however busy the machine
+        assert time.monotonic() - start >= 0.2 and "not started within 200 ms" in str(err.value)
         assert batcher.queued() == 0 and batcher.stats.expired == 1
         gate.set()
         blocking.result()
@@ -131,7 +134,9 @@ def test_callers_that_come_back_are_waited_for_and_merge_into_one_pass():
     """Closed-loop callers answered by a pass come back 10-60 ms later; the next pass waits for as
     many callers as it saw, so after the first pass each pass holds every caller."""
     run = RecordingRun(seconds=0.03)
-    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=1000)
+    # passes start when the callers are back, so the window only bounds the last pass (one caller may
+    # be a round behind) and how late a caller slowed by a busy machine may be
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=3000, max_wait_ms=30_000)
     closed_loop_callers(batcher, callers=6, rounds=8, think_seconds=0.01)
     batcher.close()
     sizes = [len(items) for _, items in run.passes]
@@ -140,41 +145,47 @@ def test_callers_that_come_back_are_waited_for_and_merge_into_one_pass():
 
 
 def test_without_expecting_callers_a_short_window_splits_them_into_cohorts():
-    """The same callers with a 2 ms window and no expectation: those answered last come back after
-    the next pass has started, so passes hold part of the callers (what expecting them fixes)."""
+    """The same kind of callers with a 2 ms window and no expectation: those answered last come back
+    after the next pass has started, so passes hold part of the callers (what expecting them fixes).
+    Callers come back 50-300 ms apart, so only a stall of a quarter second could merge them."""
     run = RecordingRun(seconds=0.03)
     batcher = MicroBatcher(run, max_batch=64, max_delay_ms=2, expect_callers=False)
-    closed_loop_callers(batcher, callers=6, rounds=8, think_seconds=0.01)
+    closed_loop_callers(batcher, callers=6, rounds=8, think_seconds=0.05)
     batcher.close()
     sizes = [len(items) for _, items in run.passes]
     assert sum(sizes) == 48 and len(sizes) > 10 and max(sizes[1:-1]) < 6, sizes
 
 
 def test_a_lone_caller_never_waits_for_the_window():
-    """One caller at a time: each pass starts as soon as its request arrives, though a pass may be
-    held open for two seconds."""
+    """One caller at a time: each pass starts because its one expected caller is there, never
+    because a window ran out, though a pass may be held open for a minute."""
     run = RecordingRun()
-    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=2000)
-    start = time.monotonic()
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=60_000)
     for item in range(5):
         assert batcher.submit("a", [item])[0] == [("a", item * 10)]
     batcher.close()
-    assert time.monotonic() - start < 1.0, "a lone caller's pass waited for the window"
+    assert batcher.stats.closed_by == {"callers": 5}
 
 
 def test_when_callers_stop_coming_back_one_pass_waits_the_window_and_the_next_ones_do_not():
-    run = RecordingRun(seconds=0.01)
-    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=300)
-    with ThreadPoolExecutor(6) as pool:  # six callers at once, then only one of them goes on
-        list(pool.map(lambda item: batcher.submit("a", [item]), range(6)))
-    waits = []
-    for item in range(4):
-        start = time.monotonic()
-        batcher.submit("a", [100 + item])
-        waits.append(time.monotonic() - start)
+    gate = threading.Event()
+    run = RecordingRun(gate=gate)
+    batcher = MicroBatcher(run, max_batch=64, max_delay_ms=100)
+    with ThreadPoolExecutor(6) as pool:  # six callers (one pass of one, then one of five) ...
+        first = pool.submit(batcher.submit, "a", [0])
+        wait_until(lambda: run.passes)
+        rest = [pool.submit(batcher.submit, "a", [item]) for item in range(1, 6)]
+        wait_until(lambda: batcher.queued() == 5)
+        gate.set()
+        [job.result() for job in [first, *rest]]
+    assert [items for _, items in run.passes] == [[0], [1, 2, 3, 4, 5]]
+    assert batcher.stats.closed_by == {"callers": 1, "window": 1}  # the five waited for a sixth
+    batcher.submit("a", [100])  # ... then only one of them goes on
+    assert batcher.stats.closed_by == {"callers": 1, "window": 2}, "the pass did not wait for the five it saw"
+    for item in range(3):
+        batcher.submit("a", [101 + item])
     batcher.close()
-    assert 0.25 < waits[0] < 1.0, waits  # the pass waited for callers that did not come, up to the bound
-    assert max(waits[1:]) < 0.2, waits  # then it expects the one caller it saw
+    assert batcher.stats.closed_by == {"callers": 4, "window": 2}, "later passes still waited for absent callers"
 
 
 @pytest.mark.parametrize("bad", [dict(max_batch=0), dict(queue_limit=0), dict(max_delay_ms=-1), dict(max_wait_ms=0)])
