@@ -17,6 +17,13 @@ def training_balanced_share(config: dict | None) -> float:
     return float(recipe.get("balanced_share") or 0.0)
 
 
+def training_beyond_share(config: dict | None) -> float:
+    """The share of questions beyond a number's digits in a checkpoint's training batches (0 for
+    older checkpoints, whose recipe had none)."""
+    recipe = (config or {}).get("provenance", {}).get("recipe", {})
+    return float(recipe.get("beyond_share") or 0.0)
+
+
 def describe_backends(configs: dict, runtimes: dict, load_errors: dict, required, int8_kernel: str) -> list[dict]:
     """One row per registered backend, loaded or not."""
     rows = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from app.batching import MicroBatcher, Overloaded
-from app.catalog import describe_backends, training_balanced_share
+from app.catalog import describe_backends, training_balanced_share, training_beyond_share
 from app.metrics import record_pass
 from app.settings import ServingSettings
 from models import registry
@@ -147,7 +147,8 @@ class QAService:
 
     def assess(self, question: str, name: str) -> Assessment:
         """The exact answer and the out-of-distribution reasons for the backend's own training mix."""
-        return assess(question, training_balanced_share(self.configs.get(name)))
+        config = self.configs.get(name)
+        return assess(question, training_balanced_share(config), training_beyond_share(config))
 
     def describe(self) -> list[dict]:
         """What /models and the page report for each backend."""

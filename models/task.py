@@ -100,6 +100,23 @@ def generate_place_balanced(split: str, n: int, seed) -> list[tuple[str, str]]:
     return kept
 
 
+def generate_beyond_digits(split: str, n: int, seed) -> list[tuple[str, str]]:
+    """`n` questions that ask a place beyond the number's digits (answer 0), as people ask them and
+    DeepMind's sampler never does: the number from the split's sampler, the place uniform over the
+    split's asked places above the number's length (numbers as long as the longest asked place are
+    redrawn)."""
+    places = asked_places(split)
+    low, high = SPLITS[split]
+    rng, kept = random.Random(seed), []
+    while len(kept) < n:
+        integer = rng.randint(1, math.ceil(10 ** rng.uniform(low, high) + 1))
+        length = len(str(integer))
+        if length < len(places):
+            place = rng.randint(length + 1, len(places))
+            kept.append((f"What is the {PLACE_NAMES[place - 1]} digit of {integer}?", "0"))
+    return kept
+
+
 def place_of(question: str) -> str:
     """The place name a question asks for, or "other" for a question of another shape."""
     match = QUESTION_RE.match(question)
@@ -169,9 +186,10 @@ class Assessment:
                 "reasons": [{"code": r.code, "message": r.message} for r in self.reasons]}
 
 
-def assess(question: str, balanced_share: float = 0.0) -> Assessment:
+def assess(question: str, balanced_share: float = 0.0, beyond_share: float = 0.0) -> Assessment:
     """The exact answer to a place-value question and the reasons it is out of distribution for a
-    model trained with `balanced_share` of its batches place-balanced (its recorded recipe)."""
+    model trained with `balanced_share` of its batches place-balanced and `beyond_share` asking
+    beyond the number's digits (its recorded recipe)."""
     match = _LOOSE_QUESTION_RE.match(question)
     if not match:
         return Assessment(None, (Reason("not_task_form", 'not a question of the form "What is the <place> '
@@ -201,7 +219,7 @@ def assess(question: str, balanced_share: float = 0.0) -> Assessment:
     elif share < RARE_SHARE:
         reasons.append(Reason("place_rare", f'the "{place_name}" digit is rarely asked in training '
                               f"({share:.1%} of questions)"))
-    if place > len(digits):
+    if place > len(digits) and not beyond_share:
         reasons.append(Reason("place_beyond_number", f"{digits} has {len(digits)} digit"
                               f"{'s' if len(digits) > 1 else ''}, so its {place_name} digit is 0; "
                               "training never asks beyond a number's digits"))

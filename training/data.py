@@ -7,7 +7,7 @@ import functools
 import random
 from pathlib import Path
 
-from models.task import SPLITS, generate, generate_per_place, generate_place_balanced
+from models.task import SPLITS, generate, generate_beyond_digits, generate_per_place, generate_place_balanced
 
 CURRICULUM = ("train-easy", "train-medium", "train-hard")
 
@@ -22,34 +22,39 @@ def curriculum_split(step: int, phase_steps: int, final_split: str = "train") ->
 
 
 def training_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train",
-                   balanced_share: float = 0.0):
+                   balanced_share: float = 0.0, beyond_share: float = 0.0):
     """Batch number `index` of a rank's stream: depends only on its arguments, so resuming
     at step N regenerates exactly the data an uninterrupted run would have seen.
-    `balanced_share` of the batch is drawn with place names uniform (within the split's support)."""
-    balanced = round(batch_size * balanced_share)
-    batch = generate(split, batch_size - balanced, seed=f"train:{seed}:{rank}:{index}")
+    `balanced_share` of the batch is drawn with place names uniform (within the split's support),
+    `beyond_share` asks places beyond the number's digits (answer 0); the rest is DeepMind's sampler."""
+    balanced, beyond = round(batch_size * balanced_share), round(batch_size * beyond_share)
+    if balanced + beyond > batch_size:
+        raise ValueError(f"balanced_share {balanced_share} + beyond_share {beyond_share} exceed the whole batch")
+    batch = generate(split, batch_size - balanced - beyond, seed=f"train:{seed}:{rank}:{index}")
     if balanced:
         batch += generate_place_balanced(split, balanced, seed=f"balanced:{seed}:{rank}:{index}")
+    if beyond:
+        batch += generate_beyond_digits(split, beyond, seed=f"beyond:{seed}:{rank}:{index}")
     return batch
 
 
 def bucketed_batch(seed: int, rank: int, index: int, batch_size: int, split: str = "train", pool: int = 8,
-                   balanced_share: float = 0.0):
+                   balanced_share: float = 0.0, beyond_share: float = 0.0):
     """Batch `index` of the same stream regrouped by question length, to cut padding: the examples
     of `pool` consecutive batches are sorted by length and cut into `pool` batches, served in a
     seeded random order. Every example of the plain stream is seen once per pool, so the data
     distribution is unchanged; only which examples share a batch differs."""
     first = index - index % pool
-    examples = _length_sorted_pool(seed, rank, first, batch_size, split, pool, balanced_share)
+    examples = _length_sorted_pool(seed, rank, first, batch_size, split, pool, balanced_share, beyond_share)
     order = random.Random(f"bucket:{seed}:{rank}:{first}").sample(range(pool), pool)
     start = order[index % pool] * batch_size
     return examples[start:start + batch_size]
 
 
 @functools.lru_cache(maxsize=2)  # the pool is built once and read by its `pool` steps
-def _length_sorted_pool(seed, rank, first, batch_size, split, pool, balanced_share=0.0) -> tuple:
+def _length_sorted_pool(seed, rank, first, batch_size, split, pool, balanced_share=0.0, beyond_share=0.0) -> tuple:
     examples = [e for i in range(first, first + pool)
-                for e in training_batch(seed, rank, i, batch_size, split, balanced_share)]
+                for e in training_batch(seed, rank, i, batch_size, split, balanced_share, beyond_share)]
     return tuple(sorted(examples, key=lambda example: len(example[0])))
 
 

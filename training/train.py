@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--balanced-share", type=share, default=0.5,
                    help="share of every batch drawn with place names uniform over the split's places (rare "
                         "places oversampled, nothing outside the split's support; 0 = DeepMind's weights)")
+    p.add_argument("--beyond-share", type=share, default=0.0,
+                   help="share of every batch asking a place beyond the number's digits (answer 0), which "
+                        "DeepMind's sampler never asks and people do (0 = DeepMind's data only)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (0 = off)")
     p.add_argument("--bucket-pool", type=int, default=1,
                    help="regroup this many consecutive batches by question length to cut padding (1 = off)")
@@ -134,6 +137,8 @@ def parse_args(argv=None):
         p.error("--slim-slice runs the decoder slice by slice outside torch.compile: drop --compile")
     if args.bucket_pool < 1:
         p.error("--bucket-pool must be at least 1")
+    if args.balanced_share + args.beyond_share > 1:
+        p.error("--balanced-share and --beyond-share together exceed the whole batch")
     if args.grad_accum < 1:
         p.error("--grad-accum must be at least 1")
     if args.curriculum_steps < 0:
@@ -276,8 +281,9 @@ def train(args) -> dict:
         for micro in range(args.grad_accum):
             index = step * args.grad_accum + micro  # the stream's batch number: unchanged without accumulation
             batch = (bucketed_batch(args.seed, rank, index, args.batch_size, split, args.bucket_pool,
-                                    args.balanced_share) if args.bucket_pool > 1
-                     else training_batch(args.seed, rank, index, args.batch_size, split, args.balanced_share))
+                                    args.balanced_share, args.beyond_share) if args.bucket_pool > 1
+                     else training_batch(args.seed, rank, index, args.batch_size, split, args.balanced_share,
+                                         args.beyond_share))
             src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
             # DDP all-reduces gradients on every backward; only the last micro-batch needs it
             syncing = world == 1 or micro == args.grad_accum - 1

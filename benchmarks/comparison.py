@@ -1,0 +1,211 @@
+"""The controlled comparison: every registered backend under one shared recipe, several seeds each.
+
+    python -m benchmarks.comparison                          # proxy config, 3 seeds, every lever row
+    python -m benchmarks.comparison --levers base --seeds 0,1,2,3 --jobs 2
+    python -m benchmarks.comparison --quick                  # a tiny budget: proves the pipeline
+
+Every run trains with the project's CLI on the same data stream (per seed), optimizer, schedule,
+step budget (no early stop: each run spends the whole budget) and levers; a lever row adds one
+setting to every backend alike. Each backend keeps its own settings' defaults (registry). A run
+is then measured from its saved files on fresh questions: interpolate, every place of the training
+distribution, 12-digit numbers with the trained place names and the unseen ones apart, and places
+beyond a number's digits. Finished runs are never retrained and interrupted ones resume, so the
+grid can be spread over sessions; runs are independent subprocesses on a local process pool.
+"""
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.common import RESULTS, environment, finish_figure, save
+from models import registry
+from models.checkpoint import load_checkpoint
+from models.task import asked_places, generate, generate_beyond_digits, generate_per_place
+from training.evaluate import evaluate_examples
+from training.state import STATE_JSON
+
+MODULE = "benchmarks.comparison"
+SIZES = {  # the proxy: minutes per run on 2 cores; the paper config: DESIGN.md section 4
+    "proxy": ["--d-model", "128", "--d-ff", "512", "--n-heads", "4", "--n-encoder-layers", "2",
+              "--n-decoder-layers", "2"],
+    "paper": [],
+}
+# The shared recipe: everything but the backend, the seed, the size and the lever row
+RECIPE = ["--lr", "1e-3", "--warmup-steps", "100", "--schedule", "cosine", "--batch-size", "64",
+          "--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5",
+          "--beyond-share", "0.1", "--eval-split", "train", "--target-metric", "worst-place",
+          "--weights-format", "float32"]
+LEVERS = {  # each a setting every backend can take, applied to all alike
+    "base": [],
+    # random place offsets of the digit-significance index (McLeish et al., 2024): the place rows
+    # of numbers longer than training are trained too
+    "offsets": ["--digit-offset-max", "20"],
+}
+BUDGETS = {"full": {"max_steps": 2000, "eval_every": 200, "eval_per_place": 20},
+           "quick": {"max_steps": 4, "eval_every": 2, "eval_per_place": 2}}
+FINAL_SIZES = {"full": {"per_place": 200, "interpolate": 2000, "extrapolate": 4000, "beyond": 1000},
+               "quick": {"per_place": 2, "interpolate": 20, "extrapolate": 40, "beyond": 10}}
+COLUMNS = ("train_worst_place", "train", "interpolate", "extrapolate_trained", "extrapolate_unseen", "beyond")
+
+
+def final_sets(sizes: dict) -> dict:
+    """Fresh questions: seeds that no training stream or held-out set draws."""
+    return {"train": generate_per_place("train", sizes["per_place"], seed="comparison:train"),
+            "interpolate": generate("interpolate", sizes["interpolate"], seed="comparison:interpolate"),
+            "extrapolate": generate("extrapolate", sizes["extrapolate"], seed="comparison:extrapolate"),
+            "beyond": generate_beyond_digits("train", sizes["beyond"], seed="comparison:beyond")}
+
+
+def training_command(backend: str, lever: str, seed: int, args, run_dir: Path) -> list[str]:
+    budget = BUDGETS["quick" if args.quick else "full"]
+    command = [sys.executable, "-m", "training.train", "--model", backend, "--seed", str(seed),
+               *SIZES[args.size], *RECIPE, *LEVERS[lever],
+               "--max-steps", str(budget["max_steps"]), "--eval-every", str(budget["eval_every"]),
+               "--eval-per-place", str(budget["eval_per_place"]), "--device", args.device,
+               "--threads", str(args.threads), "--save-every-minutes", "3",
+               "--out", str(run_dir / "checkpoint"), "--run-dir", str(run_dir)]
+    if args.tiny:
+        command += ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1",
+                    "--n-decoder-layers", "1"]
+    return command
+
+
+def scores(run_dir: Path, sets: dict) -> dict:
+    """The run's stored weights on the final sets, kept beside the run (keyed by the sets' and the
+    weights' digests) so a later invocation does not answer the same questions again."""
+    sets_digest = hashlib.sha256(json.dumps(sets, sort_keys=True).encode()).hexdigest()
+    weights = json.loads((run_dir / "checkpoint" / "config.json").read_text())["weights"]["sha256"]
+    stored = run_dir / "comparison_scores.json"
+    if stored.exists():
+        kept = json.loads(stored.read_text())
+        if (kept["sets_sha256"], kept["weights_sha256"]) == (sets_digest, weights):
+            return kept["scores"]
+    model, tokenizer, _ = load_checkpoint(run_dir / "checkpoint")
+    results = {split: evaluate_examples(model, tokenizer, examples) for split, examples in sets.items()}
+    trained = set(asked_places("train"))
+    extrapolate = results["extrapolate"]["per_place"]
+
+    def pooled(places):
+        rows = [row for place, row in extrapolate.items() if place in places]
+        return sum(r["correct"] for r in rows) / max(1, sum(r["total"] for r in rows))
+
+    values = {"train_worst_place": min(r["accuracy"] for r in results["train"]["per_place"].values()),
+              "train": results["train"]["accuracy"], "interpolate": results["interpolate"]["accuracy"],
+              "extrapolate": results["extrapolate"]["accuracy"],
+              "extrapolate_trained": pooled(trained), "extrapolate_unseen": pooled(set(extrapolate) - trained),
+              "beyond": results["beyond"]["accuracy"],
+              "extrapolate_per_place": {p: r["accuracy"] for p, r in extrapolate.items()},
+              "train_per_place": {p: r["accuracy"] for p, r in results["train"]["per_place"].items()}}
+    stored.write_text(json.dumps({"sets_sha256": sets_digest, "weights_sha256": weights, "scores": values}))
+    return values
+
+
+def run_one(backend: str, lever: str, seed: int, args, sets: dict) -> dict:
+    """Train one run to its budget (resuming an interrupted one), then measure its stored files."""
+    run_dir = Path(args.work_dir) / args.size / f"{backend}-{lever}-{seed}"
+    command = training_command(backend, lever, seed, args, run_dir)
+    if not (run_dir / "report.json").exists():
+        resume = ["--resume"] if (run_dir / STATE_JSON).exists() else []
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "train.log", "a") as log:
+            subprocess.run(command + resume, check=True, stdout=log, stderr=subprocess.STDOUT)
+    report = json.loads((run_dir / "report.json").read_text())
+    return {"backend": backend, "lever": lever, "seed": seed, "command": " ".join(["python", *command[1:]]),
+            "steps": report["provenance"]["steps"], "wall_seconds": report["provenance"]["wall_seconds"],
+            "hardware": report["provenance"]["hardware"], "parameters": report["parameters"],
+            "curve": [{"step": p["step"], "worst_place": p["eval_worst_place"], "loss": p["loss"]}
+                      for p in report["curve"]],
+            **scores(run_dir, sets)}
+
+
+def table(runs: list[dict]) -> list[dict]:
+    """Per lever and backend: the median and min-max over seeds of every column."""
+    rows = []
+    for lever in dict.fromkeys(r["lever"] for r in runs):
+        for backend in dict.fromkeys(r["backend"] for r in runs):
+            group = [r for r in runs if (r["lever"], r["backend"]) == (lever, backend)]
+            if group:
+                rows.append({"lever": lever, "backend": backend, "seeds": [r["seed"] for r in group],
+                             **{c: {"median": statistics.median(r[c] for r in group),
+                                    "min": min(r[c] for r in group), "max": max(r[c] for r in group)}
+                                for c in COLUMNS}})
+    return rows
+
+
+def plot_curves(runs: list[dict], env: dict, path: Path) -> None:
+    """Worst-place accuracy against steps per backend, the median line within the seeds' band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    levers = list(dict.fromkeys(r["lever"] for r in runs))
+    fig, axes = plt.subplots(1, len(levers), figsize=(5 * len(levers), 3.8), squeeze=False)
+    for ax, lever in zip(axes[0], levers):
+        for backend in dict.fromkeys(r["backend"] for r in runs):
+            curves = [r["curve"] for r in runs if (r["lever"], r["backend"]) == (lever, backend) and r["curve"]]
+            if not curves:
+                continue
+            steps = [p["step"] for p in min(curves, key=len)]
+            values = [[c[i]["worst_place"] for c in curves] for i in range(len(steps))]
+            line, = ax.plot(steps, [statistics.median(v) for v in values], label=f"{backend} ({len(curves)} seeds)")
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.2,
+                            color=line.get_color())
+        ax.set(title=f"lever: {lever}", xlabel="step", ylabel="worst-place held-out accuracy", ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    finish_figure(fig, "Controlled comparison: learning curves", env, path)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", default=",".join(registry.names()))
+    p.add_argument("--levers", default=",".join(LEVERS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--size", choices=list(SIZES), default="proxy")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (each on cores/jobs threads)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--work-dir", default="runs/comparison")
+    p.add_argument("--quick", action="store_true", help="a few steps and questions per run")
+    p.add_argument("--tiny", action="store_true", help="a tiny model (with --quick: the test suite's)")
+    p.add_argument("--out", default=None, help="result name (default comparison_<device>, _quick with --quick)")
+    args = p.parse_args(argv)
+    args.backends, args.levers = args.backends.split(","), args.levers.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    for name in args.backends:
+        if name not in registry.names():
+            p.error(f"unknown backend {name!r}; registered: {', '.join(registry.names())}")
+    for lever in args.levers:
+        if lever not in LEVERS:
+            p.error(f"unknown lever {lever!r}; known: {', '.join(LEVERS)}")
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.out = args.out or f"comparison_{args.device}{'_quick' if args.quick else ''}"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    sets = final_sets(FINAL_SIZES["quick" if args.quick else "full"])
+    # complete seed rows first: lever by lever, seed by seed, every backend
+    grid = [(b, lever, s) for lever in args.levers for s in args.seeds for b in args.backends]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda cell: run_one(*cell, args, sets), grid))
+    env = environment(args.device, MODULE, argv)
+    budget = BUDGETS["quick" if args.quick else "full"]
+    result = {"environment": env, "size": args.size, "recipe": RECIPE, "sizes": SIZES[args.size],
+              "levers": {lever: LEVERS[lever] for lever in args.levers}, "budget": budget,
+              "final_sets": {k: len(v) for k, v in sets.items()}, "table": table(runs), "runs": runs}
+    path = save(args.out, result)
+    plot_curves(runs, env, RESULTS / f"{args.out}.png")
+    print(f"wrote {path}")
+    for row in result["table"]:
+        cells = "  ".join(f"{c} {row[c]['median']:.3f} [{row[c]['min']:.3f}-{row[c]['max']:.3f}]" for c in COLUMNS)
+        print(f"{row['lever']:8s} {row['backend']:13s} seeds {len(row['seeds'])}  {cells}")
+
+
+if __name__ == "__main__":
+    main()
