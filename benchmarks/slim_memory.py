@@ -1,21 +1,24 @@
 """Training memory against target length (SLiM's headline): peak memory and time of one training
 step of the encoder-decoder at the paper width (d 512, ff 2048, 8 heads; --layers encoder and
 decoder layers), batch 1, a place-value question as the source and a synthetic target of L
-tokens, for every registered backend plus the Performer trained with SLiM (models/slim.py) at
-each --slim-slices slice length C.
+tokens, for every registered backend plus each backend SLiM can train (models/slim.py: the
+Performer, MemSizer) trained with SLiM at each --slim-slices slice length C.
 
 Expected: softmax attention O(L^2) (the score matrix), the plain Performer O(L) (every layer's
 activations for all L positions), SLiM flat in L at a fixed C (one slice's activations; the
 states it carries are fixed-size). Every point runs in a fresh process: the peak is that
-process's high-water mark on the CPU (resident set above the level just before the step) or
-torch's max_memory_allocated on a GPU. A point that runs out of memory or past --max-seconds is
-recorded as such, and longer lengths of that variant are skipped.
+process's high-water mark on the CPU (resident set above the level before its first step) or
+torch's max_memory_allocated on a GPU; its time is the median of --repeats steps after a warm-up
+step. The variants take turns at each length (interleaved), so a change in the machine's load
+falls on all of them alike. A point that runs out of memory or past --max-seconds is recorded as
+such, and longer lengths of that variant are skipped.
 
     python -m benchmarks.slim_memory [--device cpu|cuda] [--lengths 512,...,16384] [--layers 2]
 """
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -55,8 +58,10 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def measure_point(backend: str, slice_length: int, length: int, layers: int, device: str, tiny: bool = False) -> dict:
-    """One training step (forward, backward, optimizer) at target length `length`; runs in its own process."""
+def measure_point(backend: str, slice_length: int, length: int, layers: int, device: str, tiny: bool = False,
+                  repeats: int = 3) -> dict:
+    """Training steps (forward, backward, optimizer) at target length `length`: a warm-up, then
+    `repeats` timed ones; runs in its own process."""
     torch.manual_seed(0)
     width = {k: v for k, v in TINY_ARCH.items() if not k.startswith("n_")} if tiny else {}
     config = ModelConfig(backend=backend, max_target_len=length, n_encoder_layers=layers, n_decoder_layers=layers,
@@ -78,29 +83,36 @@ def measure_point(backend: str, slice_length: int, length: int, layers: int, dev
             model(src, tgt_in, tgt_out)[1].backward()
         optimizer.step()
 
+    def timed_steps() -> list[float]:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        return times
+
     if device.startswith("cuda"):
         step()  # warm the allocator and kernels outside the measured peak
         sync(device)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        start = time.perf_counter()
-        step()
-        sync(device)
-        seconds = time.perf_counter() - start
+        times = timed_steps()
         peak = torch.cuda.max_memory_allocated() - base
     else:
         base = rss_bytes()
-        start = time.perf_counter()
-        step()
-        seconds = time.perf_counter() - start
+        step()  # the warm-up counts towards the peak: every step is alike
+        times = timed_steps()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"length": length, "peak_bytes": peak, "seconds_per_step": seconds}
+    return {"length": length, "peak_bytes": peak, "seconds_per_step": statistics.median(times),
+            "step_seconds": times}
 
 
 def run_point(backend, slice_length, length, args) -> dict:
     """The point in a child process, so every peak is that point's alone."""
     spec = json.dumps({"backend": backend, "slice": slice_length, "length": length, "layers": args.layers,
-                       "device": args.device, "threads": torch.get_num_threads(), "tiny": args.tiny})
+                       "device": args.device, "threads": torch.get_num_threads(), "tiny": args.tiny,
+                       "repeats": args.repeats})
     try:
         done = subprocess.run([sys.executable, "-m", MODULE, "--point", spec], capture_output=True, text=True,
                               timeout=args.max_seconds)
@@ -140,6 +152,7 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--slim-slices", default="64,256", help="SLiM slice lengths C (target positions per slice)")
     parser.add_argument("--max-seconds", type=float, default=300, help="give up on a point after this long")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per point, after a warm-up step")
     parser.add_argument("--tiny", action="store_true", help="tiny width, to smoke-test the script")
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--name", default=None, help="result file name (default slim_memory_<device>)")
@@ -150,7 +163,7 @@ def main(argv=None):
         spec = json.loads(args.point)
         torch.set_num_threads(spec["threads"])
         print(json.dumps(measure_point(spec["backend"], spec["slice"], spec["length"], spec["layers"],
-                                       spec["device"], spec["tiny"])))
+                                       spec["device"], spec["tiny"], spec["repeats"])))
         return
     chosen = variants([int(c) for c in args.slim_slices.split(",")])
     if args.only:
@@ -158,16 +171,16 @@ def main(argv=None):
     lengths = [int(n) for n in args.lengths.split(",")]
     result = {"environment": environment(args.device, MODULE, argv), "layers": args.layers, "tiny": args.tiny,
               "slim_slices": args.slim_slices, "variants": {}}
-    for name, (backend, slice_length) in chosen.items():
-        rows = []
-        for length in lengths:
+    result["variants"] = {name: [] for name in chosen}
+    for length in lengths:  # interleaved: every variant at this length before the next length
+        for name, (backend, slice_length) in chosen.items():
+            rows = result["variants"][name]
+            if rows and "error" in rows[-1]:
+                continue
             row = run_point(backend, slice_length, length, args)
             rows.append(row)
             shown = row.get("error") or f"{row['peak_bytes'] / 2**20:8.1f} MiB {row['seconds_per_step']:7.2f} s"
             print(f"{name:18s} L={length:6d}  {shown}", flush=True)
-            if "error" in row:
-                break
-        result["variants"][name] = rows
     kind = "gpu" if args.device.startswith("cuda") else "cpu"
     name = args.name or f"slim_memory_{kind}" + ("_tiny" if args.tiny else "")
     path = save(name, result, args.out or RESULTS)

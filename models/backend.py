@@ -32,6 +32,12 @@ class AttentionState:
         return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
 
 
+def carried(t: torch.Tensor) -> torch.Tensor:
+    """A tensor as a carried decoding state holds it: float32, or wider if it already is. Under
+    bfloat16 autocast a state that SLiM rewinds by subtraction (models/slim.py) would lose its prefix."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 @dataclass(frozen=True)
 class NoSettings:
     """A backend with nothing of its own to set."""

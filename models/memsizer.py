@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backend import ROLES, AttentionState, Backend
+from models.backend import ROLES, AttentionState, Backend, carried
 from models.transformer import SoftmaxAttention
 
 # The official implementation initialises projections with gain init_scale**-0.5, init_scale = 8.
@@ -119,14 +119,30 @@ class MemSizerAttention(nn.Module):
             scores = (a @ keys.transpose(1, 2)).tril()  # (B, T, T)
             t = torch.arange(1, T + 1, device=x.device, dtype=a.dtype)
             return (scores @ values) * t.rsqrt()[None, :, None]
-        # recurrent form: the unscaled running sum and the step count are the whole state
-        sums = torch.cumsum(keys[:, :, :, None] * values[:, :, None, :], dim=1)  # (B, T, k, d)
-        if state.total is not None:
-            sums = sums + state.total[:, None]
-        count = state.count
-        state.total, state.count = sums[:, -1], count + T
-        t = torch.arange(count + 1, count + T + 1, device=x.device, dtype=a.dtype)
-        return torch.einsum("btk,btkd->btd", a, sums) * t.rsqrt()[None, :, None]
+        # recurrent form: the unscaled running sum and the step count are the whole state, kept in
+        # float32 under autocast (SLiM rebuilds a slice's start state by subtracting its terms)
+        with torch.autocast(x.device.type, enabled=False):
+            sums = torch.cumsum(self._terms(keys, values), dim=1)  # (B, T, k, d)
+            if state.total is not None:
+                sums = sums + state.total[:, None]
+            count = state.count
+            state.total, state.count = sums[:, -1], count + T
+            t = torch.arange(count + 1, count + T + 1, device=x.device, dtype=sums.dtype)
+            return torch.einsum("btk,btkd->btd", carried(a), sums) * t.rsqrt()[None, :, None]
+
+    @staticmethod
+    def _terms(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Each position's addition to the running sum, k_t^T v_t at least in float32: (B, T, k, d)."""
+        return carried(keys)[:, :, :, None] * carried(values)[:, :, None, :]
+
+    @torch.no_grad()
+    def rewind(self, x: torch.Tensor, after: RunningSum) -> RunningSum:
+        """The causal state before the positions x (B, T, d) from the state after them (SLiM,
+        models/slim.py): the running sum less the positions' own terms, the count less T."""
+        assert self.role == "causal", "only causal attention carries a state along the target"
+        keys, values = self.keys_values(x)  # as the forward pass computed them (under its autocast)
+        with torch.autocast(x.device.type, enabled=False):
+            return RunningSum(total=after.total - self._terms(keys, values).sum(dim=1), count=after.count - x.shape[1])
 
 
 def configuration(config) -> str:

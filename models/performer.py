@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from models.backend import ROLES, AttentionState, Backend
+from models.backend import ROLES, AttentionState, Backend, carried
 
 # exp(64) keeps the causal sums of 16,384 keys (the longest measured) times 256 features below
 # float32's overflow (~exp(88)) for values up to ~50, while lifting key features 64 nats away from
@@ -238,33 +238,40 @@ class PerformerAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
 
     def _causal(self, q, k, v, state):
-        key_stabiliser = causal_key_offset(self.projection).detach()
-        kf = positive_features(k, self.projection, key_stabiliser)
-        qf = positive_features(q, self.projection)
-        if state is not None and q.shape[2] == 1:
-            # one decoding step: update the sums, read them out (no block bookkeeping, which
-            # would copy the (B, H, m, dh) state several times per step)
-            S, z = kf.transpose(-1, -2) @ v, kf[:, :, 0]
-            if state.kv is not None:
-                S, z = state.kv + S, state.normaliser + z
-            denominator = (qf @ z[..., None]).clamp(min=torch.finfo(qf.dtype).tiny)
-            state.kv, state.normaliser = S, z
-            return (qf @ S) / denominator
-        initial = None if state is None or state.kv is None else (state.kv, state.normaliser)
-        out, (S, z) = causal_linear_attention(qf, kf, v, initial=initial)
-        if state is not None:
-            state.kv, state.normaliser = S, z
-        return out
+        if state is None:  # training's parallel pass: no state outlives it, autocast may round freely
+            return causal_linear_attention(positive_features(q, self.projection),
+                                           self._causal_key_features(k), v)[0]
+        # a carried state (decoding, SLiM's slices) stays float32 under autocast: SLiM rebuilds a
+        # slice's start state by subtracting its terms, which in bfloat16 loses the prefix
+        with torch.autocast(q.device.type, enabled=False):
+            q, k, v = carried(q), carried(k), carried(v)
+            kf, qf = self._causal_key_features(k), positive_features(q, self.projection)
+            if q.shape[2] == 1:
+                # one decoding step: update the sums, read them out (no block bookkeeping, which
+                # would copy the (B, H, m, dh) state several times per step)
+                S, z = kf.transpose(-1, -2) @ v, kf[:, :, 0]
+                if state.kv is not None:
+                    S, z = state.kv + S, state.normaliser + z
+                state.kv, state.normaliser = S, z
+                return (qf @ S) / (qf @ z[..., None]).clamp(min=torch.finfo(qf.dtype).tiny)
+            initial = None if state.kv is None else (state.kv, state.normaliser)
+            out, (state.kv, state.normaliser) = causal_linear_attention(qf, kf, v, initial=initial)
+            return out
 
+    def _causal_key_features(self, k: torch.Tensor) -> torch.Tensor:
+        """phi(k) with the fixed causal stabiliser, so that the sums over positions are additive."""
+        return positive_features(k, self.projection, causal_key_offset(self.projection).detach())
 
     @torch.no_grad()
     def rewind(self, x: torch.Tensor, after: FeatureSums) -> FeatureSums:
         """The causal state before the positions x (B, T, d) from the state after them: the fixed
-        key stabiliser makes the sums additive, so the positions' own terms are subtracted."""
+        key stabiliser makes the sums additive, so the positions' own terms are subtracted. The
+        projections run as the forward pass ran them (under its autocast), the sums in float32."""
         assert self.role == "causal", "only causal attention carries a state along the target"
         k, v = self._kernel_heads(self.k_proj(x)), self._heads(self.v_proj(x))
-        kf = positive_features(k, self.projection, causal_key_offset(self.projection))
-        return replace(after, kv=after.kv - kf.transpose(-1, -2) @ v, normaliser=after.normaliser - kf.sum(dim=2))
+        with torch.autocast(x.device.type, enabled=False):
+            kf, v = self._causal_key_features(carried(k)), carried(v)
+            return replace(after, kv=after.kv - kf.transpose(-1, -2) @ v, normaliser=after.normaliser - kf.sum(dim=2))
 
 
 def configuration(config) -> str:
