@@ -1,4 +1,4 @@
-"""Gunicorn settings (app/settings.py's GunicornSettings, each overridable by a GUNICORN_ variable).
+"""Gunicorn settings (serving/settings.py's GunicornSettings, each overridable by a GUNICORN_ variable).
 
 gunicorn reads this file from the checkout whether or not `-c gunicorn.conf.py` is given, and its
 command line wins over it (`gunicorn -w 3 wsgi:app` runs 3 workers). Torch state is never preloaded
@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 
-from app.settings import GunicornSettings
+from serving.settings import GunicornSettings
 
 _settings = GunicornSettings.from_env()
 bind = _settings.bind

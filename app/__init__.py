@@ -1,6 +1,6 @@
 """Flask application factory for the place-value Q&A service.
 
-Configuration: app/settings.py's ServingSettings defaults, then environment variables prefixed
+Configuration: serving/settings.py's ServingSettings defaults, then environment variables prefixed
 PLACEVALUE_ (e.g. PLACEVALUE_CHECKPOINT_DIR, PLACEVALUE_RUNTIME), then the `config` mapping given
 to create_app.
 """
@@ -11,7 +11,7 @@ import uuid
 
 from flask import Flask, g, request
 
-from app.settings import ServingSettings
+from serving.settings import ServingSettings
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -32,13 +32,13 @@ def create_app(config=None) -> Flask:
     app.config["DEBUG"] = bool(app.config.get("DEBUG", False))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ServingSettings.from_mapping(app.config)
-    app.extensions["serving_settings"] = settings
 
-    from app.service import QAService  # torch is imported here, inside the worker, never at import time
+    from app.metrics import record_pass
+    from serving.service import QAService  # torch is imported here, inside the worker, never at import time
     required = [n.strip() for n in settings.required_models.split(",") if n.strip()]
     service = QAService(settings.checkpoint_dir, settings.threads_per_worker(), required, device=settings.device,
                         batching=settings.batching(), runtime=settings.runtime,
-                        explain_concurrency=settings.explain_concurrency)
+                        explain_concurrency=settings.explain_concurrency, on_pass=record_pass)
     app.config["DEFAULT_MODEL"] = app.config["DEFAULT_MODEL"] or service.default_backend
     if app.config["DEFAULT_MODEL"] not in service.backends:
         raise ValueError(f"DEFAULT_MODEL must be one of {service.backends}, got {app.config['DEFAULT_MODEL']!r}")

@@ -3,12 +3,9 @@ import json
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from app.batching import Overloaded
 from app.errors import APIError
 from app.metrics import ERRORS, QUESTIONS, mark_server_started, render_metrics, server_readiness
 from app.openapi import openapi_document
-from app.service import BackendUnavailable
-from models.tokenizer import QuestionError
 
 bp = Blueprint("api", __name__)
 # A misspelt key (say "backend" for "model") would otherwise be answered by the default backend
@@ -21,9 +18,9 @@ def service():
     return current_app.extensions["qa_service"]
 
 
-def fail(status: int, code: str, message: str, headers: dict | None = None):
+def fail(status: int, code: str, message: str):
     ERRORS.labels(code=code).inc()
-    raise APIError(status, code, message, headers)
+    raise APIError(status, code, message)
 
 
 def read_json_body():
@@ -65,40 +62,25 @@ def parse_answer_request(fields=ANSWER_REQUEST_FIELDS) -> tuple[list, str, bool]
 def answer():
     """Answer one question or a batch with the chosen backend, each answer checked."""
     questions, model, is_batch = parse_answer_request()
-    try:
-        ids = service().encode(questions)
-    except QuestionError as err:
-        fail(400, err.code, f"questions[{err.index}]: {err.message}" if is_batch else err.message)
-    try:
-        answers, latency_ms = service().run(ids, model)
-    except BackendUnavailable as err:
-        fail(503, "model_unavailable", f"the {model} backend is not loaded: {err}")
-    except Overloaded as err:
-        fail(503, "overloaded", f"{err}; retry in {err.retry_after} s", {"Retry-After": str(err.retry_after)})
-    QUESTIONS.labels(model=model).inc(len(questions))
-    checks = [service().assess(q, model).check(a) for q, a in zip(questions, answers)]
+    replies = service().respond(questions, model, batch=is_batch)
+    QUESTIONS.labels(model=model).inc(len(replies))
+    latency_ms = round(replies[0].latency_ms, 3)
     if is_batch:
-        return jsonify(answers=answers, checks=checks, model=model, count=len(answers),
-                       latency_ms=round(latency_ms, 3))
-    return jsonify(answer=answers[0], check=checks[0], question=questions[0], model=model,
-                   latency_ms=round(latency_ms, 3))
+        return jsonify(answers=[r.answer for r in replies], checks=[r.check for r in replies],
+                       questions=[r.question for r in replies], model=model, count=len(replies), latency_ms=latency_ms)
+    reply, = replies
+    return jsonify(answer=reply.answer, check=reply.check, question=reply.question, submitted=reply.submitted,
+                   model=model, latency_ms=latency_ms)
 
 
 @bp.post("/explain")
 def explain():
     """One question, one backend: the answer, its check, and which characters the answer relied on."""
     (question,), model, _ = parse_answer_request(EXPLAIN_REQUEST_FIELDS)
-    try:
-        answer, latency_ms, attribution = service().explain(question, model)
-    except QuestionError as err:
-        fail(400, err.code, err.message)
-    except BackendUnavailable as err:
-        fail(503, "model_unavailable", f"the {model} backend is not loaded: {err}")
-    except Overloaded as err:
-        fail(503, "overloaded", f"{err}; retry in {err.retry_after} s", {"Retry-After": str(err.retry_after)})
+    reply = service().explain(question, model)
     QUESTIONS.labels(model=model).inc()
-    return jsonify(answer=answer, check=service().assess(question, model).check(answer), question=question,
-                   model=model, latency_ms=round(latency_ms, 3), attribution=attribution)
+    return jsonify(answer=reply.answer, check=reply.check, question=reply.question, submitted=reply.submitted,
+                   model=model, latency_ms=round(reply.latency_ms, 3), attribution=reply.attribution)
 
 
 @bp.get("/models")

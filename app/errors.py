@@ -4,7 +4,10 @@ import logging
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from models.tokenizer import MAX_QUESTION_CHARS
+from app.metrics import ERRORS
+from models.tokenizer import MAX_QUESTION_CHARS, QuestionError
+from serving.batching import Overloaded
+from serving.service import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,23 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def handle_api_error(err: APIError):
         return error_response(err.status, err.code, err.message, err.headers)
+
+    # the service's refusals, raised wherever a request is answered
+    @app.errorhandler(QuestionError)
+    def handle_question_error(err: QuestionError):
+        ERRORS.labels(code=err.code).inc()
+        return error_response(400, err.code, err.message if err.index is None else f"questions[{err.index}]: {err.message}")
+
+    @app.errorhandler(BackendUnavailable)
+    def handle_unavailable(err: BackendUnavailable):
+        ERRORS.labels(code="model_unavailable").inc()
+        return error_response(503, "model_unavailable", str(err))
+
+    @app.errorhandler(Overloaded)
+    def handle_overloaded(err: Overloaded):
+        ERRORS.labels(code="overloaded").inc()
+        return error_response(503, "overloaded", f"{err}; retry in {err.retry_after} s",
+                              {"Retry-After": str(err.retry_after)})
 
     @app.errorhandler(HTTPException)
     def handle_http_error(err: HTTPException):

@@ -28,6 +28,8 @@ def _schemas(backends, max_batch: int) -> dict:
                 "description": "space plus printable ASCII letters, digits and punctuation",
                 "example": "What is the tens digit of 89290?"}
     answer = {"type": "string", "maxLength": MAX_ANSWER_CHARS}
+    asked = {"type": "string", "description": "the question as the backend was asked it: the trained wording "
+                                              "(capitals, runs of spaces and thousands separators mapped to it)"}
     return {
         "SingleRequest": {"type": "object", "required": ["question"], "additionalProperties": False,
                           "properties": {"question": question, "model": model}},
@@ -35,8 +37,9 @@ def _schemas(backends, max_batch: int) -> dict:
                          "properties": {"questions": {"type": "array", "items": question, "minItems": 1,
                                                       "maxItems": max_batch}, "model": model}},
         "Explanation": {"type": "object", "additionalProperties": False,
-                        "required": ["answer", "check", "question", "model", "latency_ms", "attribution"],
-                        "properties": {"answer": answer, "check": _ref("Check"), "question": {"type": "string"},
+                        "required": ["answer", "check", "question", "submitted", "model", "latency_ms", "attribution"],
+                        "properties": {"answer": answer, "check": _ref("Check"), "question": asked,
+                                       "submitted": {"type": "string", "description": "the question as sent"},
                                        "model": model, "latency_ms": {"type": "number", "minimum": 0},
                                        "attribution": _ref("Attribution")}},
         "Attribution": {
@@ -70,12 +73,14 @@ def _schemas(backends, max_batch: int) -> dict:
                                  "in_distribution": {"type": "boolean"},
                                  "reasons": {"type": "array", "items": _ref("Reason")}}},
         "SingleAnswer": {"type": "object", "additionalProperties": False,
-                         "required": ["answer", "check", "question", "model", "latency_ms"],
-                         "properties": {"answer": answer, "check": _ref("Check"), "question": {"type": "string"},
+                         "required": ["answer", "check", "question", "submitted", "model", "latency_ms"],
+                         "properties": {"answer": answer, "check": _ref("Check"), "question": asked,
+                                        "submitted": {"type": "string", "description": "the question as sent"},
                                         "model": model, "latency_ms": {"type": "number", "minimum": 0}}},
         "BatchAnswer": {"type": "object", "additionalProperties": False,
-                        "required": ["answers", "checks", "model", "count", "latency_ms"],
+                        "required": ["answers", "checks", "questions", "model", "count", "latency_ms"],
                         "properties": {"answers": {"type": "array", "items": answer},
+                                       "questions": {"type": "array", "items": asked},
                                        "checks": {"type": "array", "items": _ref("Check")}, "model": model,
                                        "count": {"type": "integer", "minimum": 1},
                                        "latency_ms": {"type": "number", "minimum": 0}}},

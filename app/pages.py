@@ -2,12 +2,10 @@
 backend is reliable."""
 from flask import Blueprint, current_app, g, render_template, request
 
-from app.batching import Overloaded
 from app.charts import accuracy_chart, attribution_cells, backend_colour
-from app.catalog import RELIABILITY_SPLITS
-from app.service import BackendUnavailable
 from models.task import Assessment
 from models.tokenizer import QuestionError
+from serving.catalog import RELIABILITY_SPLITS
 
 bp = Blueprint("pages", __name__)
 COMPARE = "all"  # the select's value for "every backend side by side"
@@ -61,32 +59,20 @@ def ask():
         return render_form(question=qa.example_question(), model=model)
     if model not in (*qa.backends, COMPARE):
         return render_form(question, None, error="Choose a backend or Compare.", status=400)
+    g.model = model
+    names = qa.backends if model == COMPARE else (model,)
     try:
-        ids = qa.encode([question])
+        outcomes = qa.compare(question, names, explain=request.form.get("action") == "explain")
     except QuestionError as err:
         return render_form(question, model, error=err.message[:1].upper() + err.message[1:], status=400)
-    g.model = model
-    explaining = request.form.get("action") == "explain"
-    names = qa.backends if model == COMPARE else (model,)
     # reasons depend on each backend's training mix: the warning box holds those every backend
     # shares, a result lists its own others
-    assessments = {name: qa.assess(question, name) for name in names}
+    assessments = {name: qa.assess(qa.asked(question), name) for name in names}
     shared = [r for r in assessments[names[0]].reasons if all(r in a.reasons for a in assessments.values())]
-    results = []
-    for name in names:
-        own = [r for r in assessments[name].reasons if r not in shared]
-        try:
-            if explaining:
-                answer, latency_ms, attribution = qa.explain(question, name)
-            else:
-                (answer,), latency_ms = qa.run(ids, name)
-                attribution = None
-            results.append({"model": name, "answer": answer, "latency_ms": latency_ms, "reasons": own,
-                            "correct": assessments[name].check(answer)["correct"], "attribution": attribution,
-                            "cells": attribution_cells(attribution) if attribution else None})
-        except BackendUnavailable as err:
-            results.append({"model": name, "error": f"{name} is unavailable: {err}"})
-        except Overloaded as err:
-            results.append({"model": name, "error": f"{name} is busy: {err}. Try again in {err.retry_after} s."})
+    results = [{"model": name, "error": error} if reply is None else
+               {"model": name, "answer": reply.answer, "latency_ms": reply.latency_ms, "correct": reply.check["correct"],
+                "reasons": [r for r in reply.assessment.reasons if r not in shared], "attribution": reply.attribution,
+                "cells": attribution_cells(reply.attribution) if reply.attribution else None}
+               for name, reply, error in outcomes]
     check = Assessment(assessments[names[0]].expected, tuple(shared))
-    return render_form(question, model, results=results, check=check)
+    return render_form(qa.asked(question), model, results=results, check=check)

@@ -75,7 +75,7 @@ def worker_rss_mib(master_pid: int) -> dict:
 
 @dataclass(frozen=True)
 class ServerSetting:
-    """One server configuration under test; None leaves the server's own default (app/settings.py)."""
+    """One server configuration under test; None leaves the server's own default (serving/settings.py)."""
 
     workers: int
     torch_threads: int

@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS, STUDY_RESULTS, hardware_line
 from models import registry
 from models.summary import PARTS, paper_config_table
-from training.train import recipe_command
+from training.recipe import recipe_command
 
 ROOT = RESULTS.parent.parent
 TEMPLATE = RESULTS.parent / "REPORT.template.md"

@@ -11,7 +11,7 @@ import argparse
 import threading
 import time
 
-from app.service import QAService
+from serving.service import QAService
 from benchmarks.common import RESULTS, environment, percentile, save, summary
 from models.task import generate
 

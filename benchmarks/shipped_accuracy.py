@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.catalog import RELIABILITY_SPLITS, per_place_reliability
+from serving.catalog import RELIABILITY_SPLITS, per_place_reliability
 from benchmarks.common import RESULTS, environment, finish_figure, save
 from models import registry
 from models.task import PLACE_NAMES

@@ -4,7 +4,8 @@ A backend is one module under `models/` exporting one `Backend` description, the
 contract: its name (the only spelling, used by the config, CLIs, API, checkpoint directory and
 UI), how to show and cite it, its own settings dataclass, factories for what it replaces in the
 shared stack (the attention in each role and, optionally, the feed-forward), and what it can do
-(a fixed-size decoding state, query-key scores for relative positions, the runtimes it runs on).
+(a fixed-size decoding state, query-key scores for relative positions, running on CTranslate2),
+as data: the contract imports no engine.
 The stack in `seq2seq.py` asks the description, never the name. How a shipped checkpoint was
 trained is the checkpoint's own provenance, not part of the description.
 """
@@ -15,7 +16,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.runtimes import TORCH_RUNTIMES
 
 ROLES = ("encoder", "causal", "cross")  # encoder self-attention, decoder self-attention, cross-attention
 SELF_ROLES = ("encoder", "causal")  # the roles relative positions can apply to
@@ -64,9 +64,9 @@ class Backend:
     # configuration(config) -> one sentence for the page: how a checkpoint's settings build this backend,
     # and where they differ from its authors' defaults
     configuration: Callable[[object], str] = lambda config: ""
-    # the inference runtimes (models/runtimes) its layers can run on; CTranslate2's are for backends
-    # whose layers are those of the engine's Transformer spec
-    runtimes: tuple[str, ...] = TORCH_RUNTIMES
+    # whether CTranslate2's Transformer spec expresses its layers exactly, so the engine can serve it
+    # (models/runtimes adds its runtimes); every backend runs on torch
+    runs_on_ctranslate2: bool = False
     # scored_roles(settings) -> the self-attention roles ("encoder", "causal") whose attention has
     # query-key scores, which relative positions (config.relative_positions: "rope" rotates queries
     # and keys, "alibi" biases the scores) act on; attention without such scores (MemSizer's memory

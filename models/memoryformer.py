@@ -44,8 +44,8 @@ class MemoryFormerSettings:
 
     tau: int = 4
     weighting: str = "paper"
-    # the official model's extra_bit is 2; here 2 bits bought no accuracy and cost 1.5x the block's
-    # parameters (benchmarks/REPORT.md, section 2), so new models default to none
+    # the official model's extra_bit is 2; here 2 bits bought no accuracy and made the Memory Block
+    # 2.74x as large (the whole proxy model 1.5x; benchmarks/REPORT.md, section 2), so new models default to none
     extra_bits: int = 0
 
     # checkpoints stored before the Memory Block could expand had none

@@ -146,9 +146,9 @@ class MemSizerAttention(nn.Module):
 
 
 def configuration(config) -> str:
-    encoder = ("softmax attention" + (f" with {config.relative_positions} positions"
-                                      if config.relative_positions != "none" else "")
-               + " (the official translation recipe)" if config.settings.encoder == "softmax"
+    encoder = ("softmax attention (the official translation recipe's encoder"
+               + (f"; {config.relative_positions} positions are ours, the recipe's are sinusoids)"
+                  if config.relative_positions != "none" else ")") if config.settings.encoder == "softmax"
                else "MemSizer attention (the official --use-memsizer mode)")
     return (f"MemSizer attention in the decoder ({config.settings.causal_k} slots causal, {config.settings.k} "
             f"cross); encoder: {encoder}.")

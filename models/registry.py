@@ -10,7 +10,8 @@ from models.backend import Backend
 BACKEND_MODULES = ("transformer", "memsizer", "performer", "memoryformer")
 
 _BACKENDS: dict[str, Backend] = {}
-# answers requests that name no backend (PLACEVALUE_DEFAULT_MODEL overrides it): the most accurate shipped one
+# answers requests that name no backend (PLACEVALUE_DEFAULT_MODEL overrides it): the backend the
+# project started with, whose decoding state stays the same size however long the answer
 DEFAULT = "memsizer"
 
 

@@ -36,6 +36,10 @@ QUESTION_RE = re.compile(r"^What is the (?P<place>[a-z ]+) digit of (?P<integer>
 _LOOSE_QUESTION_RE = re.compile(r"^\s*what\s+is\s+the\s+(?P<place>[a-z]+(?:\s+[a-z]+)*)\s+digit\s+of\s+"
                                 r"(?P<integer>[0-9]+)\s*\?\s*$", re.IGNORECASE)
 
+# the same, with the number's digits grouped by thousands separators ("89,290")
+_LOOSE_GROUPED_RE = re.compile(r"^\s*what\s+is\s+the\s+(?P<place>[a-z]+(?:\s+[a-z]+)*)\s+digit\s+of\s+"
+                               r"(?P<integer>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*\?\s*$", re.IGNORECASE)
+
 # A place name asked in under this share of training questions is "rare" (with DeepMind's sampler
 # alone billions: 0.87%, hundred millions: 2.4%, ten millions: 4.2%; with half of every batch
 # place-balanced, the adopted recipe, every asked place gets >= 5%); under UNSEEN_SHARE it is
@@ -184,6 +188,18 @@ class Assessment:
                 "correct": None if self.expected is None else answer == self.expected,
                 "in_distribution": not self.reasons,
                 "reasons": [{"code": r.code, "message": r.message} for r in self.reasons]}
+
+
+def normalise_question(question: str) -> str:
+    """The trained form of a question a person may type otherwise (any case, runs of spaces, thousands
+    separators): `What is the tens digit of 89290?`. Text it cannot map comes back unchanged."""
+    match = _LOOSE_GROUPED_RE.match(question)
+    if not match:
+        return question
+    place = " ".join(match.group("place").lower().split())
+    if place not in PLACE_NAMES:
+        return question
+    return f"What is the {place} digit of {match.group('integer').replace(',', '')}?"
 
 
 def assess(question: str, balanced_share: float = 0.0, beyond_share: float = 0.0) -> Assessment:

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backend import ROLES, SELF_ROLES, AttentionState, Backend
-from models.runtimes import RUNTIMES
 
 
 @dataclass
@@ -149,5 +148,5 @@ BACKEND = Backend(
     attention=SoftmaxAttention,
     decode_state_grows=True,
     scored_roles=lambda settings: SELF_ROLES,
-    runtimes=RUNTIMES,  # CTranslate2's Transformer spec expresses its layers exactly
+    runs_on_ctranslate2=True,
 )

@@ -35,20 +35,11 @@ from models.task import SPLITS, asked_places, generate, generate_per_place
 from training.data import bucketed_batch, curriculum_split, training_batch
 from training.evaluate import evaluate_examples
 from training.export import add_group_size_flag, check_group_size
+from training.recipe import ARCH_FIELDS, flag
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
 
 log = logging.getLogger("training.train")
 HELD_OUT_SEED = 1_000_003  # the periodic-evaluation sample; never used to draw training batches
-
-
-# ModelConfig fields that are not flags of their own: --model names the backend, the tokenizer
-# fixes the vocabulary, and each backend's settings get flags of their own below
-NOT_FLAGS = ("backend", "vocab_size", "settings")
-ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in NOT_FLAGS)
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -151,25 +142,6 @@ def parse_args(argv=None):
     args.out = args.out or f"checkpoints/{args.model}"
     args.run_dir = args.run_dir or f"runs/{args.model}"
     return args
-
-
-def recipe_command(backend: str, config: dict | None = None) -> str:
-    """The command that trains `backend`: its checkpoint's own (`config`, its config.json), with every
-    architecture field and setting the checkpoint holds that today's defaults would change spelled
-    out; without a checkpoint, the default recipe."""
-    command = (config or {}).get("provenance", {}).get("command")
-    if not command:
-        return f"python -m training.train --model {backend}"
-    words = shlex.split(command)
-    stored = ModelConfig.from_dict(config["architecture"])
-    defaults = ModelConfig(backend=backend)
-    pairs = [(flag(name), getattr(stored, name), getattr(defaults, name)) for name in ARCH_FIELDS]
-    pairs += [(flag(f"{backend}_{f.name}"), getattr(stored.settings, f.name), getattr(defaults.settings, f.name))
-              for f in fields(defaults.settings)]
-    for name, value, default in pairs:
-        if name not in words and value != default:
-            words += [name, str(value)]
-    return shlex.join(words)
 
 
 def model_config(args, tokenizer) -> ModelConfig:

@@ -6,7 +6,7 @@ import argparse
 
 from torch.profiler import ProfilerActivity, profile
 
-from app.service import QAService
+from serving.service import QAService
 from benchmarks.common import STUDY_RESULTS, environment, hardware_line
 from models.task import generate
 

@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 TORCH_RUNTIMES = ("torch", "torch-int8")  # what any torch model can run on (a backend's default)
 RUNTIMES = (*TORCH_RUNTIMES, "ctranslate2", "ctranslate2-int8")
 CHOICES = (*RUNTIMES, "auto")  # what PLACEVALUE_RUNTIME accepts
+
+
+def runtimes_of(spec) -> tuple[str, ...]:
+    """The runtimes a backend (a registry description) can run on: torch's, and CTranslate2's where
+    the engine's Transformer spec expresses its layers."""
+    return RUNTIMES if spec.runs_on_ctranslate2 else TORCH_RUNTIMES
 LABELS = {"torch": "torch", "torch-int8": "torch int8", "ctranslate2": "CTranslate2 float32",
           "ctranslate2-int8": "CTranslate2 int8"}  # for people (the page)
 # fastest first, as measured on the shipped checkpoints (benchmarks/REPORT.md, serving speed)
@@ -89,8 +95,8 @@ def start_runtime(model, tokenizer, name: str, device: torch.device, threads: in
     if name not in RUNTIMES:
         raise ValueError(f"the runtime must be one of {', '.join(RUNTIMES)}, got {name!r}")
     spec = model.config.spec
-    if name not in spec.runtimes:
-        raise ValueError(f"{spec.name} cannot run on {name}; it runs on {', '.join(spec.runtimes)}")
+    if name not in runtimes_of(spec):
+        raise ValueError(f"{spec.name} cannot run on {name}; it runs on {', '.join(runtimes_of(spec))}")
     if name == "torch":
         return TorchRunner(model, tokenizer)
     if name == "torch-int8":
@@ -131,7 +137,7 @@ def choose_runtime(model, tokenizer, config: dict, choice: str, device: torch.de
     name = config.get("model", model.config.backend)
     candidates = AUTO_ORDER if choice == "auto" else (choice, "torch")
     for candidate in candidates:
-        if candidate not in model.config.spec.runtimes or (candidate == "torch-int8" and device.type != "cpu"):
+        if candidate not in runtimes_of(model.config.spec) or (candidate == "torch-int8" and device.type != "cpu"):
             continue
         if choice == "auto" and candidate.endswith("int8"):
             keeps, why = int8_keeps_accuracy(config, kernel_class(device), candidate)

@@ -64,7 +64,7 @@ def ctranslate2_spec(model):
     from ctranslate2.specs import common_spec, transformer_spec
 
     config = model.config
-    if "ctranslate2" not in config.spec.runtimes:
+    if not config.spec.runs_on_ctranslate2:
         raise ValueError(f"CTranslate2 has no spec for {config.backend}'s layers (its description does not list "
                          f"the engine among its runtimes)")
     if config.relative_positions not in ("none", "alibi"):

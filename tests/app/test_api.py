@@ -91,8 +91,20 @@ def test_batch_checks_each_question(client):
     questions = ["What is the units digit of 7?", "what is the units digit of 7?", "seven"]
     body = client.post("/answer", json={"questions": questions}).json
     assert [c["expected"] for c in body["checks"]] == ["7", "7", None]
-    assert [c["in_distribution"] for c in body["checks"]] == [True, False, False]
+    # lower case is answered in the trained wording; what is not the task's form stays as typed
+    assert body["questions"] == ["What is the units digit of 7?", "What is the units digit of 7?", "seven"]
+    assert [c["in_distribution"] for c in body["checks"]] == [True, True, False]
     assert [c["correct"] for c in body["checks"]][:2] == [a == "7" for a in body["answers"][:2]]
+
+
+@pytest.mark.parametrize("typed", ["what is the tens digit of 89,290?", "  What  is the TENS digit of 89290 ? ",
+                                   "WHAT IS THE TENS DIGIT OF 89,290?"])
+def test_wording_variants_are_answered_in_the_trained_form(client, typed):
+    body = client.post("/answer", json={"question": typed, "model": "transformer"}).json
+    direct = client.post("/answer", json={"question": "What is the tens digit of 89290?", "model": "transformer"}).json
+    assert body["question"] == "What is the tens digit of 89290?" and body["submitted"] == typed
+    assert body["answer"] == direct["answer"] and body["check"] == direct["check"]
+    assert body["check"]["expected"] == "9" and body["check"]["in_distribution"] is True
 
 
 def test_default_model_applies(client, app):

@@ -75,8 +75,8 @@ def test_checkpoint_of_the_wrong_backend_is_not_served(tiny_checkpoints, tmp_pat
 def test_one_set_of_serving_defaults_read_from_the_environment():
     """The app, gunicorn.conf.py and the batcher share ServingSettings' defaults; the environment
     overrides them as PLACEVALUE_ variables (JSON or plain strings)."""
-    from app.batching import MicroBatcher
-    from app.settings import ServingSettings
+    from serving.batching import MicroBatcher
+    from serving.settings import ServingSettings
     defaults = ServingSettings()
     assert defaults.runtime == "auto" and defaults.torch_threads == 0
     env = ServingSettings.from_env({"PLACEVALUE_RUNTIME": "torch", "PLACEVALUE_BATCH_MAX": "8",

@@ -66,6 +66,6 @@ def test_softmax_encoder_round_trips_through_a_checkpoint(tmp_path):
 
 def test_the_page_says_which_encoder_a_checkpoint_uses():
     from models.memsizer import configuration
-    assert "encoder: softmax attention with alibi positions (the official translation recipe)" in configuration(
+    assert "encoder: softmax attention (the official translation recipe's encoder; alibi positions are ours" in configuration(
         tiny_config("memsizer", settings={"k": 8, "encoder": "softmax"}, relative_positions="alibi"))
     assert "encoder: MemSizer attention (the official --use-memsizer mode)" in configuration(tiny_config("memsizer"))

@@ -86,7 +86,7 @@ def test_state_sizes_match_the_equations(tokenizer):
 
 
 def reference_memsizer(module: MemSizerAttention, x, pad=None, causal=False):
-    """Loop-based DESIGN.md equations for one MemSizer module, one sequence at a time."""
+    """MemSizer's equations (models/memsizer.py docstring) as loops, one sequence at a time."""
     B, T, d = x.shape
     out = torch.zeros(B, T, d)
     for b in range(B):

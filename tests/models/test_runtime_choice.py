@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import models.runtimes
-from app.catalog import per_place_reliability
-from app.service import QAService
+from serving.catalog import per_place_reliability
+from serving.service import QAService
 from models.runtimes import int8_keeps_accuracy
 from models.runtimes.cpu import int8_kernel
 

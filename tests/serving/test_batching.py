@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from app.batching import MicroBatcher, Overloaded
-from app.service import QAService
+from serving.batching import MicroBatcher, Overloaded
+from serving.service import QAService
 from models.task import generate
 
 
@@ -264,8 +264,8 @@ def test_torch_int8_runtime_quantizes_every_backend_on_the_cpu(tiny_checkpoints,
     finally:
         service.batcher.close()
     # on a GPU host it is refused at start, before any model loads
-    import app.service
-    monkeypatch.setattr(app.service, "resolve_device", lambda choice: torch.device("cuda"))
+    import serving.service
+    monkeypatch.setattr(serving.service, "resolve_device", lambda choice: torch.device("cuda"))
     with pytest.raises(ValueError, match="CPU only"):
         QAService(tiny_checkpoints, runtime="torch-int8", device="cuda")
 
@@ -291,7 +291,7 @@ def test_a_transformer_with_rotary_positions_stays_on_torch_under_the_ctranslate
 
 
 def test_reliability_comes_from_the_serving_runtime_when_it_was_measured():
-    from app.catalog import per_place_reliability
+    from serving.catalog import per_place_reliability
 
     def record(accuracy, total, runtime=None):
         row = {"split": "interpolate", "accuracy": accuracy, "total": total,

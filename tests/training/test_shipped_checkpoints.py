@@ -9,7 +9,8 @@ from models import registry
 from models.checkpoint import load_checkpoint, sha256_file
 from models.task import generate
 from training.evaluate import evaluate_examples
-from training.train import parse_args, recipe_command
+from training.recipe import recipe_command
+from training.train import parse_args
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 

@@ -97,7 +97,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
     answer is one digit + end, so per-micro-batch token means average to the big batch's mean)."""
     examples = generate("train", 16 * 3, seed=11)
     monkeypatch.setattr(train, "training_batch",
-                        lambda seed, rank, index, size, split, balanced_share: examples[index * size:(index + 1) * size])
+                        lambda seed, rank, index, size, split, balanced_share, beyond_share: examples[index * size:(index + 1) * size])
     common = ["--max-steps", "3", "--eval-every", "1000", "--eval-size", "10", "--dropout", "0",
               "--weights-format", "float32", "--lr", "1e-3", "--warmup-steps", "1"]
     big, _, one = run_train(tmp_path, "memsizer", *common, "--batch-size", "16", name="big")

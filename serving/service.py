@@ -1,37 +1,59 @@
 """The question-answering service: every registered backend's checkpoint loaded once per worker,
-each served by the runtime models.runtimes chooses, batched greedy answers, each answer checked
-against the exact place value.
+each served by the runtime models.runtimes chooses. It owns a request: a question is normalised to
+the trained wording, encoded, answered in a batched greedy pass, assessed and checked against the
+exact place value (`respond`, `explain`); the web views only adapt it to JSON or HTML.
 
-This is the only app module that imports torch. Every pass runs on the micro-batcher's one
-dispatcher thread (app/batching.py): questions from concurrent requests share a pass, so
+This is the only serving module that imports torch. Every pass runs on the micro-batcher's one
+dispatcher thread (serving/batching.py): questions from concurrent requests share a pass, so
 gunicorn workers x torch threads bounds the cores in use whatever the number of request
 threads, and the batcher's bounded queue sheds load beyond it.
 """
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from app.batching import MicroBatcher, Overloaded
-from app.catalog import describe_backends, training_balanced_share, training_beyond_share
-from app.metrics import record_pass
-from app.settings import ServingSettings
+from serving.batching import MicroBatcher, Overloaded
+from serving.catalog import describe_backends, training_balanced_share, training_beyond_share
+from serving.settings import ServingSettings
 from models import registry
 from models.attribution import attribute
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.runtimes import check_choice, choose_runtime, kernel_class, resolve_device, timed
-from models.task import Assessment, assess, generate
+from models.task import Assessment, assess, generate, normalise_question
 from models.tokenizer import QuestionError, Tokenizer
-from training.train import recipe_command
+from training.recipe import recipe_command
 
 log = logging.getLogger(__name__)
 EXPLAIN_RETRY_AFTER_S = 2  # an explanation takes about a second or two on two cores
 
 
 class BackendUnavailable(Exception):
-    """The requested backend has no loaded checkpoint."""
+    """The requested backend has no loaded checkpoint (or is not a registered backend)."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"the {name} backend is not loaded: {reason}")
+        self.name = name
+
+
+@dataclass
+class Reply:
+    """One question answered by one backend: as submitted, as the model was asked (the trained
+    wording), the answer, its assessment against the task, and the pass's latency."""
+
+    submitted: str
+    question: str
+    answer: str
+    assessment: Assessment
+    latency_ms: float
+    attribution: dict | None = None
+
+    @property
+    def check(self) -> dict:
+        return self.assessment.check(self.answer)
 
 
 class QAService:
@@ -39,11 +61,13 @@ class QAService:
 
     def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = ServingSettings.device,
                  batching: dict | None = None, runtime: str = ServingSettings.runtime,
-                 explain_concurrency: int = ServingSettings.explain_concurrency):
+                 explain_concurrency: int = ServingSettings.explain_concurrency, on_pass=None):
         """batching: MicroBatcher's settings (max_batch, max_delay_ms, queue_limit, max_wait_ms);
         max_batch 1 runs each request's questions in a pass of their own. runtime: one of
         models.runtimes.CHOICES. explain_concurrency: explanations computed at once (beyond it,
-        Overloaded), so that their gradients cannot starve the answers."""
+        Overloaded), so that their gradients cannot starve the answers. on_pass(name, questions,
+        seconds, cpu_seconds or None) hears of every pass (the app's metrics)."""
+        self.on_pass = on_pass
         if explain_concurrency < 1:
             raise ValueError(f"EXPLAIN_CONCURRENCY must be at least 1, got {explain_concurrency}")
         self._explain_slots = threading.BoundedSemaphore(explain_concurrency)
@@ -89,15 +113,15 @@ class QAService:
         """Whether `name`, or without one every required backend, is loaded."""
         return name in self.models if name else all(n in self.models for n in self.required)
 
-    def encode(self, questions: list) -> list[list[int]]:
+    def encode(self, questions: list, batch: bool = True) -> list[list[int]]:
         """Validate every question once into its token ids; QuestionError names the first bad one
-        by its index."""
+        by its index within a batch."""
         ids = []
         for index, question in enumerate(questions):
             try:
                 ids.append(self.tokenizer.encode(question))
             except QuestionError as err:
-                raise QuestionError(err.code, err.message, index) from None
+                raise QuestionError(err.code, err.message, index if batch else None) from None
         return ids
 
     def run(self, ids: list[list[int]], name: str) -> tuple[list[str], float]:
@@ -105,14 +129,24 @@ class QAService:
         pass they rode in (shared with other requests' questions when the batcher joined them).
         Raises BackendUnavailable, or batching.Overloaded when the queue is full."""
         if name not in self.models:
-            raise BackendUnavailable(self.load_errors.get(name, f"backend {name!r} is not loaded"))
+            raise BackendUnavailable(name, self.load_errors.get(name, f"{name!r} is not a registered backend"))
         answers, latency_ms, _ = self.batcher.submit(name, ids)
         return answers, latency_ms
 
     def answer(self, questions: list[str], name: str) -> tuple[list[str], float]:
-        """Answers for `questions` from one batched greedy pass (possibly shared with other requests'
-        questions), and the pass's latency in ms."""
+        """Answers for `questions` exactly as given, from one batched greedy pass (possibly shared with
+        other requests' questions), and the pass's latency in ms."""
         return self.run(self.encode(questions), name)
+
+    def respond(self, questions: list, name: str, batch: bool = False) -> list[Reply]:
+        """Answer and check questions as people type them: each normalised to the trained wording
+        (models.task.normalise_question), encoded, answered in one batched pass by backend `name`,
+        assessed. Raises QuestionError (with the question's index in a batch), BackendUnavailable
+        or batching.Overloaded."""
+        asked = [self.asked(q) for q in questions]
+        answers, latency_ms = self.run(self.encode(asked, batch), name)
+        return [Reply(submitted, question, answer, self.assess(question, name), latency_ms)
+                for submitted, question, answer in zip(questions, asked, answers)]
 
     @property
     def runtimes(self) -> dict[str, str]:
@@ -121,7 +155,8 @@ class QAService:
 
     def _record_pass(self, name: str, questions: int, seconds: float, cpu_seconds: float) -> None:
         # an engine computes on threads of its own: the dispatcher's CPU time says nothing there
-        record_pass(name, questions, seconds, cpu_seconds if self.runners[name].computes_on_caller else None)
+        if self.on_pass:
+            self.on_pass(name, questions, seconds, cpu_seconds if self.runners[name].computes_on_caller else None)
 
     def _pass(self, name: str, ids: list[list[int]]) -> tuple[list[str], float]:
         """One batched greedy pass; runs only on the batcher's dispatcher thread."""
@@ -130,20 +165,42 @@ class QAService:
             self._dispatcher_threads_set = True
         return timed(self.runners[name], ids)
 
-    def explain(self, question: str, name: str) -> tuple[str, float, dict]:
-        """The served answer to one question, its pass's latency in ms, and per-character attributions
-        of that answer computed on the backend's torch float32 model (models/attribution.py). Raises
-        QuestionError, BackendUnavailable, or batching.Overloaded when every explanation slot is busy."""
-        ids = self.encode([question])
+    def explain(self, question: str, name: str) -> Reply:
+        """The reply to one question with per-character attributions of its answer, computed on the
+        backend's torch float32 model (models/attribution.py). Raises QuestionError,
+        BackendUnavailable, or batching.Overloaded when every explanation slot is busy."""
+        self.encode([self.asked(question)], batch=False)
         if not self._explain_slots.acquire(blocking=False):
             raise Overloaded("every explanation slot is busy", EXPLAIN_RETRY_AFTER_S)
         try:
-            (answer,), latency_ms = self.run(ids, name)
-            attribution = attribute(self.models[name], self.tokenizer, question, answer)
+            reply, = self.respond([question], name)
+            attribution = attribute(self.models[name], self.tokenizer, reply.question, reply.answer)
         finally:
             self._explain_slots.release()
-        return answer, latency_ms, {**attribution, "computed_on": "torch float32",
-                                    "served_by": self.runners[name].name}
+        reply.attribution = {**attribution, "computed_on": "torch float32", "served_by": self.runners[name].name}
+        return reply
+
+    @staticmethod
+    def asked(question):
+        """The wording a question is answered in: the trained form where it can be mapped to it
+        (anything but a string is left for the tokenizer to refuse)."""
+        return normalise_question(question) if isinstance(question, str) else question
+
+    def compare(self, question: str, names, explain: bool = False) -> list[tuple[str, Reply | None, str | None]]:
+        """One question answered (and explained) by each backend of `names` in turn: (name, reply, None),
+        or (name, None, why not) where that backend is unavailable or busy. Raises QuestionError
+        before any backend runs."""
+        self.encode([self.asked(question)], batch=False)
+        outcomes = []
+        for name in names:
+            try:
+                reply = self.explain(question, name) if explain else self.respond([question], name)[0]
+                outcomes.append((name, reply, None))
+            except BackendUnavailable as err:
+                outcomes.append((name, None, f"{str(err)[:1].upper()}{str(err)[1:]}"))
+            except Overloaded as err:
+                outcomes.append((name, None, f"{name} is busy: {err}. Try again in {err.retry_after} s."))
+        return outcomes
 
     def assess(self, question: str, name: str) -> Assessment:
         """The exact answer and the out-of-distribution reasons for the backend's own training mix."""

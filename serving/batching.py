@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from app.settings import ServingSettings
+from serving.settings import ServingSettings
 
 
 class Overloaded(Exception):

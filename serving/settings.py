@@ -23,7 +23,7 @@ class ServingSettings:
     required_models: str = ""  # comma-separated backends /readyz waits for; empty: every shipped one
     device: str = "auto"  # auto: the GPU when torch sees one, else the CPU
     runtime: str = "auto"  # one of models.runtimes.CHOICES
-    # cross-request micro-batching (app/batching.py): questions per pass (1: each request alone), the
+    # cross-request micro-batching (serving/batching.py): questions per pass (1: each request alone), the
     # longest a pass waits for more requests, whether it stops waiting once as many requests wait as
     # it had callers last time, the queue bound beyond which requests get 503, and how long a request
     # may wait for its pass to start before it gets 503

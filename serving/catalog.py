@@ -4,7 +4,7 @@ from models import registry
 from models.config import LEGACY_DEFAULTS, ModelConfig
 from models.runtimes import LABELS, evaluation_split
 from models.task import PLACE_NAMES
-from training.train import recipe_command
+from training.recipe import recipe_command
 
 # the evaluations the page and /models show per place, in this order ("train": the training distribution)
 RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
