@@ -63,13 +63,16 @@ class Cell:
 
 
 def attribution_cells(attribution: dict) -> list[Cell]:
-    """One cell per question character, shaded by its score relative to the largest |score|
-    (classes, not inline styles: the CSP allows no inline style)."""
-    scores = attribution["scores"]
-    largest = max((abs(s) for s in scores), default=0.0) or 1.0
+    """One cell per question character, shaded by its score relative to the largest |score| (classes,
+    not inline styles: the CSP allows no inline style). Where the method leaves the words out of its
+    sum (Integrated Gradients), their occlusion scores shade them, and the tooltip says which is which."""
+    method = attribution["method"].replace("_", " ")
+    words = attribution.get("word_scores") or [0.0] * len(attribution["scores"])
+    scored = [(s, method) if s or not w else (w, "occlusion") for s, w in zip(attribution["scores"], words)]
+    largest = max((abs(s) for s, _ in scored), default=0.0) or 1.0
     cells = []
-    for character, score in zip(attribution["characters"], scores):
+    for character, (score, source) in zip(attribution["characters"], scored):
         step = round(SHADES * abs(score) / largest)
         shade = "a0" if step == 0 else f"{'p' if score > 0 else 'n'}{step}"
-        cells.append(Cell(character, shade, f"{character!r}: {score:+.3f}"))
+        cells.append(Cell(character, shade, f"{character!r}: {score:+.3f} ({source})"))
     return cells

@@ -1,4 +1,5 @@
 """The OpenAPI 3.1 description of the JSON API, built from the registered backends and the app's limits."""
+from models.attribution import METHODS
 from models.runtimes import RUNTIMES
 from models.tokenizer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
 
@@ -44,19 +45,34 @@ def _schemas(backends, max_batch: int) -> dict:
                                        "attribution": _ref("Attribution")}},
         "Attribution": {
             "type": "object", "additionalProperties": False,
-            "required": ["characters", "scores", "method", "steps", "baseline", "target", "convergence_delta",
-                         "log_probability_difference", "relative_delta", "converged", "computed_on", "served_by"],
-            "description": "Integrated Gradients (Captum) of the answer's log-probability, one score per character",
+            "required": ["characters", "scores", "method", "target", "baseline", "steps", "samples",
+                         "explained_change", "completeness_gap", "complete", "word_scores", "occlusion",
+                         "computed_on", "served_by"],
+            "description": "per-character attributions of the answer by a method valid for the backend",
             "properties": {"characters": {"type": "array", "items": {"type": "string", "minLength": 1,
                                                                      "maxLength": 1}},
-                           "scores": {"type": "array", "items": {"type": "number"}},
-                           "method": {"type": "string", "const": "integrated_gradients"},
-                           "steps": {"type": "integer", "minimum": 1}, "baseline": {"type": "string"},
-                           "target": {"type": "string"}, "convergence_delta": {"type": "number"},
-                           "log_probability_difference": {"type": "number"},
-                           "relative_delta": {"type": "number", "minimum": 0,
-                                              "description": "|convergence delta| / |F(question) - F(baseline)|"},
-                           "converged": {"type": "boolean", "description": "relative delta within 5%"},
+                           "scores": {"type": "array", "items": {"type": "number"},
+                                      "description": "the method's score per character; they add up to "
+                                                     "explained_change within completeness_gap"},
+                           "method": {"type": "string", "enum": list(METHODS),
+                                      "description": "integrated_gradients where gradients see the model, "
+                                                     "shapley_value_sampling where hashing hides it from them"},
+                           "target": {"type": "string"}, "baseline": {"type": "string"},
+                           "steps": {"type": ["integer", "null"], "minimum": 1,
+                                     "description": "Integrated Gradients' steps; null for the other method"},
+                           "samples": {"type": ["integer", "null"], "minimum": 1,
+                                       "description": "Shapley value sampling's permutations; null for the other"},
+                           "explained_change": {"type": "number",
+                                                "description": "the target at the question less at the baseline"},
+                           "completeness_gap": {"type": "number", "minimum": 0,
+                                                "description": "|sum of scores - explained_change| / |explained_change|"},
+                           "complete": {"type": "boolean", "description": "completeness gap within 5%"},
+                           "word_scores": {"type": ["array", "null"], "items": {"type": "number"},
+                                           "description": "the words' occlusion scores where the method leaves "
+                                                          "the words out of its sum (Integrated Gradients)"},
+                           "occlusion": {"type": "array", "items": {"type": "number"},
+                                         "description": "cross-check: the change when each digit or word is "
+                                                        "blanked alone, spread over its characters"},
                            "computed_on": {"type": "string", "description": "always the torch float32 model"},
                            "served_by": {"type": "string", "enum": list(RUNTIMES),
                                          "description": "the runtime that produced the answer"}}},

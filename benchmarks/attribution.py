@@ -1,88 +1,93 @@
-"""Which digit each shipped backend reads: Integrated Gradients (models/attribution.py) of each answer
-on fresh interpolate and extrapolate questions.
+"""Which digit each shipped backend reads: the explanation of each answer (models/attribution.py: the
+method valid for the backend) on fresh interpolate and extrapolate questions.
 
-    python -m benchmarks.attribution [--questions 500] [--steps 32]
+    python -m benchmarks.attribution [--questions 500]
 
-For each question, among the characters of its number, the digit with the largest attribution is
-"the digit read"; the study counts how often that is the digit at the asked place, for right and
-wrong answers apart, and per place name on the extrapolate split with the most common offset of
-the digit read instead (+1: one place higher, e.g. the hundreds digit for a tens question).
-Attributions use the stored checkpoint in float32 at a fixed number of steps, batched; the median
-relative convergence delta says how far each backend's integrals can be trusted.
+For each question, the number's digit with the largest score is "the digit read", told by its
+position: the asked digit itself, another digit of the same value as the asked one (a copy: reading
+it gives the same answer, so only its position tells it apart), or another digit. Shares come with
+Wilson 95% intervals, for right and wrong answers apart, and per place name on the extrapolate split.
+Each backend also reports its median completeness gap and how far the method agrees with occluding
+each digit alone (Spearman rank correlation over the number's digits, median over questions).
 """
 import argparse
 import json
+import math
 import statistics
-from collections import Counter
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import RESULTS, environment, finish_figure, save
 from models import registry
-from models.attribution import attribute_batch
+from models.attribution import explain, features
 from models.checkpoint import load_checkpoint
 from models.task import PLACE_NAMES, generate, place_of
 from training.evaluate import predict
 
 MODULE = "benchmarks.attribution"
 SEEDS = {"interpolate": 5101, "extrapolate": 5102}
+READINGS = ("asked", "copy", "other")
 
 
-def read_digit(question: str, scores: list[float]) -> tuple[int, int]:
-    """(place asked, place read) counted from the number's units digit (1 = units): the read one is
-    the number's digit with the largest attribution."""
-    number_end = question.rindex("?")
-    number_start = question.rindex(" ", 0, number_end) + 1
-    digits = range(number_start, number_end)
-    asked = PLACE_NAMES.index(place_of(question)) + 1
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score 95% interval of a share (None for no observations)."""
+    if not n:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def read_digit(question: str, scores: list[float]) -> str:
+    """Which digit has the largest score among the number's digits: READINGS."""
+    digits, _ = features(question)
+    asked = digits[len(digits) - (PLACE_NAMES.index(place_of(question)) + 1)]
     read = max(digits, key=lambda i: scores[i])
-    return asked, number_end - read
+    return "asked" if read == asked else "copy" if question[read] == question[asked] else "other"
 
 
-def summarise(rows: list[dict]) -> dict:
-    def share(group):
-        return {"count": len(group),
-                "reads_asked_digit": sum(r["asked"] == r["read"] for r in group) / len(group) if group else None}
-    return {"right": share([r for r in rows if r["right"]]), "wrong": share([r for r in rows if not r["right"]])}
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = (torch.tensor(v).argsort().argsort().double() for v in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp(min=1e-12))
 
 
-def per_place(rows: list[dict]) -> dict:
-    out = {}
-    for place in PLACE_NAMES:
-        group = [r for r in rows if r["place"] == place]
-        if group:
-            offsets = Counter(r["read"] - r["asked"] for r in group if r["read"] != r["asked"])
-            out[place] = {"count": len(group), "accuracy": sum(r["right"] for r in group) / len(group),
-                          "reads_asked_digit": sum(r["read"] == r["asked"] for r in group) / len(group),
-                          "most_common_offset": offsets.most_common(1)[0][0] if offsets else None}
-    return out
+def shares(rows: list[dict]) -> dict:
+    """Per reading: its share of the rows and the share's interval."""
+    return {"count": len(rows), **{reading: {"share": sum(r["read"] == reading for r in rows) / len(rows) if rows else None,
+                                              "interval": wilson(sum(r["read"] == reading for r in rows), len(rows))}
+                                   for reading in READINGS}}
 
 
-def study(name: str, checkpoints: str, questions: int, steps: int, batch: int) -> dict:
+def study(name: str, checkpoints: str, questions: int) -> dict:
     model, tokenizer, _ = load_checkpoint(f"{checkpoints}/{name}")
-    result = {"deltas": []}
+    result, gaps, agreement = {}, [], []
     for split, seed in SEEDS.items():
-        examples = generate(split, questions, seed=seed)
-        asked = [q for q, _ in examples]
-        answers = predict(model, tokenizer, asked)
+        examples = [(q, a) for q, a in generate(split, questions, seed=seed)]
+        answers = predict(model, tokenizer, [q for q, _ in examples])
         rows = []
-        order = sorted(range(len(asked)), key=lambda i: len(asked[i]))  # similar lengths share a batch
-        for start in range(0, len(order), batch):
-            chunk = order[start:start + batch]
-            for i, attribution in zip(chunk, attribute_batch(model, tokenizer, [asked[i] for i in chunk],
-                                                             [answers[i] for i in chunk], steps)):
-                place_asked, place_read = read_digit(asked[i], attribution["scores"])
-                rows.append({"place": place_of(asked[i]), "asked": place_asked, "read": place_read,
-                             "right": answers[i] == examples[i][1]})
-                result["deltas"].append(attribution["relative_delta"])
-        result[split] = summarise(rows)
+        for (question, expected), answer in zip(examples, answers):
+            explanation = explain(model, tokenizer, question, answer[:1] or "0")
+            digits, _ = features(question)
+            gaps.append(explanation["completeness_gap"])
+            if len(digits) > 2:
+                agreement.append(spearman([explanation["scores"][i] for i in digits],
+                                          [explanation["occlusion"][i] for i in digits]))
+            rows.append({"place": place_of(question), "read": read_digit(question, explanation["scores"]),
+                         "right": answer == expected})
+        result[split] = {"right": shares([r for r in rows if r["right"]]),
+                         "wrong": shares([r for r in rows if not r["right"]])}
         if split == "extrapolate":
-            result["extrapolate_per_place"] = per_place(rows)
-        print(f"{name} {split}: reads the asked digit in {result[split]['right']['reads_asked_digit']:.0%} of right "
-              f"answers ({result[split]['right']['count']}), {result[split]['wrong']['reads_asked_digit'] or 0:.0%} of "
-              f"wrong ones ({result[split]['wrong']['count']})", flush=True)
-    result["median_relative_delta"] = statistics.median(result.pop("deltas"))
+            result["extrapolate_per_place"] = {place: shares([r for r in rows if r["place"] == place])
+                                               for place in PLACE_NAMES if any(r["place"] == place for r in rows)}
+        right = result[split]["right"]
+        print(f"{name} {split}: the asked digit on top in {right['asked']['share']:.0%} of right answers "
+              f"({right['count']}), a copy in {right['copy']['share']:.0%}", flush=True)
+    result["method"] = explanation["method"]
+    result["median_completeness_gap"] = statistics.median(gaps)
+    result["median_agreement_with_occlusion"] = statistics.median(agreement)
     return result
 
 
@@ -95,31 +100,31 @@ def plot(result, path):
     groups = [("interpolate", "right"), ("extrapolate", "right"), ("extrapolate", "wrong")]
     width = 0.8 / len(groups)
     for g, (split, kind) in enumerate(groups):
-        left.bar([i + g * width for i in range(len(names))],
-                 [result["backends"][n][split][kind]["reads_asked_digit"] or 0 for n in names], width,
-                 label=f"{split}, {kind} answers")
+        cells = [result["backends"][n][split][kind]["asked"] for n in names]
+        low = [c["share"] - c["interval"][0] if c["interval"] else 0 for c in cells]
+        high = [c["interval"][1] - c["share"] if c["interval"] else 0 for c in cells]
+        left.bar([i + g * width for i in range(len(names))], [c["share"] or 0 for c in cells], width,
+                 yerr=[low, high], capsize=2, label=f"{split}, {kind} answers")
     left.set_xticks([i + width for i in range(len(names))], [registry.get(n).display_name for n in names])
-    left.set_ylabel("share reading the asked digit")
+    left.set_ylabel("asked digit scored highest (95% interval)")
     left.set_ylim(0, 1)
     left.legend(fontsize=8)
     for n in names:
         places = result["backends"][n]["extrapolate_per_place"]
-        right.plot(range(len(places)), [p["reads_asked_digit"] for p in places.values()], marker="o",
+        right.plot(range(len(places)), [p["asked"]["share"] for p in places.values()], marker="o",
                    label=registry.get(n).display_name)
         right.set_xticks(range(len(places)), list(places), rotation=35, ha="right", fontsize=8)
-    right.set_ylabel("extrapolate: share reading the asked digit")
+    right.set_ylabel("extrapolate: asked digit scored highest")
     right.set_ylim(0, 1.02)
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    finish_figure(fig, "Which digit each backend reads (Integrated Gradients)", result["environment"], path)
+    finish_figure(fig, "Which digit each backend reads (its valid attribution method)", result["environment"], path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=500, help="per split and backend")
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16, help="questions attributed together")
     parser.add_argument("--checkpoints", default="checkpoints")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--backends", default=None, help="comma-separated (default: every shipped backend); "
@@ -131,10 +136,9 @@ def main(argv=None):
     backends = args.backends.split(",") if args.backends else [b.name for b in registry.backends() if b.shipped]
     out = Path(args.out or RESULTS)
     earlier = json.loads((out / "attribution_cpu.json").read_text()) if (out / "attribution_cpu.json").exists() else {}
-    kept = (earlier.get("backends", {}) if (earlier.get("questions"), earlier.get("steps")) ==
-            (args.questions, args.steps) else {})
-    measured = {name: study(name, args.checkpoints, args.questions, args.steps, args.batch) for name in backends}
-    result = {"environment": environment("cpu", MODULE, argv), "questions": args.questions, "steps": args.steps,
+    kept = earlier.get("backends", {}) if (earlier.get("questions"), earlier.get("version")) == (args.questions, 2) else {}
+    measured = {name: study(name, args.checkpoints, args.questions) for name in backends}
+    result = {"environment": environment("cpu", MODULE, argv), "questions": args.questions, "version": 2,
               "backends": {n: measured.get(n, kept.get(n)) for n in registry.names() if n in measured or n in kept}}
     path = save("attribution_cpu", result, out)
     plot(result, path.with_suffix(".png"))

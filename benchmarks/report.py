@@ -279,16 +279,25 @@ def attribution_table() -> str:
     data = load("attribution_cpu")
     if not data:
         return missing("python -m benchmarks.attribution")
+    if data.get("version") != 2:
+        return missing("python -m benchmarks.attribution")
+
+    def cell(group: dict, reading: str) -> str:
+        if not group["count"]:
+            return "- (none)"
+        share, (low, high) = group[reading]["share"], group[reading]["interval"]
+        return f"{share:.0%} [{low:.0%}-{high:.0%}] of {group['count']}"
+
     rows = []
     for name, by_split in data["backends"].items():
-        cells = []
-        for split in ("interpolate", "extrapolate"):
-            s = by_split[split]
-            cells += [percent(s["right"]["reads_asked_digit"]), percent(s["wrong"]["reads_asked_digit"])
-                      if s["wrong"]["count"] else "- (none wrong)"]
-        rows.append([display(name), *cells, f"{by_split['median_relative_delta']:.1%}"])
-    return (table(["backend", "interpolate: right answers", "interpolate: wrong answers", "extrapolate: right answers",
-                   "extrapolate: wrong answers", "median |delta| / |sum|"], rows)
+        cells = [cell(by_split[split][kind], reading) for split, kind, reading in (
+            ("interpolate", "right", "asked"), ("extrapolate", "right", "asked"), ("extrapolate", "right", "copy"),
+            ("extrapolate", "wrong", "asked"), ("extrapolate", "wrong", "copy"))]
+        rows.append([display(name), by_split["method"].replace("_", " "), *cells,
+                     f"{by_split['median_completeness_gap']:.2%}", f"{by_split['median_agreement_with_occlusion']:+.2f}"])
+    return (table(["backend", "method", "interpolate, right: asked digit on top", "extrapolate, right: asked digit",
+                   "extrapolate, right: a copy of it", "extrapolate, wrong: asked digit", "extrapolate, wrong: a copy",
+                   "median completeness gap", "agreement with occlusion (median Spearman)"], rows)
             + "\n\n![which digit each backend reads](results/attribution_cpu.png)\n\n" + measured(data))
 
 

@@ -1,93 +1,146 @@
-"""Which characters of a question an answer relied on: Integrated Gradients (Sundararajan et al.,
-ICML 2017, "Axiomatic Attribution for Deep Networks") through Captum, the same way for every backend.
+"""Which parts of a question an answer relied on, by a method valid for the backend (Captum).
 
-The attributed quantity is the log-probability of the answer and its end under teacher forcing,
-log p(answer, eos | question), as a function of the question's token embeddings. The baseline
-replaces every character's token embedding by the space character's and keeps everything else:
-positions, digit places, the padding mask. Not the padding token's zero vector: where no absolute
-position is added (ALiBi), a zero input makes the first LayerNorm jump at the path's start (LN is
-scale-invariant, so every point but the baseline looks like the question itself). A character's
-score is the sum of its embedding's attributions; by IG's completeness the scores add up to
-F(question) - F(baseline), and Captum's convergence delta is how far the integral's approximation
-misses that. The steps double from STEPS until the delta is within DELTA_TARGET of that
-difference or MAX_STEPS is reached; the result says which. Hash codes (MemoryFormer) are
-piecewise constant, so their jumps are invisible to gradients and its deltas stay large. Gradients
-need the torch float32 model, whatever runtime serves the answers.
+The explained quantity is the answer's centred logit at the first answer position: log p(answer)
+minus the mean of log p(d) over the ten digits d. Unlike log p(answer) it does not saturate near
+certainty, and blending the question along a path does not make it swing to other digits' answers.
+The parts of a question are its features: each digit of the number alone, and each other word
+(a run of non-space characters). A blanked feature has every character's token embedding replaced
+by the space's; positions, digit places and the padding mask are kept.
+
+- Integrated Gradients (Sundararajan et al., ICML 2017) for backends whose output gradients see
+  (Backend.differentiable): the path runs from the question with the number's digits blanked to
+  the question itself, so each digit gets a score and the scores add up, by completeness, to the
+  change they explain; the steps double from STEPS until the integral misses by at most
+  COMPLETENESS_TARGET or MAX_STEPS is reached. The words are scored by occlusion in one batched
+  pass (the change when that word alone is blanked), reported apart: they are not part of the sum.
+- Shapley value sampling (Strumbelj & Kononenko, 2010) for backends gradients cannot see through
+  (MemoryFormer's sign hashes are piecewise constant: bisecting its path leaves jumps that no
+  gradient shows). Every feature, digits and words, is a player; along each sampled permutation the
+  marginal contributions add up exactly to F(question) - F(every feature blanked), so the scores are
+  complete whatever the number of samples. Gradient-free: it needs only forward passes.
+
+Both are computed on the torch float32 model, whatever runtime serves the answers. Every result
+names its method, target and baseline, the change it explains and its completeness gap.
 """
+import re
+
 import torch
-from captum.attr import IntegratedGradients
+from captum.attr import IntegratedGradients, ShapleyValueSampling
 
-from models.tokenizer import BOS, EOS, PAD, pad_batch
+from models.tokenizer import BOS
 
-METHOD = "integrated_gradients"
-BASELINE = "every character's token embedding replaced by the space's (positions and digit places kept)"
-TARGET = "log-probability of the answer and its end under teacher forcing"
-STEPS = 32  # Gauss-Legendre points to start with
-MAX_STEPS = 64  # doubling past it costs seconds per question for deltas that stay large (Transformer, MemoryFormer)
-DELTA_TARGET = 0.05  # |delta| / |F(question) - F(baseline)| that counts as converged
+METHODS = ("integrated_gradients", "shapley_value_sampling")
+TARGET = "centred logit of the answer: log p(answer) - mean over the ten digits of log p(digit), first answer position"
+BASELINES = {"integrated_gradients": "the number's digits blanked (their token embeddings replaced by the space's; "
+                                     "positions and digit places kept)",
+             "shapley_value_sampling": "every digit and word blanked (token embeddings replaced by the space's; "
+                                       "positions and digit places kept)"}
+STEPS = 16  # Gauss-Legendre points to start with (doubled until complete)
+MAX_STEPS = 128
+SAMPLES = 12  # permutations for Shapley value sampling (completeness holds for any number)
+COMPLETENESS_TARGET = 0.05  # |sum of scores - explained change| / |explained change| that counts as complete
+_WORD = re.compile(r"\S+")
 
 
-def answer_log_probability(model, src, tgt_in, tgt_out):
-    """A function of token vectors (N, S, d) -> (N,) log p(tgt_out | question), padding of tgt_out not
-    counted; N is a whole number of copies of the batch, as Captum stacks its steps."""
+def features(question: str) -> tuple[list[int], list[list[int]]]:
+    """The question's features as character positions: the digits of its number (its last run of
+    digits), each a feature alone, and the words (every other run of non-space characters)."""
+    numbers = list(re.finditer(r"\d+", question))
+    digits = list(range(numbers[-1].start(), numbers[-1].end())) if numbers else []
+    words = [[i for i in range(w.start(), w.end()) if i not in digits] for w in _WORD.finditer(question)]
+    return digits, [w for w in words if w]
+
+
+def centred_logit(model, src, answer_id: int, digit_ids: list[int]):
+    """A function of token vectors (N, S, d) -> (N,): the answer's centred logit (module docstring);
+    N is a whole number of copies of the question, as Captum stacks its steps."""
     def forward(token_vectors):
-        repeat = token_vectors.shape[0] // src.shape[0]
-        memory, pad = model.encode(src.repeat(repeat, 1), token_vectors)
-        targets = tgt_out.repeat(repeat, 1)
-        logits = model.decode(tgt_in.repeat(repeat, 1), memory, pad).float()
-        picked = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
-        return picked.masked_fill(targets == PAD, 0.0).sum(-1)
+        n = token_vectors.shape[0]
+        memory, pad = model.encode(src.expand(n, -1), token_vectors)
+        log_p = model.decode(torch.full((n, 1), BOS, device=src.device), memory, pad)[:, 0].float().log_softmax(-1)
+        return log_p[:, answer_id] - log_p[:, digit_ids].mean(-1)
     return forward
 
 
-def attribute_batch(model, tokenizer, questions: list[str], answers: list[str], steps: int = STEPS,
-                    internal_batch_size: int = 256) -> list[dict]:
-    """attribute() for many questions at a fixed number of steps (no doubling): for studies."""
-    device = next(model.parameters()).device
-    src = tokenizer.batch_questions(questions).to(device)
-    tgt = pad_batch([[BOS, *(tokenizer.stoi[c] for c in answer), EOS] for answer in answers]).to(device)
-    model.eval()
-    with torch.enable_grad():
-        inputs = model.embed(src).detach()
-        baseline = model.embed(torch.full_like(src, tokenizer.stoi[" "])).detach()
-        forward = answer_log_probability(model, src, tgt[:, :-1], tgt[:, 1:])
-        with torch.no_grad():
-            differences = (forward(inputs) - forward(baseline)).tolist()
-        attributions, deltas = IntegratedGradients(forward).attribute(
-            inputs, baselines=baseline, n_steps=steps, return_convergence_delta=True,
-            internal_batch_size=internal_batch_size)
-    scores = attributions.sum(-1).tolist()
-    return [{"characters": list(q), "scores": row[:len(q)], "convergence_delta": float(delta),
-             "log_probability_difference": difference,
-             "relative_delta": abs(float(delta)) / max(abs(difference), 1e-6)}
-            for q, row, delta, difference in zip(questions, scores, deltas, differences)]
+def _blanked(inputs, space, positions):
+    """The token vectors with the characters at `positions` blanked."""
+    out = inputs.clone()
+    out[:, positions] = space[:, positions]
+    return out
 
 
-def attribute(model, tokenizer, question: str, answer: str, steps: int = STEPS, max_steps: int = MAX_STEPS) -> dict:
-    """Per-character Integrated Gradients of log p(answer | question) for one question."""
+def _occlusion(forward, inputs, space, groups, length) -> list[float]:
+    """Per character: F(question) - F(question with its feature blanked alone), in one batched pass."""
+    with torch.no_grad():
+        full = forward(inputs)
+        batch = torch.cat([_blanked(inputs, space, group) for group in groups])
+        changes = (full - forward(batch)).tolist()
+    scores = [0.0] * length
+    for group, change in zip(groups, changes):
+        for i in group:
+            scores[i] = change / len(group)
+    return scores
+
+
+def _integrated_gradients(forward, inputs, space, digits, steps, max_steps):
+    baseline = _blanked(inputs, space, digits)
+    with torch.no_grad():
+        change = float(forward(inputs) - forward(baseline))
+    ig = IntegratedGradients(forward)
+    while True:
+        attributions = ig.attribute(inputs, baselines=baseline, n_steps=steps, internal_batch_size=64)
+        scores = attributions.sum(-1)[0]
+        gap = abs(float(scores.sum()) - change) / max(abs(change), 1e-6)
+        if gap <= COMPLETENESS_TARGET or steps * 2 > max_steps:
+            return scores.tolist(), change, gap, steps
+        steps *= 2
+
+
+def _shapley(forward, inputs, space, groups, samples):
+    mask = torch.zeros(inputs.shape[:2], dtype=torch.long, device=inputs.device)  # spaces: feature 0, no effect
+    for index, group in enumerate(groups, start=1):
+        mask[0, group] = index
+    baseline = _blanked(inputs, space, [i for g in groups for i in g])
+    with torch.no_grad():
+        change = float(forward(inputs) - forward(baseline))
+    attributions = ShapleyValueSampling(forward).attribute(
+        inputs, baselines=baseline, feature_mask=mask[..., None], n_samples=samples,
+        perturbations_per_eval=len(groups) + 1)
+    # Captum gives every element of a feature the feature's whole value: spread it over its characters
+    sizes = torch.bincount(mask[0], minlength=len(groups) + 1)
+    scores = attributions[0, :, 0] / sizes[mask[0]]
+    return scores.tolist(), change, abs(float(scores.sum()) - change) / max(abs(change), 1e-6), samples
+
+
+def explain(model, tokenizer, question: str, answer: str, steps: int = STEPS, max_steps: int = MAX_STEPS,
+            samples: int = SAMPLES) -> dict:
+    """Per-character attributions of the answer to one question, by the backend's valid method."""
     device = next(model.parameters()).device
     src = tokenizer.batch_questions([question]).to(device)
-    target = [BOS, *(tokenizer.stoi[c] for c in answer), EOS]  # the answer came from the model: in the charset
-    tgt = torch.tensor([target], device=device)
+    answer_id = tokenizer.stoi[answer[:1] or " "]  # answers are one digit; a served answer is in the charset
+    forward = centred_logit(model, src, answer_id, [tokenizer.stoi[d] for d in "0123456789"])
+    digits, words = features(question)
+    groups = [[i] for i in digits] + words
+    method = METHODS[0] if model.config.spec.differentiable else METHODS[1]
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
             inputs = model.embed(src).detach()
-            baseline = model.embed(torch.full_like(src, tokenizer.stoi[" "])).detach()
-            forward = answer_log_probability(model, src, tgt[:, :-1], tgt[:, 1:])
-            with torch.no_grad():
-                difference = float(forward(inputs) - forward(baseline))
-            while True:
-                attributions, delta = IntegratedGradients(forward).attribute(
-                    inputs, baselines=baseline, n_steps=steps, return_convergence_delta=True)
-                relative = abs(float(delta)) / max(abs(difference), 1e-6)
-                if relative <= DELTA_TARGET or steps * 2 > max_steps:
-                    break
-                steps *= 2
+            space = model.embed(torch.full_like(src, tokenizer.stoi[" "])).detach()
+            if method == "integrated_gradients":
+                scores, change, gap, effort = _integrated_gradients(forward, inputs, space, digits, steps, max_steps)
+            else:
+                scores, change, gap, effort = _shapley(forward, inputs, space, groups, samples)
+            occlusion = _occlusion(forward, inputs, space, groups, len(question))
     finally:
         model.train(was_training)
-    return {"characters": list(question), "scores": attributions.sum(-1)[0].tolist(), "method": METHOD,
-            "steps": steps, "baseline": BASELINE, "target": TARGET, "convergence_delta": float(delta),
-            "log_probability_difference": difference, "relative_delta": relative,
-            "converged": relative <= DELTA_TARGET}
+    gradients = method == "integrated_gradients"
+    in_words = {i for word in words for i in word}
+    return {"characters": list(question), "scores": scores, "method": method, "target": TARGET,
+            "baseline": BASELINES[method], "steps": effort if gradients else None,
+            "samples": None if gradients else effort, "explained_change": change, "completeness_gap": gap,
+            "complete": gap <= COMPLETENESS_TARGET,
+            # Integrated Gradients leaves the words out of its sum: their occlusion scores, apart
+            "word_scores": [s if i in in_words else 0.0 for i, s in enumerate(occlusion)] if gradients else None,
+            "occlusion": occlusion}

@@ -64,6 +64,9 @@ class Backend:
     # configuration(config) -> one sentence for the page: how a checkpoint's settings build this backend,
     # and where they differ from its authors' defaults
     configuration: Callable[[object], str] = lambda config: ""
+    # whether the output's gradients see the inputs, so gradient attributions (Integrated Gradients)
+    # can explain it; False where piecewise-constant layers (hashing) hide its changes from them
+    differentiable: bool = True
     # whether CTranslate2's Transformer spec expresses its layers exactly, so the engine can serve it
     # (models/runtimes adds its runtimes); every backend runs on torch
     runs_on_ctranslate2: bool = False

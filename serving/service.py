@@ -9,6 +9,7 @@ gunicorn workers x torch threads bounds the cores in use whatever the number of 
 threads, and the batcher's bounded queue sheds load beyond it.
 """
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from serving.batching import MicroBatcher, Overloaded
 from serving.catalog import describe_backends, training_balanced_share, training_beyond_share
 from serving.settings import ServingSettings
 from models import registry
-from models.attribution import attribute
+from models.attribution import explain
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.runtimes import check_choice, choose_runtime, kernel_class, resolve_device, timed
 from models.task import Assessment, assess, generate, normalise_question
@@ -28,7 +29,7 @@ from models.tokenizer import QuestionError, Tokenizer
 from training.recipe import recipe_command
 
 log = logging.getLogger(__name__)
-EXPLAIN_RETRY_AFTER_S = 2  # an explanation takes about a second or two on two cores
+EXPLAIN_SECONDS = 3.0  # an explanation's time before any is measured (1-3 s on two cores, benchmarks/REPORT.md)
 
 
 class BackendUnavailable(Exception):
@@ -71,6 +72,7 @@ class QAService:
         if explain_concurrency < 1:
             raise ValueError(f"EXPLAIN_CONCURRENCY must be at least 1, got {explain_concurrency}")
         self._explain_slots = threading.BoundedSemaphore(explain_concurrency)
+        self._explain_seconds = EXPLAIN_SECONDS
         self.torch_threads = max(1, int(torch_threads))
         torch.set_num_threads(self.torch_threads)
         self._dispatcher_threads_set = False
@@ -171,10 +173,13 @@ class QAService:
         BackendUnavailable, or batching.Overloaded when every explanation slot is busy."""
         self.encode([self.asked(question)], batch=False)
         if not self._explain_slots.acquire(blocking=False):
-            raise Overloaded("every explanation slot is busy", EXPLAIN_RETRY_AFTER_S)
+            raise Overloaded("every explanation slot is busy", max(1, math.ceil(self._explain_seconds)))
         try:
             reply, = self.respond([question], name)
-            attribution = attribute(self.models[name], self.tokenizer, reply.question, reply.answer)
+            started = time.perf_counter()
+            attribution = explain(self.models[name], self.tokenizer, reply.question, reply.answer)
+            # Retry-After for a busy slot: a slot frees in about one explanation's time
+            self._explain_seconds = 0.7 * self._explain_seconds + 0.3 * (time.perf_counter() - started)
         finally:
             self._explain_slots.release()
         reply.attribution = {**attribution, "computed_on": "torch float32", "served_by": self.runners[name].name}

@@ -1,69 +1,64 @@
-"""Integrated Gradients per answer (models/attribution.py) on tiny models of every backend: its defining
-property (completeness) where the model is differentiable, and honest deltas where it is not."""
+"""Explanations (models/attribution.py) on tiny models of every backend: the explained quantity is the
+model's own, the method is the one valid for the backend, and its scores are complete."""
 import pytest
 import torch
 
-from models.attribution import DELTA_TARGET, attribute
-from models.memoryformer import MemoryLayer
-from models.tokenizer import BOS, EOS
+from models import registry
+from models.attribution import COMPLETENESS_TARGET, explain, features
+from models.tokenizer import BOS
 from tests.conftest import BACKENDS, tiny_model
 
 QUESTION = "What is the hundreds digit of 73045?"
 
 
-def log_probability(model, src, answer, tokenizer):
-    """log p(answer, eos | question) from the model's own teacher-forced forward pass."""
-    target = torch.tensor([[BOS, *(tokenizer.stoi[c] for c in answer), EOS]])
+def centred_logit(model, tokenizer, token_vectors, src, answer):
+    """The answer's centred logit from the model's own teacher-forced forward pass."""
     with torch.no_grad():
-        logits, _ = model(src, target[:, :-1])
-    return float(logits.log_softmax(-1).gather(-1, target[:, 1:, None]).sum())
+        memory, pad = model.encode(src, token_vectors)
+        log_p = model.decode(torch.tensor([[BOS]]), memory, pad)[0, 0].log_softmax(-1)
+    return float(log_p[tokenizer.stoi[answer]] - log_p[[tokenizer.stoi[d] for d in "0123456789"]].mean())
+
+
+def test_features_are_the_numbers_digits_and_the_words():
+    digits, words = features("What is the tens digit of 89290?")
+    assert ["".join("What is the tens digit of 89290?"[i] for i in w) for w in words] == \
+        ["What", "is", "the", "tens", "digit", "of", "?"]
+    assert digits == list(range(26, 31))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_scores_add_up_to_the_answers_log_probability_gain_over_the_baseline(backend, tokenizer):
+def test_scores_add_up_to_the_change_they_explain(backend, tokenizer):
     model = tiny_model(backend)
     src = tokenizer.batch_questions([QUESTION])
-    answer = tokenizer.decode(model.generate(src)[0].tolist()) or "0"
-    result = attribute(model, tokenizer, QUESTION, answer)
+    answer = tokenizer.decode(model.generate(src)[0].tolist())[:1] or "0"
+    result = explain(model, tokenizer, QUESTION, answer)
     assert result["characters"] == list(QUESTION) and len(result["scores"]) == len(QUESTION)
-    # the attributed function is the answer's log-probability: at the question itself it equals the
-    # model's own forward pass (a wrong target or layer would not)
+    assert result["method"] == ("integrated_gradients" if registry.get(backend).differentiable
+                                else "shapley_value_sampling")
+    # the explained change is the model's own: the centred logit at the question less at the baseline
+    digits, words = features(QUESTION)
+    blanked = {i for i in digits} | ({i for w in words for i in w} if result["method"] == "shapley_value_sampling"
+                                     else set())
     with torch.no_grad():
-        baseline = model.embed(torch.full_like(src, tokenizer.stoi[" "]))
-    target = torch.tensor([[BOS, *(tokenizer.stoi[c] for c in answer), EOS]])
-    with torch.no_grad():
-        memory, pad = model.encode(src, baseline)
-        at_baseline = float(model.decode(target[:, :-1], memory, pad).log_softmax(-1)
-                            .gather(-1, target[:, 1:, None]).sum())
-    assert result["log_probability_difference"] == pytest.approx(
-        log_probability(model, src, answer, tokenizer) - at_baseline, abs=1e-4)
-    # Captum's delta is exactly what the scores miss of that difference
-    assert sum(result["scores"]) - result["convergence_delta"] == pytest.approx(
-        result["log_probability_difference"], abs=1e-3)
-    hashed = any(isinstance(m, MemoryLayer) for m in model.modules())
-    if not hashed:  # completeness: IG's defining property, within the stated tolerance
-        assert result["converged"] and result["relative_delta"] <= DELTA_TARGET, result["relative_delta"]
-        assert abs(sum(result["scores"]) - result["log_probability_difference"]) <= \
-            DELTA_TARGET * abs(result["log_probability_difference"]) + 1e-4
-
-
-def test_the_asked_digit_matters_to_a_trained_like_answer(tokenizer):
-    """Changing the target changes the attributions: the scores are of this answer, not any answer."""
-    model = tiny_model("memsizer")
-    first, second = (attribute(model, tokenizer, QUESTION, answer)["scores"] for answer in ("0", "7"))
-    assert first != second
+        inputs = model.embed(src)
+        space = model.embed(torch.full_like(src, tokenizer.stoi[" "]))
+        baseline = inputs.clone()
+        baseline[:, sorted(blanked)] = space[:, sorted(blanked)]
+    expected = (centred_logit(model, tokenizer, inputs, src, answer)
+                - centred_logit(model, tokenizer, baseline, src, answer))
+    assert result["explained_change"] == pytest.approx(expected, abs=1e-4)
+    # completeness: the defining property of both methods, within the stated tolerance
+    assert result["complete"] and result["completeness_gap"] <= COMPLETENESS_TARGET, result["completeness_gap"]
+    assert abs(sum(result["scores"]) - expected) <= COMPLETENESS_TARGET * abs(expected) + 1e-4
+    # what the method leaves out scores nothing: Integrated Gradients moves only the digits
+    if result["method"] == "integrated_gradients":
+        assert all(s == 0 for i, s in enumerate(result["scores"]) if i not in digits)
+        assert any(result["word_scores"][i] for w in words for i in w)
     assert model.training is False
 
 
-@pytest.mark.parametrize("backend", ["memsizer", "performer"])
-def test_a_batch_of_questions_is_attributed_as_each_alone(backend, tokenizer):
-    """The study's batched form: padding after a shorter question changes none of its scores."""
-    from models.attribution import attribute_batch
-    model = tiny_model(backend)
-    questions, answers = [QUESTION, "What is the units digit of 7?"], ["3", "7"]
-    batched = attribute_batch(model, tokenizer, questions, answers, steps=32)
-    for question, answer, row in zip(questions, answers, batched):
-        alone = attribute(model, tokenizer, question, answer, steps=32, max_steps=32)
-        assert row["characters"] == list(question)
-        assert row["scores"] == pytest.approx(alone["scores"], abs=1e-4)
-        assert row["convergence_delta"] == pytest.approx(alone["convergence_delta"], abs=1e-4)
+def test_the_scores_are_of_this_answer(tokenizer):
+    """Another target answer, other scores."""
+    model = tiny_model("memsizer")
+    first, second = (explain(model, tokenizer, QUESTION, answer)["scores"] for answer in ("0", "7"))
+    assert first != second
