@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -62,7 +62,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                                help=f"{spec.display_name} only: {field.name} (default {default})")
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's flags: a declarative list, long because every hyperparameter is an option."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=registry.names(), required=True, help="the backend to train")
     add_config_flags(p)
@@ -121,26 +122,43 @@ def parse_args(argv=None):
                    help="train the decoder with SLiM (models/slim.py) in slices of C target positions: the same "
                         "gradients, peak memory set by C instead of the target length (0 = plain back-propagation; "
                         "a backend whose causal state can be rewound, single process, no --compile)")
-    args = p.parse_args(argv)
+    return p
+
+
+def check_recipe(args) -> None:
+    """A ValueError naming the first inconsistent option; fills the defaults that depend on others.
+    The CLI and direct callers of train() share these checks."""
     if args.slim_slice < 0:
-        p.error("--slim-slice must be 0 (off) or a positive slice length")
+        raise ValueError("--slim-slice must be 0 (off) or a positive slice length")
     if args.slim_slice and args.compile:
-        p.error("--slim-slice runs the decoder slice by slice outside torch.compile: drop --compile")
+        raise ValueError("--slim-slice runs the decoder slice by slice outside torch.compile: drop --compile")
     if args.bucket_pool < 1:
-        p.error("--bucket-pool must be at least 1")
+        raise ValueError("--bucket-pool must be at least 1")
     if args.balanced_share + args.beyond_share > 1:
-        p.error("--balanced-share and --beyond-share together exceed the whole batch")
+        raise ValueError("--balanced-share and --beyond-share together exceed the whole batch")
     if args.grad_accum < 1:
-        p.error("--grad-accum must be at least 1")
+        raise ValueError("--grad-accum must be at least 1")
     if args.curriculum_steps < 0:
-        p.error("--curriculum-steps must be 0 (off) or positive")
+        raise ValueError("--curriculum-steps must be 0 (off) or positive")
     if not 0.0 <= args.label_smoothing < 1.0:
-        p.error("--label-smoothing must be in [0, 1)")
-    check_group_size(p, args)
+        raise ValueError("--label-smoothing must be in [0, 1)")
     if args.eval_per_place is None and args.target_metric == "worst-place":
         args.eval_per_place = math.ceil(args.eval_size / len(asked_places(args.eval_split)))
     args.out = args.out or f"checkpoints/{args.model}"
     args.run_dir = args.run_dir or f"runs/{args.model}"
+
+
+def parse_args(argv=None):
+    """The CLI's options, checked; `argv` is kept for the checkpoint's provenance."""
+    p = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    check_group_size(p, args)
+    try:
+        check_recipe(args)
+    except ValueError as err:
+        p.error(str(err))
+    args.argv = argv
     return args
 
 
@@ -212,14 +230,33 @@ def worst_place(result: dict) -> float:
     return min((p["accuracy"] for p in result["per_place"].values()), default=result["accuracy"])
 
 
-def train(args) -> dict:
+@dataclass
+class Run:
+    """Everything one training run holds: the model and optimizer, where it runs, what it evaluates on,
+    and its progress (step, examples, wall time, curve, the moving averages the bar shows)."""
+
+    args: argparse.Namespace
+    model: Seq2Seq
+    optimizer: torch.optim.Optimizer
+    tokenizer: Tokenizer
+    device: torch.device
+    rank: int
+    world: int
+    held_out: list
+    progress: dict
+    ddp: torch.nn.Module = None
+    forward: torch.nn.Module = None
+    autocast: object = None
+
+
+def start_run(args) -> Run:
+    """Build the model and optimizer (resumed from --run-dir with --resume), the DDP wrapper and the held-out set."""
     rank, world, device = setup_distributed(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tokenizer = Tokenizer()
-    config = model_config(args, tokenizer)
-    model = Seq2Seq(config).to(device)
+    model = Seq2Seq(model_config(args, tokenizer)).to(device)
     if args.slim_slice:
         if world > 1:
             raise ValueError("--slim-slice computes gradients outside DDP's hooks: train in one process")
@@ -231,131 +268,175 @@ def train(args) -> dict:
         progress = load_train_state(args.run_dir, model, optimizer, device)
         model.resume_training(progress["step"] * args.grad_accum)
         log.info("resumed from %s at step %d", args.run_dir, progress["step"])
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    # dynamic: question lengths vary per batch; static shapes would recompile for each new length
-    forward = torch.compile(ddp, dynamic=True) if args.compile else ddp
     held_out = (generate_per_place(args.eval_split, args.eval_per_place, seed=HELD_OUT_SEED) if args.eval_per_place
                 else generate(args.eval_split, args.eval_size, seed=HELD_OUT_SEED))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    run = Run(args, model, optimizer, tokenizer, device, rank, world, held_out, progress)
+    run.ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # dynamic: question lengths vary per batch; static shapes would recompile for each new length
+    run.forward = torch.compile(run.ddp, dynamic=True) if args.compile else run.ddp
+    run.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    return run
 
-    start_step, run_start = progress["step"], time.perf_counter()
+
+def batch_for(run: Run, index: int, split: str):
+    """Batch number `index` of this rank's stream (regrouped by length with --bucket-pool)."""
+    a = run.args
+    if a.bucket_pool > 1:
+        return bucketed_batch(a.seed, run.rank, index, a.batch_size, split, a.bucket_pool, a.balanced_share,
+                              a.beyond_share)
+    return training_batch(a.seed, run.rank, index, a.batch_size, split, a.balanced_share, a.beyond_share)
+
+
+def train_step(run: Run, step: int):
+    """One optimizer step over --grad-accum micro-batches; (loss, predictions or None, logits, targets)
+    of the last micro-batch."""
+    a, model = run.args, run.model
+    model.train()
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(step, a)
+    split = curriculum_split(step, a.curriculum_steps, a.split)
+    run.optimizer.zero_grad(set_to_none=True)
+    logits = predicted = None
+    for micro in range(a.grad_accum):
+        # the stream's batch number: unchanged without accumulation
+        src, tgt_in, tgt_out = make_batch(batch_for(run, step * a.grad_accum + micro, split), run.tokenizer, run.device)
+        # DDP all-reduces gradients on every backward; only the last micro-batch needs it
+        syncing = run.world == 1 or micro == a.grad_accum - 1
+        with nullcontext() if syncing else run.ddp.no_sync():
+            if a.slim_slice:
+                loss, predicted = slim_backward(model, src, tgt_in, tgt_out, a.slim_slice, a.label_smoothing,
+                                                1 / a.grad_accum, run.autocast)
+            else:
+                with run.autocast:
+                    logits, loss = run.forward(src, tgt_in, tgt_out, label_smoothing=a.label_smoothing)
+                (loss / a.grad_accum).backward()  # the step's gradient: the mean over micro-batches
+    torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_norm)
+    run.optimizer.step()
+    return loss, predicted, logits, tgt_out
+
+
+def update_averages(run: Run, loss, predicted, logits, tgt_out) -> None:
+    """The moving averages of exact-match accuracy and loss that the bar and the curve show."""
+    progress = run.progress
+    predicted = logits.argmax(-1) if predicted is None else predicted
+    exact = ((predicted == tgt_out) | (tgt_out == PAD)).all(dim=1).float().mean().item()
+    acc, running_loss = progress.get("running_acc"), progress.get("running_loss")
+    progress["running_acc"] = exact if acc is None else 0.9 * acc + 0.1 * exact
+    progress["running_loss"] = loss.item() if running_loss is None else 0.9 * running_loss + 0.1 * loss.item()
+
+
+def evaluate_and_decide(run: Run, step: int) -> bool:
+    """Evaluate on the held-out set (rank 0), add the curve point, and say whether the target is reached."""
+    a, progress = run.args, run.progress
+    if run.rank != 0:
+        return False
+    result = evaluate_examples(run.model, run.tokenizer, run.held_out, device=run.device)
+    progress["curve"].append({"step": step, "examples": progress["examples"],
+                              "wall_seconds": round(progress["wall_seconds"], 2), "loss": progress["running_loss"],
+                              "train_accuracy": progress["running_acc"], "eval_accuracy": result["accuracy"],
+                              "eval_worst_place": worst_place(result), "lr": learning_rate(step - 1, a)})
+    log.info("step %d: held-out accuracy %.4f (worst place %.4f), loss %.4f", step, result["accuracy"],
+             worst_place(result), progress["running_loss"])
+    score = result["accuracy"] if a.target_metric == "accuracy" else worst_place(result)
+    return a.target_accuracy is not None and score >= a.target_accuracy
+
+
+def agreed(run: Run, stop: bool) -> bool:
+    """Every rank takes the same decision, or DDP deadlocks."""
+    if run.world == 1:
+        return stop
+    flag_tensor = torch.tensor([float(stop)], device=run.device)
+    dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
+    return bool(flag_tensor.item())
+
+
+def train(args) -> dict:
+    """Train to --max-steps or the target, saving resumable state every few minutes; then finish()."""
+    check_recipe(args)
+    run = start_run(args)
+    progress = run.progress
+    start_step, run_start, last_save = progress["step"], time.perf_counter(), time.perf_counter()
     wall_before = progress["wall_seconds"]
-    # the displayed/curve loss and accuracy are moving averages: a resumed run continues them
-    last_save, running_acc, running_loss = run_start, progress.get("running_acc"), progress.get("running_loss")
-    bar = tqdm(total=args.max_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc=args.model)
+    bar = tqdm(total=args.max_steps, initial=start_step, disable=run.rank != 0, dynamic_ncols=True, desc=args.model)
     step = start_step
     while step < args.max_steps:
-        model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args)
-        split = curriculum_split(step, args.curriculum_steps, args.split)
-        optimizer.zero_grad(set_to_none=True)
-        for micro in range(args.grad_accum):
-            index = step * args.grad_accum + micro  # the stream's batch number: unchanged without accumulation
-            batch = (bucketed_batch(args.seed, rank, index, args.batch_size, split, args.bucket_pool,
-                                    args.balanced_share, args.beyond_share) if args.bucket_pool > 1
-                     else training_batch(args.seed, rank, index, args.batch_size, split, args.balanced_share,
-                                         args.beyond_share))
-            src, tgt_in, tgt_out = make_batch(batch, tokenizer, device)
-            # DDP all-reduces gradients on every backward; only the last micro-batch needs it
-            syncing = world == 1 or micro == args.grad_accum - 1
-            with nullcontext() if syncing else ddp.no_sync():
-                if args.slim_slice:
-                    loss, predicted = slim_backward(model, src, tgt_in, tgt_out, args.slim_slice,
-                                                    args.label_smoothing, 1 / args.grad_accum, autocast)
-                else:
-                    with autocast:
-                        logits, loss = forward(src, tgt_in, tgt_out, label_smoothing=args.label_smoothing)
-                    (loss / args.grad_accum).backward()  # the step's gradient: the mean over micro-batches
-                    predicted = None  # argmax only when the bar is updated
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
-        optimizer.step()
+        loss, predicted, logits, tgt_out = train_step(run, step)
         step += 1
-        progress["examples"] += args.batch_size * args.grad_accum * world
-
+        progress["examples"] += args.batch_size * args.grad_accum * run.world
+        progress.update(step=step, wall_seconds=wall_before + time.perf_counter() - run_start)
         evaluating = step % args.eval_every == 0 or step == args.max_steps
         if step % 20 == 0 or evaluating:  # syncing with the device every step costs speed
-            predicted = logits.argmax(-1) if predicted is None else predicted
-            exact = ((predicted == tgt_out) | (tgt_out == PAD)).all(dim=1).float().mean().item()
-            running_acc = exact if running_acc is None else 0.9 * running_acc + 0.1 * exact
-            running_loss = loss.item() if running_loss is None else 0.9 * running_loss + 0.1 * loss.item()
-            elapsed = time.perf_counter() - run_start
-            bar.set_postfix(loss=f"{running_loss:.4f}", acc=f"{running_acc:.3f}",
-                            ex_s=f"{(step - start_step) * args.batch_size * args.grad_accum * world / elapsed:.0f}")
+            update_averages(run, loss, predicted, logits, tgt_out)
+            per_second = (step - start_step) * args.batch_size * args.grad_accum * run.world / (
+                time.perf_counter() - run_start)
+            bar.set_postfix(loss=f"{progress['running_loss']:.4f}", acc=f"{progress['running_acc']:.3f}",
+                            ex_s=f"{per_second:.0f}")
             bar.update(step - bar.n)
-        wall = wall_before + time.perf_counter() - run_start
-        progress.update(step=step, wall_seconds=wall, running_acc=running_acc, running_loss=running_loss)
-
-        stop = False
-        if evaluating:
-            if rank == 0:
-                result = evaluate_examples(model, tokenizer, held_out, device=device)
-                progress["curve"].append({"step": step, "examples": progress["examples"], "wall_seconds": round(wall, 2),
-                                          "loss": running_loss, "train_accuracy": running_acc,
-                                          "eval_accuracy": result["accuracy"], "eval_worst_place": worst_place(result),
-                                          "lr": learning_rate(step - 1, args)})
-                log.info("step %d: held-out accuracy %.4f (worst place %.4f), loss %.4f", step, result["accuracy"],
-                         worst_place(result), running_loss)
-                score = result["accuracy"] if args.target_metric == "accuracy" else worst_place(result)
-                stop = args.target_accuracy is not None and score >= args.target_accuracy
+        stop = evaluate_and_decide(run, step) if evaluating else False
         if args.max_minutes is not None and time.perf_counter() - run_start >= args.max_minutes * 60:
             stop = True
-        if world > 1:  # every rank must take the same decision or DDP deadlocks
-            flag = torch.tensor([float(stop)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if rank == 0 and (stop or time.perf_counter() - last_save >= args.save_every_minutes * 60):
-            save_train_state(args.run_dir, model, optimizer, progress)
+        stop = agreed(run, stop)
+        if run.rank == 0 and (stop or time.perf_counter() - last_save >= args.save_every_minutes * 60):
+            save_train_state(args.run_dir, run.model, run.optimizer, progress)
             last_save = time.perf_counter()
         if stop:
             break
     bar.close()
     # DDP's reducer holds gloo work: drop it before finish() destroys the process group, or its
     # destructor can run against a torn-down group at exit ("terminate called without an active exception")
-    del forward, ddp
+    run.forward = run.ddp = None
     gc.collect()
-    return finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, device)
+    return finish(run)
 
 
-def finish(args, model, optimizer, tokenizer, progress, held_out, rank, world, device) -> dict:
+def finish(run: Run) -> dict:
     """Save state and checkpoint, re-evaluate from the stored files, write the report."""
-    digests = [parameters_digest(model)]
-    if world > 1:
-        gathered = [None] * world
+    args, progress = run.args, run.progress
+    digests = [parameters_digest(run.model)]
+    if run.world > 1:
+        gathered = [None] * run.world
         dist.all_gather_object(gathered, digests[0])
         digests = gathered
     report = {}
-    if rank == 0:
-        save_train_state(args.run_dir, model, optimizer, progress)
-        provenance = {"command": shlex.join(["python", "-m", "training.train", *args.argv]), "git_commit": git_commit(),
-                      "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
-                      "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
-                      "world_size": world, "recipe": {k: v for k, v in vars(args).items() if k != "argv"}}
-        config = save_checkpoint(model, args.out, tokenizer, args.weights_format, extra={"provenance": provenance},
-                                 group_size=args.group_size)
-        stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
-        final = evaluate_examples(stored_model, tokenizer, held_out, device=device)
-        final_summary = {"split": args.eval_split.partition("-")[0],
-                         **{k: final[k] for k in ("accuracy", "correct", "total", "per_place")}}
-        config["evaluation"] = {f"held_out_{args.eval_split}": final_summary}
-        write_json(Path(args.out) / CONFIG_FILE, config)
-        report = {"provenance": provenance, "architecture": config["architecture"], "parameters": config["parameters"],
-                  "weights_sha256": config["weights"]["sha256"], "curve": progress["curve"],
-                  "final_accuracy": final["accuracy"], "final_evaluation": final_summary,
-                  "ddp": {"world_size": world, "weights_identical_across_ranks": len(set(digests)) == 1}}
-        write_json(Path(args.run_dir) / "report.json", report)
-        write_json(Path(args.out) / "training_report.json", report)
-        log.info("final held-out accuracy from stored files: %.4f (%d steps)", final["accuracy"], progress["step"])
-    if world > 1:
+    if run.rank == 0:
+        save_train_state(args.run_dir, run.model, run.optimizer, progress)
+        report = write_checkpoint_and_report(run, len(set(digests)) == 1)
+    if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    return report
+
+
+def write_checkpoint_and_report(run: Run, identical_across_ranks: bool) -> dict:
+    """The checkpoint with its provenance, judged from its stored files, and the training report."""
+    args, progress, device = run.args, run.progress, run.device
+    argv = getattr(args, "argv", None) or ["--model", args.model]  # train(args) called without main
+    recipe = {k: v for k, v in vars(args).items() if k != "argv"}
+    provenance = {"command": shlex.join(["python", "-m", "training.train", *argv]), "git_commit": git_commit(),
+                  "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
+                  "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
+                  "world_size": run.world, "recipe": recipe}
+    config = save_checkpoint(run.model, args.out, run.tokenizer, args.weights_format, extra={"provenance": provenance},
+                             group_size=args.group_size)
+    stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory
+    final = evaluate_examples(stored_model, run.tokenizer, run.held_out, device=device)
+    final_summary = {"split": args.eval_split.partition("-")[0],
+                     **{k: final[k] for k in ("accuracy", "correct", "total", "per_place")}}
+    config["evaluation"] = {f"held_out_{args.eval_split}": final_summary}
+    write_json(Path(args.out) / CONFIG_FILE, config)
+    report = {"provenance": provenance, "architecture": config["architecture"], "parameters": config["parameters"],
+              "weights_sha256": config["weights"]["sha256"], "curve": progress["curve"],
+              "final_accuracy": final["accuracy"], "final_evaluation": final_summary,
+              "ddp": {"world_size": run.world, "weights_identical_across_ranks": identical_across_ranks}}
+    write_json(Path(args.run_dir) / "report.json", report)
+    write_json(Path(args.out) / "training_report.json", report)
+    log.info("final held-out accuracy from stored files: %.4f (%d steps)", final["accuracy"], progress["step"])
     return report
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.resume and not (Path(args.run_dir) / STATE_JSON).is_file():
         sys.exit(f"error: --resume given but {args.run_dir} holds no training state")
     train(args)
