@@ -171,6 +171,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a few steps and questions per run")
     p.add_argument("--tiny", action="store_true", help="a tiny model (with --quick: the test suite's)")
     p.add_argument("--out", default=None, help="result name (default comparison_<device>, _quick with --quick)")
+    p.add_argument("--results", default=str(RESULTS), help="folder of the result file and figure")
     args = p.parse_args(argv)
     args.backends, args.levers = args.backends.split(","), args.levers.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -199,8 +200,8 @@ def main(argv=None):
     result = {"environment": env, "size": args.size, "recipe": RECIPE, "sizes": SIZES[args.size],
               "levers": {lever: LEVERS[lever] for lever in args.levers}, "budget": budget,
               "final_sets": {k: len(v) for k, v in sets.items()}, "table": table(runs), "runs": runs}
-    path = save(args.out, result)
-    plot_curves(runs, env, RESULTS / f"{args.out}.png")
+    path = save(args.out, result, args.results)
+    plot_curves(runs, env, path.with_suffix(".png"))
     print(f"wrote {path}")
     for row in result["table"]:
         cells = "  ".join(f"{c} {row[c]['median']:.3f} [{row[c]['min']:.3f}-{row[c]['max']:.3f}]" for c in COLUMNS)

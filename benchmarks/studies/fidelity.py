@@ -2,7 +2,7 @@
 MemSizer attention or softmax attention (with and without ALiBi), as their authors built them,
 measured side by side against what shipped before.
 
-    python -m benchmarks.studies.accuracy_levers --backends memsizer \\
+    python -m benchmarks.studies.accuracy_levers --backends memsizer \\   # (in git history, before benchmarks.comparison)
         --variants memsizer-encoder,softmax-encoder,softmax-encoder-alibi --seeds 0,1 --max-steps 3000 \\
         --work-dir runs/fidelity --name fidelity_memsizer_runs -- --d-model 128 --d-ff 512 --n-heads 4 \\
         --n-encoder-layers 2 --n-decoder-layers 2 --lr 1e-3 --threads 1
@@ -24,12 +24,27 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import STUDY_RESULTS, environment, save
-from benchmarks.studies.accuracy_levers import lever_table
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.task import generate
 from models.tokenizer import MAX_ANSWER_CHARS, pad_batch
 
 MODULE = "benchmarks.studies.fidelity"
+
+
+def lever_table(runs) -> list[dict]:
+    """Per backend and variant (in the order first seen), the median over seeds of the headline numbers."""
+    rows = []
+    for key in dict.fromkeys((r["backend"], r["variant"]) for r in runs):
+        group = [r for r in runs if (r["backend"], r["variant"]) == key]
+        row = {"backend": key[0], "variant": key[1], "seeds": [r["seed"] for r in group]}
+        for name, pick in (("train_worst_place", lambda r: r["train_worst_place"]),
+                           ("train", lambda r: r["train"]["accuracy"]),
+                           ("interpolate", lambda r: r["interpolate"]["accuracy"]),
+                           ("extrapolate", lambda r: r["extrapolate"]["accuracy"])):
+            values = [pick(r) for r in group]
+            row[name] = {"median": statistics.median(values), "per_seed": values}
+        rows.append(row)
+    return rows
 
 
 def serving_costs(checkpoint: Path, repeats: int = 30) -> dict:

@@ -188,3 +188,26 @@ def test_http_load_counts_the_connections_each_worker_holds(tiny_checkpoints):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_comparison_quick_trains_every_backend_alike_and_never_retrains(tmp_path):
+    """--quick: every backend, one shared recipe, two seeds; a second invocation reuses the finished runs."""
+    from benchmarks import comparison
+    argv = ["--quick", "--tiny", "--seeds", "0,1", "--levers", "base", "--work-dir", str(tmp_path / "runs"),
+            "--out", "cmp", "--results", str(tmp_path)]
+    comparison.main(argv)
+    data = json.loads((tmp_path / "cmp.json").read_text())
+    assert [(r["backend"], r["seed"]) for r in data["runs"]] == [(b, s) for s in (0, 1) for b in registry.names()]
+    for run in data["runs"]:  # the same recipe for all: only the backend and the seed differ
+        words = run["command"].split()
+        assert words[words.index("--model") + 1] == run["backend"] and words[words.index("--seed") + 1] == str(run["seed"])
+        assert " ".join(comparison.RECIPE) in run["command"]
+    row = data["table"][0]
+    assert set(comparison.COLUMNS) <= set(row) and row["seeds"] == [0, 1]
+    assert all(row[c]["min"] <= row[c]["median"] <= row[c]["max"] for c in comparison.COLUMNS)
+    reports = sorted((tmp_path / "runs").rglob("report.json"))
+    stamps = [p.stat().st_mtime_ns for p in reports]
+    comparison.main(argv)
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "runs").rglob("report.json"))] == stamps
+    assert (tmp_path / "cmp.png").stat().st_size > 0

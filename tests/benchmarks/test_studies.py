@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.studies import accuracy_levers, anchor_ctranslate2, formulations, int8_kernels, time_to_accuracy
+from benchmarks.studies import anchor_ctranslate2, formulations, int8_kernels
 from models import registry
 from training import train
 
@@ -78,81 +78,3 @@ def test_the_first_performer_formulation_is_the_same_function():
         assert performer.positive_features is formulations.first_positive_features
         assert attention.source_sums.__func__ is formulations.first_source_sums
     assert performer.positive_features is current and attention.source_sums.__func__ is type(attention).source_sums
-
-
-def test_time_to_accuracy_tiny(tmp_path):
-    time_to_accuracy.main(["--variants", "default", "--max-steps", "4", "--eval-every", "2", "--eval-size", "5",
-                           "--device", "cpu", "--name", "tta", "--out", str(tmp_path), "--",
-                           "--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", 
-                           "--n-decoder-layers", "1"])
-    runs = json.loads((tmp_path / "tta.json").read_text())["runs"]
-    assert [r["backend"] for r in runs] == list(registry.names()) and len(runs[0]["curve"]) == 2
-
-
-def test_time_to_accuracy_lever_study_over_seeds_resumes_from_its_work_dir(tmp_path):
-    tiny = ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", "--n-decoder-layers", "1"]
-    study = ["--variants", "default,label-smoothing", "--seeds", "0,1", "--backends", "memsizer", "--jobs", "2",
-             "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--target", "0", "--device", "cpu",
-             "--work-dir", str(tmp_path / "runs"), "--name", "study", "--out", str(tmp_path), "--", *tiny]
-    time_to_accuracy.main(study)
-    result = json.loads((tmp_path / "study.json").read_text())
-    assert [(r["variant"], r["seed"]) for r in result["runs"]] == [("default", 0), ("default", 1),
-                                                                    ("label-smoothing", 0), ("label-smoothing", 1)]
-    assert "--label-smoothing 0.1" in result["runs"][2]["command"] and "--threads 1" in result["runs"][0]["command"]
-    assert [(row["variant"], row["seeds"], row["median_steps"], row["reached"]) for row in result["levers"]] == [
-        ("default", [0, 1], 2, 2), ("label-smoothing", [0, 1], 2, 2)]
-    assert result["variant_options"] == {"default": [], "label-smoothing": ["--label-smoothing", "0.1"]}
-    assert (tmp_path / "study.png").stat().st_size > 0
-    reports = sorted((tmp_path / "runs").glob("*/report.json"))
-    assert len(reports) == 4
-    stamps = [p.stat().st_mtime_ns for p in reports]
-    time_to_accuracy.main(study)  # everything finished: nothing is trained again
-    assert [p.stat().st_mtime_ns for p in reports] == stamps
-    with pytest.raises(SystemExit):
-        time_to_accuracy.main(["--variants", "default,warp-speed", "--out", str(tmp_path)])
-
-
-def test_accuracy_levers_skips_what_a_backend_cannot_train_and_merges_later_invocations(tmp_path):
-    tiny = ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", "--n-decoder-layers", "1",
-            "--threads", "1"]
-    common = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--eval-per-place", "1", "--per-place", "2",
-              "--size", "5", "--device", "cpu", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path),
-              "--name", "levers"]
-    # rotary positions need query-key scores: MemSizer's run of that variant is left out, not failed
-    accuracy_levers.main(["--backends", "memsizer", "--variants", "baseline,rope", *common, "--", *tiny])
-    first = json.loads((tmp_path / "levers.json").read_text())
-    assert [(r["backend"], r["variant"]) for r in first["runs"]] == [("memsizer", "baseline")]
-    accuracy_levers.main(["--backends", "transformer", "--variants", "rope", "--merge", *common, "--", *tiny])
-    merged = json.loads((tmp_path / "levers.json").read_text())
-    assert {(r["backend"], r["variant"]) for r in merged["runs"]} == {("memsizer", "baseline"), ("transformer", "rope")}
-    assert [(row["backend"], row["variant"]) for row in merged["levers"]] == [("transformer", "rope"),
-                                                                               ("memsizer", "baseline")]
-    assert len(merged["commands"]) == 2 and "--merge" in merged["commands"][1]
-    assert set(merged["variant_options"]) == {"baseline", "rope"}
-    # measured once: a later invocation reuses the stored scores of the same weights on the same sets
-    stored = tmp_path / "runs" / "transformer-rope-0" / "final_scores.json"
-    stamp = stored.stat().st_mtime_ns
-    accuracy_levers.main(["--backends", "transformer", "--variants", "rope", "--merge", *common, "--", *tiny])
-    assert stored.stat().st_mtime_ns == stamp
-    assert json.loads((tmp_path / "levers.json").read_text())["runs"] == merged["runs"]
-    with pytest.raises(SystemExit):  # another step budget is not comparable: refused before training
-        accuracy_levers.main(["--backends", "transformer", "--variants", "abacus", "--merge", *common[:-2],
-                              "--name", "levers", "--max-steps", "3", "--", *tiny])
-    assert not (tmp_path / "runs" / "transformer-abacus-0").exists()
-
-
-def test_time_to_accuracy_summarizes_finished_runs(tmp_path):
-    tiny = ["--d-model", "32", "--d-ff", "64", "--n-heads", "4", "--n-encoder-layers", "1", "--n-decoder-layers", "1",
-            "--max-steps", "4", "--eval-every", "2", "--eval-size", "5", "--threads", "1"]
-    for backend in ("transformer", "memsizer"):
-        train.main(["--model", backend, *tiny, "--out", str(tmp_path / backend / "ckpt"),
-                    "--run-dir", str(tmp_path / backend)])
-    time_to_accuracy.main(["--from-runs", f"memsizer:bucketed={tmp_path / 'memsizer'}", f"transformer={tmp_path / 'transformer'}",
-                           "--target", "0", "--note", "shared cores", "--name", "done", "--out", str(tmp_path)])
-    result = json.loads((tmp_path / "done.json").read_text())
-    assert [(r["backend"], r["variant"]) for r in result["runs"]] == [("memsizer", "bucketed"), ("transformer", "default")]
-    assert result["note"] == "shared cores"
-    assert all(r["steps_to_target"] == 2 and r["command"].startswith("python -m training.train") for r in result["runs"])
-    assert (tmp_path / "done.png").stat().st_size > 0
-    with pytest.raises(SystemExit):
-        time_to_accuracy.main(["--from-runs", "softmax=runs/x", "--out", str(tmp_path)])
