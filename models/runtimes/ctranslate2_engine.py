@@ -60,7 +60,8 @@ def source_tokens(ids: list[list[int]], fmt: dict) -> list[list[str]]:
 
 
 def ctranslate2_spec(model):
-    """A CTranslate2 TransformerSpec holding `model`'s weights (a softmax-attention Seq2Seq)."""
+    """A CTranslate2 TransformerSpec holding `model`'s weights (a softmax-attention Seq2Seq). Long because
+    it is a declarative weight map, read top to bottom against the spec's fields."""
     from ctranslate2.specs import common_spec, transformer_spec
 
     config = model.config
