@@ -11,7 +11,7 @@ import tempfile
 
 from serving.settings import GunicornSettings
 
-_settings = GunicornSettings.from_env()
+_settings = GunicornSettings()
 bind = _settings.bind
 workers = _settings.workers
 threads = _settings.threads

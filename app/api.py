@@ -6,12 +6,9 @@ from flask import Blueprint, current_app, g, jsonify, request
 from app.errors import APIError
 from app.metrics import ERRORS, QUESTIONS, mark_server_started, render_metrics, server_readiness
 from app.openapi import openapi_document
+from app.schemas import BatchAnswer, Explanation, RequestError, SingleAnswer, parse_question_request
 
 bp = Blueprint("api", __name__)
-# A misspelt key (say "backend" for "model") would otherwise be answered by the default backend
-# without a word, so every key outside these is refused.
-ANSWER_REQUEST_FIELDS = ("question", "questions", "model")
-EXPLAIN_REQUEST_FIELDS = ("question", "model")  # one question: an explanation costs many passes
 
 
 def service():
@@ -33,54 +30,43 @@ def read_json_body():
         fail(400, "invalid_json", "request body must be a JSON object")
 
 
-def parse_answer_request(fields=ANSWER_REQUEST_FIELDS) -> tuple[list, str, bool]:
-    """(questions, model, is_batch) from the JSON body, or an APIError; `fields` are those allowed."""
-    body = read_json_body()
-    if not isinstance(body, dict):
-        fail(400, "invalid_request", f"request body must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(key for key in body if key not in fields)
-    if unknown:
-        fail(400, "unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; "
-                                   f"a request has {', '.join(map(repr, fields))}")
-    model = body.get("model", current_app.config["DEFAULT_MODEL"])
-    if not isinstance(model, str) or model not in service().backends:
-        fail(400, "unknown_model", f"model must be one of: {', '.join(service().backends)}")
+def parse(batch_allowed: bool = True) -> tuple[list, str, bool]:
+    """(questions, model, is_batch) from the body, as app/schemas.py declares it."""
+    try:
+        questions, model, is_batch = parse_question_request(
+            read_json_body(), service().backends, current_app.config["DEFAULT_MODEL"],
+            current_app.config["MAX_BATCH_QUESTIONS"], batch_allowed)
+    except RequestError as err:
+        fail(400, err.code, err.message)
     g.model = model
-    if ("question" in body) == ("questions" in body):
-        fail(400, "invalid_request", 'give exactly one of "question" (a string) or "questions" (a list)')
-    if "question" in body:
-        return [body["question"]], model, False
-    questions, limit = body["questions"], current_app.config["MAX_BATCH_QUESTIONS"]
-    if not isinstance(questions, list) or not questions:
-        fail(400, "invalid_request", '"questions" must be a non-empty list of strings')
-    if len(questions) > limit:
-        fail(400, "too_many_questions", f"at most {limit} questions per request, got {len(questions)}")
-    return questions, model, True
+    return questions, model, is_batch
+
+
+def answer_of(reply) -> SingleAnswer:
+    return SingleAnswer(answer=reply.answer, check=reply.check, question=reply.question, submitted=reply.submitted,
+                        model=reply.model, latency_ms=round(reply.latency_ms, 3))
 
 
 @bp.post("/answer")
 def answer():
     """Answer one question or a batch with the chosen backend, each answer checked."""
-    questions, model, is_batch = parse_answer_request()
+    questions, model, is_batch = parse()
     replies = service().respond(questions, model, batch=is_batch)
     QUESTIONS.labels(model=model).inc(len(replies))
-    latency_ms = round(replies[0].latency_ms, 3)
-    if is_batch:
-        return jsonify(answers=[r.answer for r in replies], checks=[r.check for r in replies],
-                       questions=[r.question for r in replies], model=model, count=len(replies), latency_ms=latency_ms)
-    reply, = replies
-    return jsonify(answer=reply.answer, check=reply.check, question=reply.question, submitted=reply.submitted,
-                   model=model, latency_ms=latency_ms)
+    if not is_batch:
+        return jsonify(answer_of(replies[0]).model_dump())
+    return jsonify(BatchAnswer(answers=[r.answer for r in replies], checks=[r.check for r in replies],
+                               questions=[r.question for r in replies], model=model, count=len(replies),
+                               latency_ms=round(replies[0].latency_ms, 3)).model_dump())
 
 
 @bp.post("/explain")
 def explain():
     """One question, one backend: the answer, its check, and which characters the answer relied on."""
-    (question,), model, _ = parse_answer_request(EXPLAIN_REQUEST_FIELDS)
+    (question,), model, _ = parse(batch_allowed=False)
     reply = service().explain(question, model)
     QUESTIONS.labels(model=model).inc()
-    return jsonify(answer=reply.answer, check=reply.check, question=reply.question, submitted=reply.submitted,
-                   model=model, latency_ms=round(reply.latency_ms, 3), attribution=reply.attribution)
+    return jsonify(Explanation(**answer_of(reply).model_dump(), attribution=reply.attribution).model_dump())
 
 
 @bp.get("/models")

@@ -15,13 +15,14 @@ gunicorn's gthread worker changes it (an accept, a finished request that closes,
 keep-alive or pending connection): a count left high after its clients hung up would let a
 sibling take every new connection without deferring.
 """
-import os
 import time
 from multiprocessing import RawArray
 
 from gunicorn.workers.gthread import ThreadWorker
 
-ACCEPT_DEFER_S = float(os.environ.get("PLACEVALUE_ACCEPT_DEFER_MS", "1")) / 1000
+from serving.settings import ServingSettings
+
+ACCEPT_DEFER_S = ServingSettings().accept_defer_ms / 1000  # PLACEVALUE_ACCEPT_DEFER_MS
 SLOTS = 256  # more than any worker count; a slot is freed when its worker exits
 FREE = -1
 NOT_ACCEPTING = -2  # claimed, but its worker still loads the app, is full or is stopping

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from serving.settings import ServingSettings
+from serving.settings import DEFAULTS
 
 
 class Overloaded(Exception):
@@ -63,10 +63,10 @@ class MicroBatcher:
     threads; results come back to each job in its items' order. `on_pass(name, questions,
     seconds, cpu_seconds)` hears of every pass that ran (cpu_seconds: the dispatcher thread's)."""
 
-    def __init__(self, run_batch, max_batch: int = ServingSettings.batch_max,
-                 max_delay_ms: float = ServingSettings.batch_delay_ms, queue_limit: int = ServingSettings.queue_limit,
-                 max_wait_ms: float = ServingSettings.queue_max_wait_ms, on_pass=None,
-                 expect_callers: bool = ServingSettings.batch_expect_callers):
+    def __init__(self, run_batch, max_batch: int = DEFAULTS.batch_max,
+                 max_delay_ms: float = DEFAULTS.batch_delay_ms, queue_limit: int = DEFAULTS.queue_limit,
+                 max_wait_ms: float = DEFAULTS.queue_max_wait_ms, on_pass=None,
+                 expect_callers: bool = DEFAULTS.batch_expect_callers):
         if max_batch < 1 or queue_limit < 1 or max_delay_ms < 0 or max_wait_ms <= 0:
             raise ValueError(f"need max_batch >= 1, queue_limit >= 1, max_delay_ms >= 0, max_wait_ms > 0; got "
                              f"{max_batch}, {queue_limit}, {max_delay_ms}, {max_wait_ms}")

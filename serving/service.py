@@ -19,7 +19,7 @@ import torch
 
 from serving.batching import MicroBatcher, Overloaded
 from serving.catalog import describe_backends, training_balanced_share, training_beyond_share
-from serving.settings import ServingSettings
+from serving.settings import DEFAULTS
 from models import registry
 from models.attribution import explain
 from models.checkpoint import CheckpointError, load_checkpoint
@@ -47,6 +47,7 @@ class Reply:
 
     submitted: str
     question: str
+    model: str
     answer: str
     assessment: Assessment
     latency_ms: float
@@ -60,9 +61,9 @@ class Reply:
 class QAService:
     """Answers place-value questions with whichever backends' checkpoints it finds."""
 
-    def __init__(self, checkpoint_dir, torch_threads: int = 1, required=None, device: str = ServingSettings.device,
-                 batching: dict | None = None, runtime: str = ServingSettings.runtime,
-                 explain_concurrency: int = ServingSettings.explain_concurrency, on_pass=None):
+    def __init__(self, checkpoint_dir, torch_threads: int | None = None, required=None, device: str = DEFAULTS.device,
+                 batching: dict | None = None, runtime: str = DEFAULTS.runtime,
+                 explain_concurrency: int = DEFAULTS.explain_concurrency, on_pass=None):
         """batching: MicroBatcher's settings (max_batch, max_delay_ms, queue_limit, max_wait_ms);
         max_batch 1 runs each request's questions in a pass of their own. runtime: one of
         models.runtimes.CHOICES. explain_concurrency: explanations computed at once (beyond it,
@@ -73,7 +74,7 @@ class QAService:
             raise ValueError(f"EXPLAIN_CONCURRENCY must be at least 1, got {explain_concurrency}")
         self._explain_slots = threading.BoundedSemaphore(explain_concurrency)
         self._explain_seconds = EXPLAIN_SECONDS
-        self.torch_threads = max(1, int(torch_threads))
+        self.torch_threads = max(1, int(torch_threads or DEFAULTS.threads_per_worker()))
         torch.set_num_threads(self.torch_threads)
         self._dispatcher_threads_set = False
         self.device = resolve_device(device)
@@ -147,7 +148,7 @@ class QAService:
         or batching.Overloaded."""
         asked = [self.asked(q) for q in questions]
         answers, latency_ms = self.run(self.encode(asked, batch), name)
-        return [Reply(submitted, question, answer, self.assess(question, name), latency_ms)
+        return [Reply(submitted, question, name, answer, self.assess(question, name), latency_ms)
                 for submitted, question, answer in zip(questions, asked, answers)]
 
     @property

@@ -1,24 +1,27 @@
-"""Serving settings: one dataclass, one set of defaults, read from the environment.
+"""Serving settings: one pydantic-settings class per process kind, one set of defaults, one parser.
 
-The app factory (Flask config keys are the field names in upper case, environment variables the
-same with the PLACEVALUE_ prefix), gunicorn.conf.py (GUNICORN_ variables) and the micro-batcher
-all take their defaults from here.
+ServingSettings: what a serving process runs with. The app factory reads it from Flask config
+(keys are the field names in upper case) after Flask has read PLACEVALUE_ variables; gunicorn's
+worker class and the micro-batcher take their defaults from it. GunicornSettings: gunicorn.conf.py's
+own, from GUNICORN_ variables. Both parse values the same way (pydantic: "true", "yes", "1" are true).
 """
-import json
 import os
-from dataclasses import dataclass, fields
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-@dataclass(frozen=True)
-class ServingSettings:
+class ServingSettings(BaseSettings):
     """What a serving process runs with; see the README's serving section."""
+
+    model_config = SettingsConfigDict(env_prefix="PLACEVALUE_", frozen=True, extra="ignore")
 
     checkpoint_dir: str = "checkpoints"
     default_model: str | None = None  # None: the registry's default backend
     # intra-op threads per worker; 0: the cores divided by the workers, so workers x threads never
     # exceeds the cores (the classic oversubscription of torch under gunicorn)
-    torch_threads: int = 0
-    max_batch_questions: int = 256
+    torch_threads: int = Field(0, ge=0)
+    max_batch_questions: int = Field(256, ge=1)
     max_content_length: int = 64 * 1024  # bytes; Flask answers 413 above it
     required_models: str = ""  # comma-separated backends /readyz waits for; empty: every shipped one
     device: str = "auto"  # auto: the GPU when torch sees one, else the CPU
@@ -37,6 +40,9 @@ class ServingSettings:
     # processes serving the app: gunicorn.conf.py's post_fork hook sets it from the arbiter, so
     # /readyz waits for the workers gunicorn really runs
     server_workers: int = 1
+    # how long a worker holding more connections than a sibling waits before accepting a new one
+    # (app/balanced_worker.py)
+    accept_defer_ms: float = Field(1.0, ge=0)
 
     def threads_per_worker(self) -> int:
         return self.torch_threads or max(1, (os.cpu_count() or 1) // max(1, self.server_workers))
@@ -48,40 +54,36 @@ class ServingSettings:
 
     @classmethod
     def flask_defaults(cls) -> dict:
-        return {f.name.upper(): f.default for f in fields(cls)}
+        return {name.upper(): field.default for name, field in cls.model_fields.items()}
 
     @classmethod
     def from_mapping(cls, mapping) -> "ServingSettings":
-        """From Flask config (upper-case keys); values from the environment arrive as JSON or strings."""
-        values = {}
-        for f in fields(cls):
-            value = mapping.get(f.name.upper(), f.default)
-            kind = type(f.default) if f.default is not None else str
-            if kind is bool and not isinstance(value, bool):
-                if str(value).lower() not in ("1", "0", "true", "false"):
-                    raise ValueError(f"{f.name.upper()} must be true or false, got {value!r}")
-                value = str(value).lower() in ("1", "true")
-            elif value is not None and not isinstance(value, kind):
-                value = kind(value)
-            values[f.name] = value
-        return cls(**values)
+        """From Flask config (upper-case keys, as Flask read them from the environment); a ValueError
+        names the key of the first value that does not parse."""
+        values = {name: mapping[name.upper()] for name in cls.model_fields if name.upper() in mapping}
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"{str(first['loc'][0]).upper()}: {first['msg']} (got {first.get('input')!r})") from None
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> "ServingSettings":
+    def from_env(cls, environ=None) -> "ServingSettings":
+        """From PLACEVALUE_ variables of `environ` (default: this process's environment)."""
+        if environ is None:
+            return cls()
         prefix = "PLACEVALUE_"
-        mapping = {}
-        for key, raw in environ.items():
-            if key.startswith(prefix):
-                try:  # as Flask's from_prefixed_env reads them
-                    mapping[key[len(prefix):]] = json.loads(raw)
-                except ValueError:
-                    mapping[key[len(prefix):]] = raw
-        return cls.from_mapping(mapping)
+        return cls.from_mapping({key[len(prefix):]: value for key, value in environ.items() if key.startswith(prefix)})
 
 
-@dataclass(frozen=True)
-class GunicornSettings:
+# the defaults themselves (no environment read): what a component built without settings runs with
+DEFAULTS = ServingSettings.model_construct()
+
+
+class GunicornSettings(BaseSettings):
     """gunicorn.conf.py's own settings, from GUNICORN_ variables."""
+
+    model_config = SettingsConfigDict(env_prefix="GUNICORN_", frozen=True, extra="ignore")
 
     bind: str = "127.0.0.1:8000"
     workers: int = 2
@@ -95,14 +97,3 @@ class GunicornSettings:
     keepalive: int = 2
     reuse_port: bool = False
     accesslog: str = "-"  # empty: no access log
-
-    @classmethod
-    def from_env(cls, environ=os.environ) -> "GunicornSettings":
-        values = {}
-        for f in fields(cls):
-            raw = environ.get(f"GUNICORN_{f.name.upper()}")
-            if raw is None:
-                continue
-            kind = type(f.default)
-            values[f.name] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
-        return cls(**values)

@@ -26,7 +26,7 @@ def test_batching_expectation_comes_from_the_environment(tiny_checkpoints, monke
 
 def test_a_batching_expectation_that_is_not_a_boolean_is_refused(tiny_checkpoints, monkeypatch):
     monkeypatch.setenv("PLACEVALUE_BATCH_EXPECT_CALLERS", "sometimes")
-    with pytest.raises(ValueError, match="BATCH_EXPECT_CALLERS must be true or false"):
+    with pytest.raises(ValueError, match="BATCH_EXPECT_CALLERS: Input should be a valid boolean"):
         create_app({"CHECKPOINT_DIR": str(tiny_checkpoints)})
 
 
@@ -88,5 +88,9 @@ def test_one_set_of_serving_defaults_read_from_the_environment():
         assert (batcher.max_batch, batcher.queue_limit) == (defaults.batch_max, defaults.queue_limit)
     finally:
         batcher.close()
-    with pytest.raises(ValueError, match="true or false"):
+    with pytest.raises(ValueError, match="BATCH_EXPECT_CALLERS: Input should be a valid boolean"):
         ServingSettings.from_mapping({"BATCH_EXPECT_CALLERS": "maybe"})
+    # one parser for every process kind: "yes" means true to the app as to gunicorn.conf.py
+    from serving.settings import GunicornSettings
+    assert ServingSettings.from_env({"PLACEVALUE_BATCH_EXPECT_CALLERS": "yes"}).batch_expect_callers is True
+    assert GunicornSettings(reuse_port="yes").reuse_port is True
