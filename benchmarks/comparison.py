@@ -3,6 +3,7 @@
     python -m benchmarks.comparison                          # proxy config, 3 seeds, every lever row
     python -m benchmarks.comparison --levers base --seeds 0,1,2,3 --jobs 2
     python -m benchmarks.comparison --quick                  # a tiny budget: proves the pipeline
+    python -m benchmarks.comparison --finished-only          # the table of the runs finished so far
 
 Every run trains with the project's CLI on the same data stream (per seed), optimizer, schedule,
 step budget (no early stop: each run spends the whole budget) and levers; a lever row adds one
@@ -110,6 +111,8 @@ def run_one(backend: str, lever: str, seed: int, args, sets: dict) -> dict:
     run_dir = Path(args.work_dir) / args.size / f"{backend}-{lever}-{seed}"
     command = training_command(backend, lever, seed, args, run_dir)
     if not (run_dir / "report.json").exists():
+        if args.finished_only:
+            return None
         resume = ["--resume"] if (run_dir / STATE_JSON).exists() else []
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train.log", "a") as log:
@@ -143,7 +146,7 @@ def plot_curves(runs: list[dict], env: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     levers = list(dict.fromkeys(r["lever"] for r in runs))
-    fig, axes = plt.subplots(1, len(levers), figsize=(5 * len(levers), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(levers), figsize=(max(8, 5 * len(levers)), 4.2), squeeze=False)
     for ax, lever in zip(axes[0], levers):
         for backend in dict.fromkeys(r["backend"] for r in runs):
             curves = [r["curve"] for r in runs if (r["lever"], r["backend"]) == (lever, backend) and r["curve"]]
@@ -172,6 +175,8 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="a tiny model (with --quick: the test suite's)")
     p.add_argument("--out", default=None, help="result name (default comparison_<device>, _quick with --quick)")
     p.add_argument("--results", default=str(RESULTS), help="folder of the result file and figure")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: measure and tabulate the runs already finished")
     args = p.parse_args(argv)
     args.backends, args.levers = args.backends.split(","), args.levers.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -194,12 +199,13 @@ def main(argv=None):
     # complete seed rows first: lever by lever, seed by seed, every backend
     grid = [(b, lever, s) for lever in args.levers for s in args.seeds for b in args.backends]
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda cell: run_one(*cell, args, sets), grid))
+        runs = [run for run in pool.map(lambda cell: run_one(*cell, args, sets), grid) if run is not None]
     env = environment(args.device, MODULE, argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     result = {"environment": env, "size": args.size, "recipe": RECIPE, "sizes": SIZES[args.size],
               "levers": {lever: LEVERS[lever] for lever in args.levers}, "budget": budget,
-              "final_sets": {k: len(v) for k, v in sets.items()}, "table": table(runs), "runs": runs}
+              "final_sets": {k: len(v) for k, v in sets.items()}, "planned_runs": len(grid),
+              "table": table(runs), "runs": runs}
     path = save(args.out, result, args.results)
     plot_curves(runs, env, path.with_suffix(".png"))
     print(f"wrote {path}")

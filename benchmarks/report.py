@@ -11,6 +11,8 @@ import re
 import shlex
 from pathlib import Path
 
+import jinja2
+
 from benchmarks.common import RESULTS, STUDY_RESULTS, hardware_line
 from models import registry
 from models.summary import PARTS, paper_config_table
@@ -57,6 +59,28 @@ def percent(value) -> str:
 
 
 # --- accuracy -------------------------------------------------------------------------------
+
+COMPARISON_COLUMNS = (("train_worst_place", "training distribution, worst place"), ("interpolate", "interpolate"),
+                      ("extrapolate_trained", "12 digits, trained places"),
+                      ("extrapolate_unseen", "12 digits, unseen places"), ("beyond", "beyond the number's digits"))
+
+
+def comparison_table() -> str:
+    """The controlled comparison: per lever and backend, the median over seeds and the min-max."""
+    data = load("comparison_cpu")
+    if not data:
+        return missing("python -m benchmarks.comparison")
+    rows = [[row["lever"], display(row["backend"]), len(row["seeds"]),
+             *(f"{row[c]['median']:.1%} ({row[c]['min']:.1%}-{row[c]['max']:.1%})" for c, _ in COMPARISON_COLUMNS)]
+            for row in data["table"]]
+    budget, done = data["budget"], len(data["runs"])
+    recipe = " ".join(data["sizes"] + data["recipe"])
+    levers = "; ".join(f"{name}: `{' '.join(options) or 'none'}`" for name, options in data["levers"].items())
+    return (table(["lever", "backend", "seeds", *(title for _, title in COMPARISON_COLUMNS)], rows)
+            + f"\n\nMedian over seeds (min-max). {done} of {data['planned_runs']} planned runs finished; each ran "
+              f"{budget['max_steps']} steps of `{recipe}` plus its lever row's options ({levers})."
+            + "\n\n![learning curves](results/comparison_cpu.png)\n\n" + measured(data))
+
 
 def accuracy_rows() -> list[list]:
     """Per shipped backend: interpolate, the training distribution's worst place, extrapolate and
@@ -318,7 +342,7 @@ def readme_table() -> str:
             + f"\n\nSpeeds: torch float32 in process, {cpu}.")
 
 
-SECTIONS = {"accuracy_table": accuracy_table, "recipe_table": recipe_table,
+SECTIONS = {"comparison_table": comparison_table, "accuracy_table": accuracy_table, "recipe_table": recipe_table,
             "fidelity_memsizer": lambda: fidelity_table("fidelity_memsizer_cpu"),
             "fidelity_memsizer_places": lambda: fidelity_extrapolate_places("fidelity_memsizer_cpu"),
             "fidelity_memoryformer": lambda: fidelity_table("fidelity_memoryformer_cpu"),
@@ -330,12 +354,10 @@ SECTIONS = {"accuracy_table": accuracy_table, "recipe_table": recipe_table,
 
 
 def render() -> str:
-    text = TEMPLATE.read_text()
-    for key, build in SECTIONS.items():
-        text = text.replace("{{" + key + "}}", build())
-    leftover = re.findall(r"\{\{\w+\}\}", text)
-    assert not leftover, f"the template names tables the generator does not make: {leftover}"
-    return text
+    """The template rendered by Jinja2; a name it uses that the generator does not make is an error."""
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                  autoescape=False).from_string(TEMPLATE.read_text())
+    return template.render({key: build() for key, build in SECTIONS.items()})
 
 
 def main():
