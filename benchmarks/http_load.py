@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,26 +52,27 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULE = "benchmarks.http_load"
 
 
-def worker_status(master_pid: int) -> dict:
-    """pid -> the /proc status fields of each gunicorn worker (the master's children alive now)."""
-    workers = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:  # exited since listed
-            continue
-        if int(fields.get("PPid", "0").strip()) == master_pid:
-            workers[int(status.parent.name)] = fields
-    return workers
+def workers(master_pid: int) -> list[psutil.Process]:
+    """The gunicorn master's worker processes alive now."""
+    try:
+        return psutil.Process(master_pid).children()
+    except psutil.NoSuchProcess:
+        return []
 
 
 def worker_pids(master_pid: int) -> list[int]:
-    return sorted(worker_status(master_pid))
+    return sorted(worker.pid for worker in workers(master_pid))
 
 
 def worker_rss_mib(master_pid: int) -> dict:
-    """Resident memory of each gunicorn worker (children of the master), from /proc."""
-    return {str(pid): int(fields["VmRSS"].split()[0]) / 1024 for pid, fields in worker_status(master_pid).items()}
+    """Resident memory of each gunicorn worker."""
+    rss = {}
+    for worker in workers(master_pid):
+        try:
+            rss[str(worker.pid)] = worker.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:  # exited since listed
+            continue
+    return rss
 
 
 @dataclass(frozen=True)
@@ -189,46 +191,29 @@ class Client:
 
 
 def connections_per_worker(master_pid: int, port: int, established_only: bool = True) -> dict:
-    """Established connections to `port` that each gunicorn worker holds (pid -> count), matched
-    through socket inodes in /proc/net/tcp* and the workers' file descriptors. With
+    """Connections to `port` that each gunicorn worker holds (pid -> count): established ones, or with
     `established_only=False` also those the client has closed and the worker has not yet."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for fields in map(str.split, lines):
-            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            # 01: ESTABLISHED; 0A: LISTEN (the shared socket, never a connection)
-            if local_port == port and (state == "01" if established_only else state != "0A"):
-                inodes.add(f"socket:[{inode}]")
     held = {}
-    for pid in worker_pids(master_pid):
+    for worker in workers(master_pid):
         try:
-            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
-        except OSError:
+            connections = worker.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
             continue
-        held[pid] = sum(1 for fd in descriptors if _link(fd) in inodes)
+        held[worker.pid] = sum(1 for c in connections if c.laddr and c.laddr.port == port
+                               and (c.status == psutil.CONN_ESTABLISHED if established_only
+                                    else c.status != psutil.CONN_LISTEN))
     return held
 
 
-def _link(path: Path) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:  # closed since listed
-        return ""
-
-
 def process_cpu_seconds(pids) -> dict:
-    """User + system CPU seconds of each process, from /proc (gone ones count 0)."""
+    """User + system CPU seconds of each process (gone ones count 0)."""
     seconds = {}
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            fields = None
-        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+            times = psutil.Process(pid).cpu_times()
+            seconds[pid] = times.user + times.system
+        except psutil.NoSuchProcess:
+            seconds[pid] = 0.0
     return seconds
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import torch
 
 from benchmarks.common import RESULTS, TINY_ARCH, environment, finish_figure, save, sync
@@ -54,8 +55,7 @@ def variants(slices: list[int]) -> dict:
 
 
 def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+    return psutil.Process().memory_info().rss
 
 
 def measure_point(backend: str, slice_length: int, length: int, layers: int, device: str, tiny: bool = False,

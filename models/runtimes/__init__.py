@@ -75,13 +75,12 @@ class TorchRunner:
 
 
 class EngineRunner:
-    """Greedy answers from a CTranslate2 conversion of the model (which it keeps for gradients and
-    the page's descriptions); the engine computes on threads of its own."""
+    """Greedy answers from a CTranslate2 conversion of a model; the engine computes on threads of its own."""
 
     computes_on_caller = False
 
-    def __init__(self, model, engine, name: str, work_dir=None):
-        self.model, self.engine, self.name = model, engine, name
+    def __init__(self, engine, name: str, work_dir=None):
+        self.engine, self.name = engine, name
         self.work_dir = work_dir  # a TemporaryDirectory holding the conversion, removed with the runner
 
     def answer_ids(self, ids: list[list[int]]) -> list[str]:
@@ -116,8 +115,7 @@ def start_runtime(model, tokenizer, name: str, device: torch.device, threads: in
         work_dir = keep.name
     directory = convert(model, Path(work_dir) / f"{spec.name}-{compute_type}",
                         quantization=None if compute_type == "float32" else compute_type)
-    return EngineRunner(model, CTranslate2Runner(directory, tokenizer, threads, compute_type, device=device.type),
-                        name, keep)
+    return EngineRunner(CTranslate2Runner(directory, tokenizer, threads, compute_type, device=device.type), name, keep)
 
 
 def check_choice(choice: str, device: torch.device) -> None:
