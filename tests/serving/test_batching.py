@@ -140,8 +140,11 @@ def test_callers_that_come_back_are_waited_for_and_merge_into_one_pass():
     closed_loop_callers(batcher, callers=6, rounds=8, think_seconds=0.01)
     batcher.close()
     sizes = [len(items) for _, items in run.passes]
-    # the first pass may start before every caller has arrived, which shifts the last one too
-    assert sum(sizes) == 48 and len(sizes) <= 10 and sizes[1:-1] == [6] * (len(sizes) - 2), sizes
+    # the first passes may start before every caller's thread has submitted (a busy machine starts threads
+    # late), which shifts the last one too; once all six are in one pass, every later pass holds all six
+    assert 6 in sizes and sizes.index(6) <= 3, sizes
+    merged = sizes[sizes.index(6):-1]
+    assert sum(sizes) == 48 and merged == [6] * len(merged), sizes
 
 
 def test_without_expecting_callers_a_short_window_splits_them_into_cohorts():
