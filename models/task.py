@@ -33,12 +33,11 @@ SPLITS = {
 }
 QUESTION_RE = re.compile(r"^What is the (?P<place>[a-z ]+) digit of (?P<integer>\d+)\?$")
 # what a person may type that still means the task's question: any case, any runs of spaces
-_LOOSE_QUESTION_RE = re.compile(r"^\s*what\s+is\s+the\s+(?P<place>[a-z]+(?:\s+[a-z]+)*)\s+digit\s+of\s+"
-                                r"(?P<integer>[0-9]+)\s*\?\s*$", re.IGNORECASE)
-
-# the same, with the number's digits grouped by thousands separators ("89,290")
-_LOOSE_GROUPED_RE = re.compile(r"^\s*what\s+is\s+the\s+(?P<place>[a-z]+(?:\s+[a-z]+)*)\s+digit\s+of\s+"
-                               r"(?P<integer>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*\?\s*$", re.IGNORECASE)
+_LOOSE_PREFIX = r"^\s*what\s+is\s+the\s+(?P<place>[a-z]+(?:\s+[a-z]+)*)\s+digit\s+of\s+"
+_LOOSE_QUESTION_RE = re.compile(_LOOSE_PREFIX + r"(?P<integer>[0-9]+)\s*\?\s*$", re.IGNORECASE)
+# the same, the number's digits perhaps grouped by thousands separators ("89,290"): what normalising maps
+_LOOSE_GROUPED_RE = re.compile(_LOOSE_PREFIX + r"(?P<integer>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*\?\s*$",
+                               re.IGNORECASE)
 
 # A place name asked in under this share of training questions is "rare" (with DeepMind's sampler
 # alone billions: 0.87%, hundred millions: 2.4%, ten millions: 4.2%; with half of every batch

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from models.task import (PLACE_NAMES, RARE_SHARE, assess, generate, generate_place_balanced, place_of,
+from models.task import (PLACE_NAMES, QUESTION_RE, RARE_SHARE, assess, generate, generate_place_balanced, place_of,
                          place_value_example, support)
 
 LONG = "1" + "0" * 40
@@ -105,3 +105,31 @@ def test_support_under_place_balanced_batches_matches_training_mix():
     assert assess(question, balanced_share=0.5).reasons == ()
     with pytest.raises(ValueError):
         support("train", balanced_share=1.5)
+
+
+@pytest.mark.parametrize("typed, trained", [
+    ("what is the tens digit of 89,290?", "What is the tens digit of 89290?"),
+    ("  WHAT is  the Ten   Thousands digit of 12345 ? ", "What is the ten thousands digit of 12345?"),
+    ("What is the units digit of 1,234,567?", "What is the units digit of 1234567?"),
+    ("What is the tens digit of 89290?", "What is the tens digit of 89290?"),
+    # what cannot be mapped stays as typed, for the check to flag
+    ("What is the tens digit of 89,29?", "What is the tens digit of 89,29?"),
+    ("What is the dozens digit of 12?", "What is the dozens digit of 12?"),
+    ("How many tens in 12?", "How many tens in 12?"),
+])
+def test_wording_is_normalised_to_the_trained_form(typed, trained):
+    from models.task import normalise_question
+    assert normalise_question(typed) == trained
+    if trained != typed:
+        assert QUESTION_RE.match(trained) and assess(trained).reasons == ()
+
+
+def test_questions_beyond_a_numbers_digits_ask_trained_places_above_its_length():
+    from models.task import asked_places, generate_beyond_digits
+    examples = generate_beyond_digits("train", 300, seed=3)
+    assert len(examples) == 300 and all(answer == "0" for _, answer in examples)
+    for question, _ in examples:
+        place, number = place_of(question), question.rsplit(" ", 1)[1][:-1]
+        assert place in asked_places("train") and PLACE_NAMES.index(place) + 1 > len(number), question
+        assert assess(question).expected == "0" and assess(question, 0.5, beyond_share=0.1).reasons == ()
+    assert "place_beyond_number" in [r.code for r in assess(examples[0][0]).reasons]
