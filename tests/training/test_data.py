@@ -155,3 +155,14 @@ def test_the_training_stream_asks_every_place_of_the_support_as_often_as_it_shou
         if balanced_share == 0:
             assert abs(seen - share) < max(0.01, 0.25 * share), (place, seen, share)
     assert set(counts) <= set(PLACE_NAMES)
+
+
+def test_a_share_of_each_batch_asks_beyond_the_numbers_digits():
+    """--beyond-share: that share of every batch asks a place the number does not have (answer 0); the
+    stream stays a function of its arguments, so a resumed run sees the same batches."""
+    batch = training_batch(seed=1, rank=0, index=7, batch_size=40, beyond_share=0.25)
+    beyond = [(q, a) for q, a in batch if PLACE_NAMES.index(place_of(q)) + 1 > len(q.rsplit(" ", 1)[1][:-1])]
+    assert len(beyond) == 10 and all(a == "0" for _, a in beyond)
+    assert batch == training_batch(seed=1, rank=0, index=7, batch_size=40, beyond_share=0.25)
+    with pytest.raises(ValueError, match="exceed"):
+        training_batch(seed=1, rank=0, index=7, batch_size=40, balanced_share=0.8, beyond_share=0.3)
