@@ -24,6 +24,7 @@ SLiM (models/slim.py) trains the decoder slice by slice; `rewind` gives it the c
 a slice from the state after it.
 """
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -44,6 +45,38 @@ MAX_HEAD_DIM = 128
 # a masked quadratic product inside one. Block 1 is the pure prefix-sum form (memory T*m*dh per
 # head), a block >= T the pure quadratic form (T^2); 64 keeps both terms small at any length.
 CAUSAL_BLOCK = 64
+CAUSAL_GATES = ("none", "decay")
+
+
+def decay_rates(n_heads: int) -> torch.Tensor:
+    """RetNet's per-head decays gamma_h = 1 - 2^(-5 - h): from 0.97 (a short memory) towards 1."""
+    return 1 - 2.0 ** (-5 - torch.arange(n_heads, dtype=torch.float64))
+
+
+def decayed_causal_attention(qf, kf, v, gamma, initial=None):
+    """Causal linear attention with a per-head decay: out_t = phi(q_t) S_t / phi(q_t) z_t, where
+    S_t = gamma S_{t-1} + phi(k_t) v_t^T and z_t = gamma z_{t-1} + phi(k_t), from (S, z) = `initial`
+    (or zeros). qf, kf (B, H, T, m), v (B, H, T, dh), gamma (H,). Returns the output and the final
+    (S, z). The masked quadratic form, O(T^2) per call: this task's targets are a few positions."""
+    B, H, T, m = qf.shape
+    t = torch.arange(T, device=qf.device, dtype=qf.dtype)
+    log_gamma = torch.log(gamma.to(qf))[:, None, None]  # (H, 1, 1)
+    distance = t[:, None] - t[None, :]  # (T, T): t - j
+    decay = torch.exp(log_gamma * distance.clamp(min=0)) * (distance >= 0)  # (H, T, T): gamma^(t-j), j <= t
+    scores = (qf @ kf.transpose(-1, -2)) * decay
+    numerator, denominator = scores @ v, scores.sum(dim=-1)
+    to_end = decay[:, -1]  # (H, T): gamma^(T-1-j)
+    S_end = (kf * to_end[None, :, :, None]).transpose(-1, -2) @ v
+    z_end = (kf * to_end[None, :, :, None]).sum(dim=2)
+    if initial is not None:
+        S0, z0 = initial
+        carried = torch.exp(log_gamma[:, :, 0] * (t + 1))  # (H, T): gamma^(t+1), the start state's weight
+        numerator = numerator + carried[None, :, :, None] * (qf @ S0)
+        denominator = denominator + carried[None] * (qf @ z0[..., None])[..., 0]
+        S_end = S_end + gamma.to(qf)[None, :, None, None] ** T * S0
+        z_end = z_end + gamma.to(qf)[None, :, None] ** T * z0
+    out = numerator / denominator.clamp(min=torch.finfo(denominator.dtype).tiny)[..., None]
+    return out, (S_end, z_end)
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,10 @@ class PerformerSettings:
 
     features: int = 256
     redraw_interval: int = 0
+    # "decay": a per-head gate in the decoder's self-attention, S_t = gamma_h S_{t-1} + phi(k_t) v_t^T
+    # (z likewise), with RetNet's gammas (Sun et al., 2023): the recurrent form of ALiBi's distance
+    # penalty, which linear attention cannot take as a score bias, keeping the fixed-size state
+    causal_gate: str = "none"
 
     # what checkpoints stored before SLiM became a training option (training.train --slim-slice)
     RETIRED: ClassVar[tuple] = ("slim_chunks",)
@@ -66,6 +103,8 @@ class PerformerSettings:
             raise ValueError(f"features must be positive, got {self.features}")
         if self.redraw_interval < 0:
             raise ValueError(f"redraw_interval must be >= 0, got {self.redraw_interval}")
+        if self.causal_gate not in CAUSAL_GATES:
+            raise ValueError(f"causal_gate must be one of {', '.join(CAUSAL_GATES)}, got {self.causal_gate!r}")
 
 
 def orthogonal_features(m: int, dh: int, generator: torch.Generator | None = None,
@@ -168,6 +207,9 @@ class PerformerAttention(nn.Module):
         settings = config.settings
         self.features = settings.features
         self.redraw_interval = settings.redraw_interval
+        # the gate's decays: a constant of the head count, so not stored in checkpoints
+        self.register_buffer("decay", decay_rates(self.n_heads).float()
+                             if role == "causal" and settings.causal_gate == "decay" else None, persistent=False)
         d = config.d_model
         self.q_proj = nn.Linear(d, d)
         self.k_proj = nn.Linear(d, d)
@@ -238,6 +280,8 @@ class PerformerAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
 
     def _causal(self, q, k, v, state):
+        if self.decay is not None:
+            return self._gated(q, k, v, state)
         if state is None:  # training's parallel pass: no state outlives it, autocast may round freely
             return causal_linear_attention(positive_features(q, self.projection),
                                            self._causal_key_features(k), v)[0]
@@ -258,6 +302,18 @@ class PerformerAttention(nn.Module):
             out, (state.kv, state.normaliser) = causal_linear_attention(qf, kf, v, initial=initial)
             return out
 
+    def _gated(self, q, k, v, state):
+        """The decay-gated causal form (decayed_causal_attention); a carried state stays float32."""
+        with nullcontext() if state is None else torch.autocast(q.device.type, enabled=False):
+            if state is not None:
+                q, k, v = carried(q), carried(k), carried(v)
+            qf, kf = positive_features(q, self.projection), self._causal_key_features(k)
+            initial = None if state is None or state.kv is None else (state.kv, state.normaliser)
+            out, (S, z) = decayed_causal_attention(qf, kf, v, self.decay, initial)
+            if state is not None:
+                state.kv, state.normaliser = S, z
+            return out
+
     def _causal_key_features(self, k: torch.Tensor) -> torch.Tensor:
         """phi(k) with the fixed causal stabiliser, so that the sums over positions are additive."""
         return positive_features(k, self.projection, causal_key_offset(self.projection).detach())
@@ -268,6 +324,8 @@ class PerformerAttention(nn.Module):
         key stabiliser makes the sums additive, so the positions' own terms are subtracted. The
         projections run as the forward pass ran them (under its autocast), the sums in float32."""
         assert self.role == "causal", "only causal attention carries a state along the target"
+        if self.decay is not None:  # rewinding would divide by gamma^T; check_slim refuses it first
+            raise ValueError("the decay gate's state is not a plain sum: SLiM cannot rewind it")
         k, v = self._kernel_heads(self.k_proj(x)), self._heads(self.v_proj(x))
         with torch.autocast(x.device.type, enabled=False):
             kf, v = self._causal_key_features(carried(k)), carried(v)
@@ -278,7 +336,9 @@ def configuration(config) -> str:
     s = config.settings
     redraws = f"redrawn every {s.redraw_interval} passes" if s.redraw_interval else \
         "drawn once (the paper and both reference codes redraw them)"
-    return f"{s.features} positive orthogonal random features per head, {redraws}."
+    gate = (" Decoder self-attention gated by per-head decays (ours: the recurrent form of ALiBi)."
+            if s.causal_gate == "decay" else "")
+    return f"{s.features} positive orthogonal random features per head, {redraws}.{gate}"
 
 
 BACKEND = Backend(

@@ -199,3 +199,57 @@ def test_a_resumed_run_keeps_the_redraw_schedule():
         assert all(torch.equal(m.projection, b) for m, b in zip(layers, before))
         model(src, src[:, :2])  # pass 9
     assert not any(torch.equal(m.projection, b) for m, b in zip(layers, before))
+
+
+GATED = {"features": 32, "causal_gate": "decay"}
+
+
+def test_the_decay_gate_is_its_recurrence_in_every_form():
+    """Parallel, step by step and in chunks: the same outputs as the loop S_t = gamma S_{t-1} + phi(k_t) v_t^T,
+    z_t = gamma z_{t-1} + phi(k_t), out_t = phi(q_t) S_t / phi(q_t) z_t; and not the ungated outputs."""
+    module = PerformerAttention(tiny_config("performer", settings=GATED), "causal").double().eval()
+    x = torch.randn(2, 10, 32, dtype=F64)
+    with torch.no_grad():
+        full = module(x)
+        state = module.new_state()
+        steps = torch.cat([module(x[:, t:t + 1], state=state) for t in range(10)], dim=1)
+        chunked_state = module.new_state()
+        chunked = torch.cat([module(part, state=chunked_state) for part in x.split([3, 1, 6], dim=1)], dim=1)
+        q, k, v = (module._kernel_heads(module.q_proj(x)), module._kernel_heads(module.k_proj(x)),
+                   module._heads(module.v_proj(x)))
+        qf, kf = positive_features(q, module.projection), module._causal_key_features(k)
+        gamma = module.decay.double()[None, :, None]
+        S, z, loop = 0, 0, []
+        for t in range(10):
+            S = gamma[..., None] * S + kf[:, :, t, :, None] * v[:, :, t, None, :]
+            z = gamma * z + kf[:, :, t]
+            loop.append((qf[:, :, t, None] @ S)[:, :, 0] / (qf[:, :, t] * z).sum(-1, keepdim=True))
+        loop = torch.stack(loop, dim=2)
+        loop_out = module.out_proj(loop.transpose(1, 2).reshape(2, 10, 32))
+    assert state.kv.shape == (2, 4, 32, 8), "the gated state keeps its fixed size"
+    assert torch.allclose(full, loop_out, atol=1e-12)
+    assert torch.allclose(steps, full, atol=1e-12) and torch.allclose(chunked, full, atol=1e-12)
+    ungated = PerformerAttention(tiny_config("performer", settings={"features": 32}), "causal").double().eval()
+    ungated.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(ungated(x), full, atol=1e-6)
+
+
+def test_the_gated_model_decodes_as_its_parallel_pass_and_is_padding_invariant(tokenizer):
+    from models.tokenizer import BOS
+    from tests.models.test_models import QUESTIONS, TOL, cached_and_full_logits
+    model = tiny_model("performer", settings=GATED)
+    src = tokenizer.batch_questions(QUESTIONS)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
+    steps, full = cached_and_full_logits(model, src, tgt_in)
+    assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
+    with torch.no_grad():
+        for i, question in enumerate(QUESTIONS):
+            single, _ = model(tokenizer.batch_questions([question]), tgt_in[i:i + 1])
+            assert torch.allclose(full[i], single[0], **TOL)
+
+
+def test_slim_refuses_the_gate():
+    from models.slim import check_slim
+    with pytest.raises(ValueError, match="decay gate"):
+        check_slim(tiny_model("performer", settings=GATED))
