@@ -41,12 +41,22 @@ RECIPE = ["--lr", "1e-3", "--warmup-steps", "100", "--schedule", "cosine", "--ba
           "--digit-positions", "abacus", "--source-positions", "start", "--balanced-share", "0.5",
           "--beyond-share", "0.1", "--eval-split", "train", "--target-metric", "worst-place",
           "--weights-format", "float32"]
-LEVERS = {  # each a setting every backend can take, applied to all alike
+LEVERS = {  # each a setting every backend takes alike, or per backend the form its attention can take
     "base": [],
     # random place offsets of the digit-significance index (McLeish et al., 2024): the place rows
     # of numbers longer than training are trained too
     "offsets": ["--digit-offset-max", "20"],
+    # relative positions where each attention can take them: ALiBi on softmax attention's scores, the
+    # decay gate (ALiBi's recurrent form) on the Performer's causal feature sums; MemSizer's memory
+    # slots have neither scores nor a gate yet, so its row is the base recipe
+    "relative": {"transformer": ["--relative-positions", "alibi"], "memoryformer": ["--relative-positions", "alibi"],
+                 "performer": ["--performer-causal-gate", "decay"], "memsizer": []},
 }
+
+
+def lever_options(lever: str, backend: str) -> list[str]:
+    options = LEVERS[lever]
+    return options.get(backend, []) if isinstance(options, dict) else options
 BUDGETS = {"full": {"max_steps": 2000, "eval_every": 200, "eval_per_place": 20},
            "quick": {"max_steps": 4, "eval_every": 2, "eval_per_place": 2}}
 FINAL_SIZES = {"full": {"per_place": 200, "interpolate": 2000, "extrapolate": 4000, "beyond": 1000},
@@ -65,7 +75,7 @@ def final_sets(sizes: dict) -> dict:
 def training_command(backend: str, lever: str, seed: int, args, run_dir: Path) -> list[str]:
     budget = BUDGETS["quick" if args.quick else "full"]
     command = [sys.executable, "-m", "training.train", "--model", backend, "--seed", str(seed),
-               *SIZES[args.size], *RECIPE, *LEVERS[lever],
+               *SIZES[args.size], *RECIPE, *lever_options(lever, backend),
                "--max-steps", str(budget["max_steps"]), "--eval-every", str(budget["eval_every"]),
                "--eval-per-place", str(budget["eval_per_place"]), "--device", args.device,
                "--threads", str(args.threads), "--save-every-minutes", "3",

@@ -75,7 +75,11 @@ def comparison_table() -> str:
             for row in data["table"]]
     budget, done = data["budget"], len(data["runs"])
     recipe = " ".join(data["sizes"] + data["recipe"])
-    levers = "; ".join(f"{name}: `{' '.join(options) or 'none'}`" for name, options in data["levers"].items())
+    def shown(options) -> str:
+        if isinstance(options, dict):
+            return ", ".join(f"{display(b)} `{' '.join(o) or 'none'}`" for b, o in options.items())
+        return f"`{' '.join(options) or 'none'}`"
+    levers = "; ".join(f"{name}: {shown(options)}" for name, options in data["levers"].items())
     return (table(["lever", "backend", "seeds", *(title for _, title in COMPARISON_COLUMNS)], rows)
             + f"\n\nMedian over seeds (min-max). {done} of {data['planned_runs']} planned runs finished; each ran "
               f"{budget['max_steps']} steps of `{recipe}` plus its lever row's options ({levers})."
