@@ -101,8 +101,9 @@ def plot(result, path):
     width = 0.8 / len(groups)
     for g, (split, kind) in enumerate(groups):
         cells = [result["backends"][n][split][kind]["asked"] for n in names]
-        low = [c["share"] - c["interval"][0] if c["interval"] else 0 for c in cells]
-        high = [c["interval"][1] - c["share"] if c["interval"] else 0 for c in cells]
+        # max(0, ...): at a share of 0 or 1 the interval's bound equals it up to rounding
+        low = [max(0.0, c["share"] - c["interval"][0]) if c["interval"] else 0 for c in cells]
+        high = [max(0.0, c["interval"][1] - c["share"]) if c["interval"] else 0 for c in cells]
         left.bar([i + g * width for i in range(len(names))], [c["share"] or 0 for c in cells], width,
                  yerr=[low, high], capsize=2, label=f"{split}, {kind} answers")
     left.set_xticks([i + width for i in range(len(names))], [registry.get(n).display_name for n in names])
