@@ -67,7 +67,8 @@ def ask():
         return render_form(question, model, error=err.message[:1].upper() + err.message[1:], status=400)
     # reasons depend on each backend's training mix: the warning box holds those every backend
     # shares, a result lists its own others
-    assessments = {name: qa.assess(qa.asked(question), name) for name in names}
+    assessments = {name: reply.assessment if reply else qa.assess(qa.asked(question), name)
+                   for name, reply, _ in outcomes}
     shared = [r for r in assessments[names[0]].reasons if all(r in a.reasons for a in assessments.values())]
     results = [{"model": name, "error": error} if reply is None else
                {"model": name, "answer": reply.answer, "latency_ms": reply.latency_ms, "correct": reply.check["correct"],
