@@ -47,10 +47,10 @@ LEVERS = {  # each a setting every backend takes alike, or per backend the form 
     # of numbers longer than training are trained too
     "offsets": ["--digit-offset-max", "20"],
     # relative positions where each attention can take them: ALiBi on softmax attention's scores, the
-    # decay gate (ALiBi's recurrent form) on the Performer's causal feature sums; MemSizer's memory
-    # slots have neither scores nor a gate yet, so its row is the base recipe
+    # decay gate (ALiBi's recurrent form) on the causal sums of the Performer's features and of
+    # MemSizer's memory slots (its encoder's memory has no scores or order to bias)
     "relative": {"transformer": ["--relative-positions", "alibi"], "memoryformer": ["--relative-positions", "alibi"],
-                 "performer": ["--performer-causal-gate", "decay"], "memsizer": []},
+                 "performer": ["--performer-causal-gate", "decay"], "memsizer": ["--memsizer-causal-gate", "decay"]},
 }
 
 

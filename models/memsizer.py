@@ -7,6 +7,12 @@ A query position reads out mean_over_heads(softmax_k(Phi y)) @ S. No output proj
 Causal decoder self-attention uses t**-0.5 * the running sum over the prefix, so decoding
 keeps a fixed-size state (B, k, d) per layer instead of a cache that grows.
 
+Ours, a setting (`causal_gate="decay"`): a decay gate on the causal running sum, slot by slot,
+S_t[i] = gamma_i S_{t-1}[i] + k_t[i] v_t, with RetNet's multi-scale gammas over the causal_k slots
+(Sun et al., 2023): the recurrent form of ALiBi's distance penalty, with the state's fixed size.
+The length scale t**-0.5 becomes n_i(t)**-0.5 with n_i(t) = sum_{j<=t} gamma_i^(t-j), the decayed
+count (t itself when gamma_i = 1).
+
 The decoder's attention (self and cross) is always MemSizer's. The encoder's self-attention is a
 setting, as in the official code: "memsizer" (its `--use-memsizer` mode) or "softmax" (its
 translation recipe, `--decoder-use-memsizer`), where relative positions (ALiBi, RoPE) can act on
@@ -14,6 +20,7 @@ the encoder's query-key scores. What ships: the softmax encoder with ALiBi, whic
 at the same speed and size (benchmarks/REPORT.md, section 2); the setting's default stays MemSizer
 attention everywhere, whose encoder cannot take relative positions.
 """
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backend import ROLES, AttentionState, Backend, carried
+from models.performer import CAUSAL_GATES, decay_rates
 from models.transformer import SoftmaxAttention
 
 # The official implementation initialises projections with gain init_scale**-0.5, init_scale = 8.
@@ -31,22 +39,27 @@ ENCODERS = ("memsizer", "softmax")
 @dataclass(frozen=True)
 class MemSizerSettings:
     """Memory slots: k for non-causal modules (encoder, cross), causal_k for decoder self-attention;
-    encoder: the encoder's self-attention, "memsizer" or "softmax" (see the module docstring)."""
+    encoder: the encoder's self-attention, "memsizer" or "softmax"; causal_gate: "none" or "decay",
+    the decoder self-attention's per-slot decay gate (see the module docstring)."""
 
     k: int = 32
     causal_k: int = 4
     encoder: str = "memsizer"
+    causal_gate: str = "none"
 
     def __post_init__(self):
         if self.k < 1 or self.causal_k < 1:
             raise ValueError(f"memory slots must be positive, got k={self.k}, causal_k={self.causal_k}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.causal_gate not in CAUSAL_GATES:
+            raise ValueError(f"causal_gate must be one of {', '.join(CAUSAL_GATES)}, got {self.causal_gate!r}")
 
 
 @dataclass
 class RunningSum(AttentionState):
-    """Causal self-attention state: the unscaled sum of k_j^T v_j (B, k, d) and the step count."""
+    """Causal self-attention state: the unscaled sum of k_j^T v_j (B, k, d), decayed slot by slot
+    under the gate, and the step count."""
 
     total: torch.Tensor | None = None
     count: int = 0
@@ -79,6 +92,9 @@ class MemSizerAttention(nn.Module):
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(proj.weight, gain=INIT_GAIN)
             nn.init.zeros_(proj.bias)
+        # the gate's per-slot decays: a constant of the slot count, so not stored in checkpoints
+        self.register_buffer("decay", decay_rates(self.k).float()
+                             if role == "causal" and settings.causal_gate == "decay" else None, persistent=False)
 
     def new_state(self) -> AttentionState:
         return RunningSum() if self.role == "causal" else SourceMemory()
@@ -114,6 +130,8 @@ class MemSizerAttention(nn.Module):
             return a @ memory
         keys, values = self.keys_values(x)  # (B, T, k), (B, T, d)
         T = x.shape[1]
+        if self.decay is not None:
+            return self._gated(a, keys, values, state)
         if state is None:
             # all prefixes in parallel: out_t = t**-0.5 * sum_{j<=t} (a_t . k_j) v_j
             scores = (a @ keys.transpose(1, 2)).tril()  # (B, T, T)
@@ -130,6 +148,32 @@ class MemSizerAttention(nn.Module):
             t = torch.arange(count + 1, count + T + 1, device=x.device, dtype=sums.dtype)
             return torch.einsum("btk,btkd->btd", carried(a), sums) * t.rsqrt()[None, :, None]
 
+    def _gated(self, a, keys, values, state: RunningSum | None):
+        """The decay-gated causal form, from the state's sum and count (or from nothing):
+        out_t = sum_i a_t[i] n_i(t)**-0.5 (gamma_i^(t-c) S_c[i] + sum_{c<j<=t} gamma_i^(t-j) k_j[i] v_j).
+        The masked quadratic form, O(k T^2) per call: this task's targets are a few positions."""
+        T = keys.shape[1]
+        count = state.count if state is not None else 0
+        with torch.autocast(keys.device.type, enabled=False) if state is not None else nullcontext():
+            if state is not None:  # a carried state stays float32 (as the ungated sum does)
+                a, keys, values = carried(a), carried(keys), carried(values)
+            log_gamma = torch.log(self.decay.to(keys.dtype))[:, None]  # (k, 1)
+            s = torch.arange(T, device=keys.device, dtype=keys.dtype)
+            distance = s[:, None] - s[None, :]  # (T, T): t - j
+            decay = torch.exp(log_gamma[:, :, None] * distance.clamp(min=0)) * (distance >= 0)  # (k, T, T)
+            # n_i(t) = (1 - gamma_i^t) / (1 - gamma_i) at absolute position t = count + s + 1
+            decayed_count = torch.expm1(log_gamma * (count + s + 1)) / torch.expm1(log_gamma)  # (k, T)
+            read = a * decayed_count.T.rsqrt()  # (B, T, k)
+            out = torch.einsum("bti,itj,bji->btj", read, decay, keys) @ values
+            total = torch.einsum("ij,bji,bjd->bid", decay[:, -1], keys, values)  # (B, k, d) at the last position
+            if state is not None:
+                if state.total is not None:
+                    from_start = torch.exp(log_gamma * (s + 1)).T  # (T, k): gamma_i^(t-c)
+                    out = out + torch.einsum("bti,bid->btd", read * from_start, state.total)
+                    total = total + torch.exp(log_gamma * T)[None] * state.total
+                state.total, state.count = total, count + T
+            return out
+
     @staticmethod
     def _terms(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Each position's addition to the running sum, k_t^T v_t at least in float32: (B, T, k, d)."""
@@ -140,6 +184,8 @@ class MemSizerAttention(nn.Module):
         """The causal state before the positions x (B, T, d) from the state after them (SLiM,
         models/slim.py): the running sum less the positions' own terms, the count less T."""
         assert self.role == "causal", "only causal attention carries a state along the target"
+        if self.decay is not None:  # rewinding would divide by gamma^T; check_slim refuses it first
+            raise ValueError("the decay gate's state is not a plain sum: SLiM cannot rewind it")
         keys, values = self.keys_values(x)  # as the forward pass computed them (under its autocast)
         with torch.autocast(x.device.type, enabled=False):
             return RunningSum(total=after.total - self._terms(keys, values).sum(dim=1), count=after.count - x.shape[1])
@@ -150,8 +196,10 @@ def configuration(config) -> str:
                + (f"; {config.relative_positions} positions are ours, the recipe's are sinusoids)"
                   if config.relative_positions != "none" else ")") if config.settings.encoder == "softmax"
                else "MemSizer attention (the official --use-memsizer mode)")
+    gate = (" Decoder self-attention gated by per-slot decays (ours: the recurrent form of ALiBi)."
+            if config.settings.causal_gate == "decay" else "")
     return (f"MemSizer attention in the decoder ({config.settings.causal_k} slots causal, {config.settings.k} "
-            f"cross); encoder: {encoder}.")
+            f"cross); encoder: {encoder}.{gate}")
 
 
 def attention(config, role: str) -> nn.Module:

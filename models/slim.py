@@ -41,7 +41,7 @@ def check_slim(model) -> None:
     missing = [type(layer.self_attn).__name__ for layer in model.decoder if not hasattr(layer.self_attn, "rewind")]
     if any(getattr(layer.self_attn, "decay", None) is not None for layer in model.decoder):
         raise ValueError("SLiM rewinds an additive prefix sum; the decay gate's state is a decayed sum, which "
-                         "rewinding would divide by gamma^C: train the gated Performer without --slim-slice")
+                         "rewinding would divide by gamma^C: train a gated model without --slim-slice")
     if missing:
         raise ValueError(f"SLiM needs a causal attention with an additive state it can rewind; "
                          f"{model.config.backend}'s {missing[0]} has none")

@@ -69,3 +69,66 @@ def test_the_page_says_which_encoder_a_checkpoint_uses():
     assert "encoder: softmax attention (the official translation recipe's encoder; alibi positions are ours" in configuration(
         tiny_config("memsizer", settings={"k": 8, "encoder": "softmax"}, relative_positions="alibi"))
     assert "encoder: MemSizer attention (the official --use-memsizer mode)" in configuration(tiny_config("memsizer"))
+
+
+# --- the decay gate (ours): S_t[i] = gamma_i S_{t-1}[i] + k_t[i] v_t, scaled by the decayed count --------
+
+GATED = {"causal_gate": "decay"}
+
+
+def gated_loop(module: MemSizerAttention, x: torch.Tensor) -> torch.Tensor:
+    """The gate's recurrence as a loop over positions, from the module docstring's equations."""
+    gamma = module.decay.double()
+    keys, values = module.keys_values(x)
+    a = module.read_weights(x)
+    S, n, out = 0, 0, []
+    for t in range(x.shape[1]):
+        S = gamma[None, :, None] * S + keys[:, t, :, None] * values[:, t, None, :]
+        n = gamma * n + 1
+        out.append(torch.einsum("bi,bid->bd", a[:, t] * n.rsqrt(), S))
+    return torch.stack(out, dim=1)
+
+
+def test_the_decay_gate_is_its_recurrence_in_every_form():
+    """Parallel, step by step and in chunks: the same outputs as the loop; a fixed-size state; and not
+    the ungated outputs."""
+    torch.manual_seed(0)
+    module = MemSizerAttention(tiny_config("memsizer", settings=GATED), "causal").double().eval()
+    assert module.decay.shape == (module.k,) and bool((module.decay < 1).all())
+    x = torch.randn(2, 10, 32, dtype=torch.float64)
+    with torch.no_grad():
+        full = module(x)
+        state = module.new_state()
+        steps = torch.cat([module(x[:, t:t + 1], state=state) for t in range(10)], dim=1)
+        chunked_state = module.new_state()
+        chunked = torch.cat([module(part, state=chunked_state) for part in x.split([3, 1, 6], dim=1)], dim=1)
+        loop = gated_loop(module, x)
+        ungated = MemSizerAttention(tiny_config("memsizer"), "causal").double().eval()
+        ungated.load_state_dict(module.state_dict())
+        assert not torch.allclose(ungated(x), full, atol=1e-6)
+    assert state.total.shape == (2, module.k, 32) and state.count == 10, "the gated state keeps its fixed size"
+    assert torch.allclose(full, loop, atol=1e-12)
+    assert torch.allclose(steps, full, atol=1e-12) and torch.allclose(chunked, full, atol=1e-12)
+
+
+def test_the_gated_model_decodes_as_its_parallel_pass_and_is_padding_invariant():
+    model = tiny_model("memsizer", settings=GATED)
+    tokenizer = Tokenizer()
+    src = tokenizer.batch_questions(QUESTIONS)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
+    steps, full = cached_and_full_logits(model, src, tgt_in)
+    assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
+    with torch.no_grad():
+        for i, question in enumerate(QUESTIONS):
+            single, _ = model(tokenizer.batch_questions([question]), tgt_in[i:i + 1])
+            assert torch.allclose(full[i], single[0], **TOL)
+
+
+def test_the_gate_is_a_setting_that_slim_refuses_and_the_page_names():
+    from models.memsizer import configuration
+    from models.slim import check_slim
+    with pytest.raises(ValueError, match="causal_gate must be one of"):
+        MemSizerSettings(causal_gate="alibi")
+    with pytest.raises(ValueError, match="decay gate"):
+        check_slim(tiny_model("memsizer", settings=GATED, dropout=0.0))
+    assert "per-slot decays" in configuration(tiny_config("memsizer", settings=GATED))
