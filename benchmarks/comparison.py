@@ -11,7 +11,10 @@ setting to every backend alike. Each backend keeps its own settings' defaults (r
 is then measured from its saved files on fresh questions: interpolate, every place of the training
 distribution, 12-digit numbers with the trained place names and the unseen ones apart, and places
 beyond a number's digits. Finished runs are never retrained and interrupted ones resume, so the
-grid can be spread over sessions; runs are independent subprocesses on a local process pool.
+grid can be spread over sessions. Runs are independent subprocesses: --jobs at a time on this
+machine, or with --engine ray as Ray tasks (a local Ray instance, or a cluster's with --ray-address,
+whose nodes hold the project at the same path and share --work-dir). Each run's learning curve is
+also written as TensorBoard events (`tensorboard --logdir runs/comparison`).
 """
 import argparse
 import hashlib
@@ -27,10 +30,12 @@ from benchmarks.common import RESULTS, environment, finish_figure, save
 from models import registry
 from models.checkpoint import load_checkpoint
 from models.task import asked_places, generate, generate_beyond_digits, generate_per_place
+from training.curves import EVENTS_DIR, write_curve
 from training.evaluate import evaluate_examples
 from training.state import STATE_JSON
 
 MODULE = "benchmarks.comparison"
+ROOT = Path(__file__).resolve().parents[1]  # where `python -m training.train` runs, on any node
 SIZES = {  # the proxy: minutes per run on 2 cores; the paper config: DESIGN.md section 4
     "proxy": ["--d-model", "128", "--d-ff", "512", "--n-heads", "4", "--n-encoder-layers", "2",
               "--n-decoder-layers", "2"],
@@ -126,14 +131,33 @@ def run_one(backend: str, lever: str, seed: int, args, sets: dict) -> dict:
         resume = ["--resume"] if (run_dir / STATE_JSON).exists() else []
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train.log", "a") as log:
-            subprocess.run(command + resume, check=True, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.run(command + resume, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     report = json.loads((run_dir / "report.json").read_text())
+    if not (run_dir / EVENTS_DIR).exists():  # a run trained before its events were written
+        write_curve(run_dir, report["curve"])
     return {"backend": backend, "lever": lever, "seed": seed, "command": " ".join(["python", *command[1:]]),
             "steps": report["provenance"]["steps"], "wall_seconds": report["provenance"]["wall_seconds"],
             "hardware": report["provenance"]["hardware"], "parameters": report["parameters"],
             "curve": [{"step": p["step"], "worst_place": p["eval_worst_place"], "loss": p["loss"]}
                       for p in report["curve"]],
             **scores(run_dir, sets)}
+
+
+def run_grid(grid: list[tuple], args, sets: dict) -> list[dict]:
+    """Every (backend, lever, seed) cell's run, in grid order: --jobs at a time here, or as Ray tasks
+    of --threads CPUs each."""
+    if args.engine == "local":
+        with ThreadPoolExecutor(args.jobs) as pool:
+            return list(pool.map(lambda cell: run_one(*cell, args, sets), grid))
+    import ray  # only this engine needs it
+    ray.init(address=args.ray_address, include_dashboard=False, logging_level="warning",
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        task = ray.remote(num_cpus=args.threads)(run_one)
+        shared_sets = ray.put(sets)  # the final questions, stored once for every task
+        return ray.get([task.remote(*cell, args, shared_sets) for cell in grid])
+    finally:
+        ray.shutdown()
 
 
 def table(runs: list[dict]) -> list[dict]:
@@ -179,6 +203,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--size", choices=list(SIZES), default="proxy")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each on cores/jobs threads)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: --jobs runs at a time here; ray: Ray tasks of cores/jobs CPUs each")
+    p.add_argument("--ray-address", default=None, help="a Ray cluster to join (default: start one on this machine)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work-dir", default="runs/comparison")
     p.add_argument("--quick", action="store_true", help="a few steps and questions per run")
@@ -199,6 +226,7 @@ def parse_args(argv=None):
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.work_dir = str(Path(args.work_dir).resolve())  # the same folder from every process and node
     args.out = args.out or f"comparison_{args.device}{'_quick' if args.quick else ''}"
     return args
 
@@ -208,8 +236,7 @@ def main(argv=None):
     sets = final_sets(FINAL_SIZES["quick" if args.quick else "full"])
     # complete seed rows first: lever by lever, seed by seed, every backend
     grid = [(b, lever, s) for lever in args.levers for s in args.seeds for b in args.backends]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        runs = [run for run in pool.map(lambda cell: run_one(*cell, args, sets), grid) if run is not None]
+    runs = [run for run in run_grid(grid, args, sets) if run is not None]
     env = environment(args.device, MODULE, argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     result = {"environment": env, "size": args.size, "recipe": RECIPE, "sizes": SIZES[args.size],

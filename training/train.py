@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 2 -m training.train --model transformer   # data parallel (DDP)
 
 Writes a servable checkpoint to --out (evaluated from its stored files), resumable state to
---run-dir every few minutes, and a JSON training report.
+--run-dir every few minutes, and a JSON training report with the learning curve (also as
+TensorBoard events in <run dir>/tensorboard: `tensorboard --logdir runs`).
 """
 import argparse
 import gc
@@ -32,6 +33,7 @@ from models.seq2seq import Seq2Seq
 from models.slim import check_slim, slim_backward
 from models.tokenizer import PAD, Tokenizer, pad_batch
 from models.task import SPLITS, asked_places, generate, generate_per_place
+from training.curves import curve_writer, write_point
 from training.data import bucketed_batch, curriculum_split, training_batch
 from training.evaluate import evaluate_examples
 from training.export import add_group_size_flag, check_group_size
@@ -247,6 +249,7 @@ class Run:
     ddp: torch.nn.Module = None
     forward: torch.nn.Module = None
     autocast: object = None
+    curves: object = None  # the TensorBoard writer (rank 0)
 
 
 def start_run(args) -> Run:
@@ -275,6 +278,7 @@ def start_run(args) -> Run:
     # dynamic: question lengths vary per batch; static shapes would recompile for each new length
     run.forward = torch.compile(run.ddp, dynamic=True) if args.compile else run.ddp
     run.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    run.curves = curve_writer(args.run_dir, progress["step"]) if rank == 0 else None
     return run
 
 
@@ -331,10 +335,12 @@ def evaluate_and_decide(run: Run, step: int) -> bool:
     if run.rank != 0:
         return False
     result = evaluate_examples(run.model, run.tokenizer, run.held_out, device=run.device)
-    progress["curve"].append({"step": step, "examples": progress["examples"],
-                              "wall_seconds": round(progress["wall_seconds"], 2), "loss": progress["running_loss"],
-                              "train_accuracy": progress["running_acc"], "eval_accuracy": result["accuracy"],
-                              "eval_worst_place": worst_place(result), "lr": learning_rate(step - 1, a)})
+    point = {"step": step, "examples": progress["examples"], "wall_seconds": round(progress["wall_seconds"], 2),
+             "loss": progress["running_loss"], "train_accuracy": progress["running_acc"],
+             "eval_accuracy": result["accuracy"], "eval_worst_place": worst_place(result),
+             "lr": learning_rate(step - 1, a)}
+    progress["curve"].append(point)
+    write_point(run.curves, point)
     log.info("step %d: held-out accuracy %.4f (worst place %.4f), loss %.4f", step, result["accuracy"],
              worst_place(result), progress["running_loss"])
     score = result["accuracy"] if a.target_metric == "accuracy" else worst_place(result)
@@ -400,6 +406,7 @@ def finish(run: Run) -> dict:
     report = {}
     if run.rank == 0:
         save_train_state(args.run_dir, run.model, run.optimizer, progress)
+        run.curves.close()
         report = write_checkpoint_and_report(run, len(set(digests)) == 1)
     if run.world > 1:
         dist.barrier()

@@ -214,3 +214,14 @@ def test_comparison_quick_trains_every_backend_alike_and_never_retrains(tmp_path
     comparison.main(argv)
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "runs").rglob("report.json"))] == stamps
     assert (tmp_path / "cmp.png").stat().st_size > 0
+    # through Ray (a local instance): the missing run trains in a Ray task, the finished ones are reused
+    comparison.main([*argv, "--engine", "ray", "--seeds", "0,1,2", "--backends", "memsizer"])
+    data = json.loads((tmp_path / "cmp.json").read_text())
+    assert [(r["backend"], r["seed"]) for r in data["runs"]] == [("memsizer", 0), ("memsizer", 1), ("memsizer", 2)]
+    assert [p.stat().st_mtime_ns for p in reports] == stamps
+    # every run's curve is in TensorBoard's event files, one point per evaluation
+    for run_dir in (tmp_path / "runs" / "proxy").iterdir():
+        from tests.training.test_training import tensorboard_scalars
+        report = json.loads((run_dir / "report.json").read_text())
+        assert [s for s, _ in tensorboard_scalars(run_dir / "tensorboard")["held_out/worst_place"]] == [
+            p["step"] for p in report["curve"]], run_dir

@@ -12,6 +12,7 @@ from models import registry
 from models.checkpoint import load_checkpoint
 from training import data, evaluate, train
 from models.task import generate
+from training.curves import SCALARS
 from training.data import write_examples
 
 TINY = ["--d-model", "64", "--d-ff", "256", "--n-heads", "4", "--n-encoder-layers", "2", "--n-decoder-layers", "1",
@@ -90,6 +91,29 @@ def test_resume_continues_the_moving_average_loss_of_the_curve(tmp_path):
     for want, got in zip(whole["curve"], resumed["curve"]):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
         assert got["train_accuracy"] == pytest.approx(want["train_accuracy"], abs=1e-6)
+    # the TensorBoard view of the curve, written across both processes, is the report's curve
+    events = tensorboard_scalars(tmp_path / "resumed" / "state" / "tensorboard")
+    for key, tag in SCALARS.items():
+        assert events[tag] == [(p["step"], pytest.approx(p[key], rel=1e-6)) for p in resumed["curve"]], tag
+
+
+def tensorboard_scalars(folder) -> dict:
+    """tag -> [(step, value)] from a folder's event files (TFRecord framing: length, its CRC, the
+    event, its CRC), honouring a resumed writer's purge of the steps from its start on, as TensorBoard does."""
+    import struct
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    scalars = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                scalars = {tag: [(s, v) for s, v in points if s < event.step] for tag, points in scalars.items()}
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return {tag: sorted(points) for tag, points in scalars.items()}
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
@@ -221,3 +245,13 @@ def test_slim_training_steps_as_plain_training_and_under_bfloat16(tmp_path):
     assert bf16["provenance"]["steps"] == 3 and all(torch.isfinite(torch.tensor(p["loss"])) for p in bf16["curve"])
     with pytest.raises(ValueError, match="rewind"):
         run_train(tmp_path, "transformer", *common, "--slim-slice", "2", name="refused")
+
+
+def test_a_resumed_runs_events_replace_what_the_interrupted_run_wrote_after_its_saved_state(tmp_path):
+    from training.curves import curve_writer, write_curve, write_point
+    write_curve(tmp_path, [{"step": s, "loss": 1.0 / s} for s in (20, 40, 60)])  # state saved at 40, died after 60
+    with curve_writer(tmp_path, resumed_at=40) as writer:
+        write_point(writer, {"step": 60, "loss": 0.5})
+        write_point(writer, {"step": 80, "loss": 0.25})
+    assert tensorboard_scalars(tmp_path / "tensorboard")["train/loss"] == [
+        (20, pytest.approx(0.05)), (40, pytest.approx(0.025)), (60, 0.5), (80, 0.25)]
