@@ -3,19 +3,14 @@ thread-pool client at several concurrency levels, each backend in turn (alternat
 for each server setting in turn (same questions, one run).
 
     python -m benchmarks.http_load [--concurrency 1,4,16,32] [--requests 200] [--max-seconds 30]
-        [--settings w2t1b1,w2t1b64,w1t2b64]
+        [--settings default,torch-unbatched,one-worker-two-threads]
+    python -m benchmarks.http_load --settings mine --define '{"mine": {"workers": 1, "batch_max": 8}}'
 
-A setting `wWtTbB` is W gunicorn workers, T torch threads each, and cross-request batches of up
-to B questions (b1: every request runs its own pass, the service before micro-batching);
-`dD` after it holds a pass open at most D ms for the callers it expects (PLACEVALUE_BATCH_DELAY_MS;
-the server's default without it), `dDf` for a fixed D ms whoever is expected
-(PLACEVALUE_BATCH_EXPECT_CALLERS=false: the batcher before it expected callers, e.g. `w2t1b64d2f`);
-`kK` sets gunicorn's keep-alive to K seconds (`k0`: a connection per request) and `r` gives each
-worker its own listening socket (SO_REUSEPORT; the kernel spreads connections by address hash),
-e.g. `w2t1b64k0r`; `g` runs gunicorn's own gthread worker instead of the balanced one
-(app/balanced_worker.py), where which worker gets a connection is a race between the workers and
-a keep-alive client stays on the worker it landed on.
-`+RUNTIME` adds PLACEVALUE_RUNTIME (e.g. `w1t2b64+ctranslate2-int8`).
+The server settings are the named list SETTINGS below (ServerSetting: workers, torch threads each,
+the batch limit, the runtime, the batcher's window, keep-alive, per-worker sockets, gunicorn's own
+gthread worker instead of the balanced one, the balanced worker's accept wait); --define adds
+settings as JSON, validated by the same model. Unset fields leave the server's own default
+(serving/settings.py).
 `--interleave` restarts the settings in turn for every repeat (alternating order) instead of running
 each setting's repeats on one server start, so minutes of VM drift fall on every setting alike.
 Clients are closed-loop: each of N threads sends its next request when its last one is answered.
@@ -30,18 +25,18 @@ import http.client
 import itertools
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import psutil
 import requests
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import RESULTS, environment, percentile, save
@@ -75,20 +70,27 @@ def worker_rss_mib(master_pid: int) -> dict:
     return rss
 
 
-@dataclass(frozen=True)
-class ServerSetting:
+class ServerSetting(BaseModel):
     """One server configuration under test; None leaves the server's own default (serving/settings.py)."""
 
-    workers: int
-    torch_threads: int
-    batch_max: int
-    runtime: str = "torch"
-    batch_delay_ms: float | None = None
-    expect_callers: bool | None = None
-    keepalive_s: int | None = None
-    reuse_port: bool | None = None  # True: a listening socket per worker
-    worker_class: str | None = None  # "gthread": gunicorn's own worker instead of the balanced one
-    accept_defer_ms: float | None = None  # the balanced worker's wait before it accepts
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workers: int = Field(2, ge=1)
+    torch_threads: int = Field(1, ge=1)
+    batch_max: int = Field(64, ge=1)  # 1: every request runs its own pass (no cross-request batching)
+    runtime: str = "auto"  # PLACEVALUE_RUNTIME
+    batch_delay_ms: float | None = Field(None, ge=0)  # the longest a pass waits for the callers it expects
+    expect_callers: bool | None = None  # False: the window is fixed, whoever is expected
+    keepalive_s: int | None = Field(None, ge=0)  # 0: a connection per request
+    reuse_port: bool | None = None  # True: a listening socket per worker (the kernel spreads connections)
+    worker_class: Literal["gthread"] | None = None  # gunicorn's own worker instead of the balanced one
+    accept_defer_ms: float | None = Field(None, ge=0)  # the balanced worker's wait before it accepts
+
+    @model_validator(mode="after")
+    def _accept_wait_needs_the_balanced_worker(self):
+        if self.accept_defer_ms is not None and self.worker_class == "gthread":
+            raise ValueError("an accept wait needs the balanced worker: gunicorn's gthread worker has none")
+        return self
 
     def environment(self, device: str) -> dict:
         """The PLACEVALUE_ and GUNICORN_ variables that set it (and only it: nothing else is inherited)."""
@@ -104,31 +106,43 @@ class ServerSetting:
 
     def recorded(self) -> dict:
         """The fields it sets, for the result file."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return self.model_dump(exclude_none=True)
 
 
-SETTING = re.compile(r"w(\d+)t(\d+)b(\d+)(?:d(\d+(?:\.\d+)?)(f?))?(?:k(\d+))?(r?)(g?)(?:a(\d+(?:\.\d+)?))?"
-                     r"(?:\+([a-z0-9-]+))?")
+CT2 = {"runtime": "ctranslate2"}
+GTHREAD = {**CT2, "worker_class": "gthread"}
+# The settings the report and its studies measured, by name (2 workers, 1 thread each, batches of up to 64
+# and the runtime each backend has earned unless a setting says otherwise)
+SETTINGS = {name: ServerSetting(**fields) for name, fields in {
+    "default": {},
+    "window-10ms": {"batch_delay_ms": 10, "expect_callers": True},
+    "one-worker-two-threads": {"workers": 1, "torch_threads": 2},
+    "torch-unbatched": {"runtime": "torch", "batch_max": 1},
+    "ctranslate2": CT2,
+    "ctranslate2-int8": {"runtime": "ctranslate2-int8"},
+    "ctranslate2-fixed-window-2ms": {**CT2, "batch_delay_ms": 2, "expect_callers": False},
+    "ctranslate2-window-10ms": {**CT2, "batch_delay_ms": 10, "expect_callers": True},
+    "ctranslate2-one-worker-two-threads": {**CT2, "workers": 1, "torch_threads": 2},
+    "ctranslate2-keepalive-2s": {**CT2, "keepalive_s": 2},
+    "ctranslate2-gthread-keepalive-2s": {**GTHREAD, "keepalive_s": 2},
+    "ctranslate2-gthread-no-keepalive": {**GTHREAD, "keepalive_s": 0},
+    "ctranslate2-gthread-reuse-port": {**GTHREAD, "reuse_port": True},
+}.items()}
+DEFINED = TypeAdapter(dict[str, ServerSetting])
 
 
-def parse_setting(text: str) -> ServerSetting:
-    """`w2t1b64` -> 2 workers, 1 torch thread, batches of up to 64; `d2` a 2 ms window (`d2f`: fixed,
-    whoever is expected), `k0` keep-alive 0, `r` per-worker sockets, `g` gunicorn's own worker,
-    `a5` a 5 ms accept wait, `+ctranslate2-int8` the runtime."""
-    match = SETTING.fullmatch(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"a setting looks like w2t1b64, w2t1b64d2f, w2t1b64k0r or "
-                                         f"w1t2b64a5+ctranslate2-int8 (workers, threads, batch, window, keep-alive, "
-                                         f"per-worker sockets, gunicorn's own worker, accept wait, runtime), "
-                                         f"got {text!r}")
-    workers, threads, batch, delay, fixed, keepalive, reuse, gthread, accept, runtime = match.groups()
-    if accept and gthread:  # gunicorn's own worker has no such wait
-        raise argparse.ArgumentTypeError(f"an accept wait (a) needs the balanced worker, not g: {text!r}")
-    return ServerSetting(int(workers), int(threads), int(batch), runtime or "torch",
-                         batch_delay_ms=float(delay) if delay else None, expect_callers=not fixed if delay else None,
-                         keepalive_s=int(keepalive) if keepalive else None, reuse_port=True if reuse else None,
-                         worker_class="gthread" if gthread else None,
-                         accept_defer_ms=float(accept) if accept else None)
+def chosen_settings(names: str, define: str | None) -> dict:
+    """The named settings, from SETTINGS and the --define JSON object; a clear error for others."""
+    known = dict(SETTINGS)
+    if define:
+        try:
+            known.update(DEFINED.validate_json(define))
+        except ValidationError as error:
+            raise SystemExit(f"error: --define: {error}")
+    unknown = [name for name in names.split(",") if name not in known]
+    if unknown:
+        raise SystemExit(f"error: unknown setting {', '.join(unknown)}; known: {', '.join(known)}")
+    return {name: known[name] for name in names.split(",")}
 
 
 def start_server(port: int, setting: ServerSetting, checkpoints: str, device: str = "cpu"):
@@ -333,10 +347,11 @@ def main(argv=None):
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--requests", type=int, default=200, help="requests per backend and level")
     parser.add_argument("--max-seconds", type=float, default=30)
-    parser.add_argument("--settings", default="w2t1b1,w2t1b64d2f,w2t1b64,w1t2b64",
-                        help="server settings compared in turn (wWtTbB[dD[f]][kK][r][g][+RUNTIME]: workers, torch "
-                             "threads, batch max, longest window in ms (f: fixed), keep-alive seconds, per-worker "
-                             "sockets, gunicorn's own worker, runtime)")
+    parser.add_argument("--settings", default="default,torch-unbatched,one-worker-two-threads",
+                        help=f"server settings compared in turn, by name: {', '.join(SETTINGS)} or --define's")
+    parser.add_argument("--define", default=None,
+                        help="more named settings as a JSON object of ServerSetting fields, e.g. "
+                             "'{\"mine\": {\"workers\": 1, \"batch_max\": 8}}'")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier result's settings that this run does not measure")
     parser.add_argument("--repeats", type=int, default=1,
@@ -362,7 +377,8 @@ def main(argv=None):
         previous = json.loads((out / f"{name}.json").read_text())
         result["settings"] = {name: {"measured": previous["environment"], **setting}
                               for name, setting in previous.get("settings", {}).items()}
-    setting_names = args.settings.split(",")
+    settings = chosen_settings(args.settings, args.define)
+    setting_names = list(settings)
     levels = list(map(int, args.concurrency.split(",")))
     # visits: (setting, repeats measured on this server start). Interleaved, every repeat restarts
     # each setting in turn (alternating order), so the VM's drift over minutes falls on all alike.
@@ -372,7 +388,7 @@ def main(argv=None):
     runs = {name_: {level: {} for level in levels} for name_ in setting_names}
     visited = set()
     for visit, (setting_name, repeats) in enumerate(visits):
-        setting = parse_setting(setting_name)
+        setting = settings[setting_name]
         process, url = start_server(args.port, setting, args.checkpoints, args.device)
         try:
             if setting_name not in visited:  # its first start in this run replaces any merged earlier result

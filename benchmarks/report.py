@@ -267,7 +267,7 @@ def explain_table() -> str:
                  rows) + "\n\n" + measured(data)
 
 
-def http_table(setting: str = "w2t1b64+auto") -> str:
+def http_table(setting: str = "default") -> str:
     data = load("http_load_cpu")
     if not data or setting not in data["settings"]:
         return missing("python -m benchmarks.http_load")

@@ -3,6 +3,7 @@ asserted); the report is generated from the committed results."""
 import argparse
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,29 +27,42 @@ def test_train_throughput_and_decode_scaling_tiny(tmp_path):
     assert (tmp_path / "decode_scaling_cpu_tiny.png").stat().st_size > 0
 
 
-def test_http_load_settings_name_workers_threads_batch_window_and_runtime():
-    parse = http_load.parse_setting
-    assert parse("w2t1b64") == http_load.ServerSetting(workers=2, torch_threads=1, batch_max=64, runtime="torch")
-    assert parse("w2t1b64").recorded() == {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "torch"}
-    assert parse("w2t1b64d2f+ctranslate2").recorded() == {
+def test_http_load_settings_are_named_and_validated():
+    default = http_load.SETTINGS["default"]
+    assert default.recorded() == {"workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "auto"}
+    assert http_load.SETTINGS["ctranslate2-fixed-window-2ms"].recorded() == {
         "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "batch_delay_ms": 2.0,
         "expect_callers": False}
-    assert parse("w1t2b8d12.5").batch_delay_ms == 12.5 and parse("w1t2b8d12.5").expect_callers is True
-    assert parse("w2t1b64k0r+ctranslate2").recorded() == {
-        "workers": 2, "torch_threads": 1, "batch_max": 64, "runtime": "ctranslate2", "keepalive_s": 0,
-        "reuse_port": True}
-    assert not parse("w2t1b64d2k5").reuse_port
-    assert parse("w2t1b64g").worker_class == "gthread"
-    assert parse("w2t1b64k2a5+ctranslate2").accept_defer_ms == 5.0
-    assert parse("w2t1b64k2+ctranslate2").accept_defer_ms is None
-    env = parse("w1t2b8d12.5fk0+torch-int8").environment("cpu")
-    assert env == {"PLACEVALUE_DEVICE": "cpu", "GUNICORN_WORKERS": "1", "PLACEVALUE_TORCH_THREADS": "2",
-                   "PLACEVALUE_BATCH_MAX": "8", "PLACEVALUE_RUNTIME": "torch-int8", "PLACEVALUE_BATCH_DELAY_MS": "12.5",
-                   "PLACEVALUE_BATCH_EXPECT_CALLERS": "false", "GUNICORN_KEEPALIVE": "0"}
-    for bad in ("w2t1", "w2t1b64f", "w2t1b64d", "w2t1b64+", "w2t1b64k", "w2t1b64rk0", "w2t1b64gr", "w2t1b64a",
-                "w2t1b64ga5", "w2t1b64a5g"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            http_load.parse_setting(bad)
+    assert http_load.SETTINGS["ctranslate2-gthread-reuse-port"].environment("cpu") == {
+        "PLACEVALUE_DEVICE": "cpu", "GUNICORN_WORKERS": "2", "PLACEVALUE_TORCH_THREADS": "1",
+        "PLACEVALUE_BATCH_MAX": "64", "PLACEVALUE_RUNTIME": "ctranslate2", "GUNICORN_REUSE_PORT": "true",
+        "GUNICORN_WORKER_CLASS": "gthread"}
+    defined = http_load.chosen_settings("mine,default", '{"mine": {"workers": 1, "batch_max": 8, "batch_delay_ms": 12.5,'
+                                                        ' "expect_callers": false, "keepalive_s": 0, "runtime": "torch-int8"}}')
+    assert list(defined) == ["mine", "default"]
+    assert defined["mine"].environment("cpu") == {
+        "PLACEVALUE_DEVICE": "cpu", "GUNICORN_WORKERS": "1", "PLACEVALUE_TORCH_THREADS": "1", "PLACEVALUE_BATCH_MAX": "8",
+        "PLACEVALUE_RUNTIME": "torch-int8", "PLACEVALUE_BATCH_DELAY_MS": "12.5",
+        "PLACEVALUE_BATCH_EXPECT_CALLERS": "false", "GUNICORN_KEEPALIVE": "0"}
+    for names, define, error in [("nope", None, "unknown setting nope"),
+                                 ("x", '{"x": {"workers": 0}}', "greater than or equal to 1"),
+                                 ("x", '{"x": {"batch": 8}}', "Extra inputs are not permitted"),
+                                 ("x", '{"x": {"worker_class": "gthread", "accept_defer_ms": 5}}', "accept wait"),
+                                 ("x", '{"x": ', "Invalid JSON")]:
+        with pytest.raises(SystemExit, match=error):
+            http_load.chosen_settings(names, define)
+    # every setting the result file holds is one of the named ones, with the fields it names
+    stored = json.loads((Path(http_load.RESULTS) / "http_load_cpu.json").read_text())["settings"]
+    for name, row in stored.items():
+        assert {k: v for k, v in row.items() if k in http_load.ServerSetting.model_fields} == \
+            http_load.SETTINGS[name].recorded(), name
+
+
+# one-worker settings for the tiny servers
+ONE_WORKER = json.dumps({"unbatched": {"workers": 1, "batch_max": 1, "runtime": "torch"},
+                         "batched": {"workers": 1, "batch_max": 8, "runtime": "torch"},
+                         "ct2-fixed-window": {"workers": 1, "batch_max": 8, "batch_delay_ms": 5, "expect_callers": False,
+                                              "runtime": "ctranslate2"}})
 
 
 def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
@@ -61,11 +75,12 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
     assert explain["answers_per_second_alone"] > 0 and explain["answers_per_second_beside"] > 0
     from tests.conftest import free_port
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1,2", "--requests", "6",
-                    "--settings", "w1t1b1,w1t1b8d5f+ctranslate2", "--port", str(free_port()), "--ceiling-seconds", "0.3",
+                    "--settings", "unbatched,ct2-fixed-window", "--port", str(free_port()), "--ceiling-seconds", "0.3",
+                    "--define", ONE_WORKER,
                     "--repeats", "2",
                     "--out", str(tmp_path)])
     settings = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
-    assert list(settings) == ["w1t1b1", "w1t1b8d5f+ctranslate2"]
+    assert list(settings) == ["unbatched", "ct2-fixed-window"]
     for setting in settings.values():
         row = setting["levels"]["2"]["transformer"]
         assert row["requests"] == 6 and row["errors"] == 0 and row["shed_503"] == 0
@@ -79,32 +94,32 @@ def test_serving_and_http_load_tiny(tmp_path, tiny_checkpoints):
         assert row["pass_ms_per_answer"] > 0 and 0 < row["pass_busy_share"] <= 1
         assert setting["http_ceiling"]["2"]["requests_per_second"] > 0
     # without batching every pass holds one question
-    assert settings["w1t1b1"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
-    assert settings["w1t1b8d5f+ctranslate2"]["runtime"] == "ctranslate2"
+    assert settings["unbatched"]["levels"]["2"]["transformer"]["mean_pass_questions"] == 1
+    assert settings["ct2-fixed-window"]["runtime"] == "ctranslate2"
     # what served each backend, as the server's /models said
-    assert settings["w1t1b8d5f+ctranslate2"]["served_runtimes"]["transformer"] == "ctranslate2"
-    assert settings["w1t1b1"]["served_runtimes"]["memsizer"] == "torch"
+    assert settings["ct2-fixed-window"]["served_runtimes"]["transformer"] == "ctranslate2"
+    assert settings["unbatched"]["served_runtimes"]["memsizer"] == "torch"
     # torch computes on the pass thread; CTranslate2 on threads of its own, so it reports no share
-    assert 0 < settings["w1t1b1"]["levels"]["2"]["transformer"]["pass_cpu_share"] <= 1.05
-    assert settings["w1t1b8d5f+ctranslate2"]["levels"]["2"]["transformer"]["pass_cpu_share"] is None
-    assert settings["w1t1b8d5f+ctranslate2"]["expect_callers"] is False
+    assert 0 < settings["unbatched"]["levels"]["2"]["transformer"]["pass_cpu_share"] <= 1.05
+    assert settings["ct2-fixed-window"]["levels"]["2"]["transformer"]["pass_cpu_share"] is None
+    assert settings["ct2-fixed-window"]["expect_callers"] is False
     # --interleave restarts each setting for every repeat; the rows are the same medians of all runs
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "2", "--requests", "4",
-                    "--settings", "w1t1b1,w1t1b8", "--port", str(free_port()), "--ceiling-seconds", "0.1",
+                    "--settings", "unbatched,batched", "--define", ONE_WORKER, "--port", str(free_port()), "--ceiling-seconds", "0.1",
                     "--repeats", "2", "--interleave", "--out", str(tmp_path / "interleaved")])
     interleaved = json.loads((tmp_path / "interleaved" / "http_load_cpu.json").read_text())["settings"]
-    assert list(interleaved) == ["w1t1b1", "w1t1b8"]
+    assert list(interleaved) == ["unbatched", "batched"]
     for setting in interleaved.values():
         assert setting["interleaved"] is True
         assert len(setting["levels"]["2"]["transformer"]["answers_per_second_runs"]) == 2
     # --merge re-measures one setting and keeps the other with the command that measured it
     http_load.main(["--checkpoints", str(tiny_checkpoints), "--concurrency", "1", "--requests", "2",
-                    "--settings", "w1t1b1", "--port", str(free_port()), "--ceiling-seconds", "0.1", "--merge",
+                    "--settings", "unbatched", "--define", ONE_WORKER, "--port", str(free_port()), "--ceiling-seconds", "0.1", "--merge",
                     "--out", str(tmp_path)])
     merged = json.loads((tmp_path / "http_load_cpu.json").read_text())["settings"]
-    assert set(merged) == {"w1t1b1", "w1t1b8d5f+ctranslate2"} and list(merged["w1t1b1"]["levels"]) == ["1"]
-    assert "--merge" in merged["w1t1b1"]["measured"]["command"]
-    assert "--merge" not in merged["w1t1b8d5f+ctranslate2"]["measured"]["command"]
+    assert set(merged) == {"unbatched", "ct2-fixed-window"} and list(merged["unbatched"]["levels"]) == ["1"]
+    assert "--merge" in merged["unbatched"]["measured"]["command"]
+    assert "--merge" not in merged["ct2-fixed-window"]["measured"]["command"]
 
 
 def test_training_levers_tiny(tmp_path):
@@ -172,7 +187,7 @@ def test_shipped_accuracy_reads_each_checkpoints_records(tmp_path, tiny_checkpoi
 
 def test_http_load_counts_the_connections_each_worker_holds(tiny_checkpoints):
     from tests.conftest import free_port
-    process, url = http_load.start_server(free_port(), http_load.parse_setting("w2t1b8"), str(tiny_checkpoints))
+    process, url = http_load.start_server(free_port(), http_load.ServerSetting(batch_max=8, runtime="torch"), str(tiny_checkpoints))
     try:
         port = int(url.rsplit(":", 1)[1])
         assert sorted(http_load.connections_per_worker(process.pid, port)) == http_load.worker_pids(process.pid)
