@@ -51,11 +51,13 @@ LEVERS = {  # each a setting every backend takes alike, or per backend the form 
     # random place offsets of the digit-significance index (McLeish et al., 2024): the place rows
     # of numbers longer than training are trained too
     "offsets": ["--digit-offset-max", "20"],
-    # relative positions where each attention can take them: ALiBi on softmax attention's scores, the
-    # decay gate (ALiBi's recurrent form) on the causal sums of the Performer's features and of
-    # MemSizer's memory slots (its encoder's memory has no scores or order to bias)
+    # relative positions where each attention can take them: ALiBi on softmax attention's scores; the
+    # Performer's encoder rotates its kernel features (RoFormer's linear form); the causal sums of the
+    # Performer's features and of MemSizer's memory slots take the decay gate (ALiBi's recurrent
+    # form); MemSizer's encoder memory has no scores or order to act on
     "relative": {"transformer": ["--relative-positions", "alibi"], "memoryformer": ["--relative-positions", "alibi"],
-                 "performer": ["--performer-causal-gate", "decay"], "memsizer": ["--memsizer-causal-gate", "decay"]},
+                 "performer": ["--relative-positions", "rope", "--performer-causal-gate", "decay"],
+                 "memsizer": ["--memsizer-causal-gate", "decay"]},
 }
 
 

@@ -242,6 +242,16 @@ def slim_table() -> str:
             "![training memory against length](results/slim_memory_cpu.png)\n\n" + measured(data))
 
 
+def slim_gradients_table() -> str:
+    data = load("slim_gradients_cpu")
+    if not data:
+        return missing("python -m benchmarks.slim_memory --gradients --lengths 16384 --slim-slices 64")
+    rows = [[display(r["backend"]), f"{r['length']:,}", r["slice"], f"{r['plain_bf16_error']:.2e}",
+             f"{r['slim_bf16_error']:.2e}", "yes" if r["slim_finite"] else "no"] for r in data["rows"]]
+    return (table(["backend", "target tokens", "slice C", "plain bf16: error from float64",
+                   "SLiM bf16: error from float64", "SLiM finite"], rows) + "\n\n" + measured(data))
+
+
 # --- serving --------------------------------------------------------------------------------
 
 def serving_table() -> str:
@@ -357,7 +367,8 @@ SECTIONS = {"comparison_table": comparison_table, "accuracy_table": accuracy_tab
             "fidelity_memoryformer": lambda: fidelity_table("fidelity_memoryformer_cpu"),
             "fidelity_memoryformer_places": lambda: fidelity_extrapolate_places("fidelity_memoryformer_cpu"),
             "throughput_table": throughput_table, "time_to_accuracy_table": time_to_accuracy_table,
-            "slim_table": slim_table, "serving_table": serving_table, "http_table": http_table,
+            "slim_table": slim_table, "slim_gradients_table": slim_gradients_table,
+            "serving_table": serving_table, "http_table": http_table,
             "decode_table": decode_table, "size_table": size_table, "attribution_table": attribution_table,
             "explain_table": explain_table}
 

@@ -19,6 +19,11 @@ falls on all of them alike. A point that runs out of memory or past --max-second
 such, and longer lengths of that variant are skipped.
 
     python -m benchmarks.slim_memory [--device cpu|cuda] [--lengths 512,...,16384] [--layers 2]
+    python -m benchmarks.slim_memory --gradients --lengths 16384 --slim-slices 64
+
+--gradients measures exactness instead (slim_gradients_<device>.json): at the tiny width, one
+batch with an L-token target, every gradient of plain back-propagation and of SLiM under bf16
+autocast against plain float64 back-propagation (relative error over all gradients as one vector).
 """
 import argparse
 import json
@@ -116,6 +121,33 @@ def measure_point(backend: str, slice_length: int, length: int, layers: int, dev
             "step_seconds": times}
 
 
+def gradient_errors(backend: str, length: int, slice_length: int) -> dict:
+    """Relative errors from float64 plain back-propagation: plain bf16 and SLiM bf16 (C = slice_length)."""
+    def grads(dtype, slim, bf16):
+        torch.manual_seed(0)
+        model = Seq2Seq(ModelConfig(backend=backend, max_target_len=length, dropout=0.0, **TINY_ARCH)).to(dtype).train()
+        src = Tokenizer().batch_questions([QUESTION])
+        target = torch.randint(3, model.config.vocab_size, (1, length + 1), generator=torch.Generator().manual_seed(1))
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+        if slim:
+            slim_backward(model, src, target[:, :-1], target[:, 1:], slice_length, autocast=autocast)
+        else:
+            with autocast:
+                model(src, target[:, :-1], target[:, 1:])[1].backward()
+        return {k: p.grad.double() for k, p in model.named_parameters() if p.grad is not None}
+
+    exact = grads(torch.float64, False, False)
+    norm = sum((g ** 2).sum() for g in exact.values()).sqrt()
+
+    def error(got):
+        return (sum(((got[k] - exact[k]) ** 2).sum() for k in exact).sqrt() / norm).item()
+
+    sliced = grads(torch.float32, True, True)
+    return {"backend": backend, "length": length, "slice": slice_length,
+            "plain_bf16_error": error(grads(torch.float32, False, True)), "slim_bf16_error": error(sliced),
+            "slim_finite": all(bool(torch.isfinite(g).all()) for g in sliced.values())}
+
+
 def _child(spec: dict, args, env: dict | None) -> dict:
     done = subprocess.run([sys.executable, "-m", MODULE, "--point", json.dumps(spec)], capture_output=True,
                           text=True, timeout=args.max_seconds, env=env)
@@ -176,8 +208,17 @@ def main(argv=None):
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--name", default=None, help="result file name (default slim_memory_<device>)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--gradients", action="store_true", help="measure bf16 exactness instead (tiny width)")
     parser.add_argument("--point", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.gradients:
+        rows = [gradient_errors(name, length, int(c)) for name in registry.names() if slim_capable(name)
+                for length in map(int, args.lengths.split(",")) for c in args.slim_slices.split(",")]
+        for row in rows:
+            print(row, flush=True)
+        save(args.name or "slim_gradients_cpu", {"environment": environment("cpu", MODULE, argv),
+                                                 "architecture": TINY_ARCH, "rows": rows}, args.out or RESULTS)
+        return
     if args.point:  # child process: one measurement, printed as JSON
         spec = json.loads(args.point)
         torch.set_num_threads(spec["threads"])

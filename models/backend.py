@@ -70,8 +70,9 @@ class Backend:
     # whether CTranslate2's Transformer spec expresses its layers exactly, so the engine can serve it
     # (models/runtimes adds its runtimes); every backend runs on torch
     runs_on_ctranslate2: bool = False
-    # scored_roles(settings) -> the self-attention roles ("encoder", "causal") whose attention has
-    # query-key scores, which relative positions (config.relative_positions: "rope" rotates queries
-    # and keys, "alibi" biases the scores) act on; attention without such scores (MemSizer's memory
-    # slots, the Performer's kernel features) cannot use them, and keeps absolute positions
-    scored_roles: Callable[[object], tuple[str, ...]] = lambda settings: ()
+    # relative_roles(settings, mode) -> the self-attention roles ("encoder", "causal") where relative
+    # positions of that mode (config.relative_positions: "rope" rotates queries and keys, "alibi"
+    # biases the scores) act: roles with query-key scores take both; the Performer's kernel features
+    # take rope in the form that factorises; MemSizer's memory slots take neither. A role outside
+    # keeps absolute positions
+    relative_roles: Callable[[object, str], tuple[str, ...]] = lambda settings, mode: ()

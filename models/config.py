@@ -18,8 +18,9 @@ POSITION_MODES = ("end", "start")
 DIGIT_POSITION_MODES = ("none", "abacus", "abacus-sinusoid")
 # "rope" (Su et al., 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding"): self-
 # attention queries and keys are rotated by their positions, so scores depend only on the offset
-# between two tokens; no absolute sinusoid is added. Only backends whose attention has query-key
-# scores apply it (Backend.scored_roles).
+# between two tokens; no absolute sinusoid is added. Backends whose attention has query-key
+# scores apply it; the Performer's encoder rotates its kernel features instead (RoFormer, section
+# 3.4.3); see Backend.relative_roles.
 # "alibi" (Press et al., 2022, "Train Short, Test Long: Attention with Linear Biases Enables Input
 # Length Extrapolation"): no position embedding; every self-attention score is lowered by a fixed
 # per-head slope times the distance between query and key. Same backends as rope
@@ -83,9 +84,9 @@ class ModelConfig:
         if self.relative_positions not in RELATIVE_POSITION_MODES:
             raise ValueError(f"relative_positions must be one of {RELATIVE_POSITION_MODES}, "
                              f"got {self.relative_positions!r}")
-        if self.relative_positions != "none" and not spec.scored_roles(self.settings):
-            raise ValueError(f"{self.backend} attention has no query-key scores in these settings: relative_positions "
-                             f"{self.relative_positions!r} applies only to attention with such scores")
+        if self.relative_positions != "none" and not spec.relative_roles(self.settings, self.relative_positions):
+            raise ValueError(f"{self.backend} attention takes no {self.relative_positions!r} relative positions in these "
+                             f"settings: they act on query-key scores (rope also on the Performer's encoder features)")
         if self.relative_positions != "none" and self.source_positions != "start":
             raise ValueError(f"{self.relative_positions} counts positions from the question's start: use "
                              f"source_positions 'start'")
@@ -94,7 +95,8 @@ class ModelConfig:
 
     def relative_in(self, role: str) -> bool:
         """Whether relative positions act in this self-attention role (else absolute positions are added)."""
-        return self.relative_positions != "none" and role in self.spec.scored_roles(self.settings)
+        return self.relative_positions != "none" and role in self.spec.relative_roles(self.settings,
+                                                                                        self.relative_positions)
 
     @property
     def spec(self):

@@ -215,7 +215,7 @@ BACKEND = Backend(
     feed_forward=MemoryBlock,
     decode_state_grows=True,
     differentiable=False,  # sign hashes: piecewise constant, so gradients miss its changes
-    scored_roles=lambda settings: SELF_ROLES,  # its softmax attention is the Transformer's
+    relative_roles=lambda settings, mode: SELF_ROLES,  # its softmax attention is the Transformer's
     configuration=configuration,
 )
 

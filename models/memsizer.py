@@ -217,6 +217,6 @@ BACKEND = Backend(
             "decoding keeps a fixed-size state.",
     attention=attention,
     settings=MemSizerSettings,
-    scored_roles=lambda settings: ("encoder",) if settings.encoder == "softmax" else (),
+    relative_roles=lambda settings, mode: ("encoder",) if settings.encoder == "softmax" else (),
     configuration=configuration,
 )

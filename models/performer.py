@@ -22,6 +22,12 @@ wrong: the model refuses such head sizes.
 
 SLiM (models/slim.py) trains the decoder slice by slice; `rewind` gives it the causal state before
 a slice from the state after it.
+
+Ours, settings: relative positions "rope" in the encoder as RoFormer's linear-attention form (Su et
+al., 2021, section 3.4.3): out_t = sum_n (R_t phi(q_t)).(R_n phi(k_n)) v_n / sum_n phi(q_t).phi(k_n),
+the features rotated by their positions in the numerator and the normaliser unrotated, so the
+numerator depends on positions only through t - n and still factorises into sums over keys. The
+decoder's self-attention can take a decay gate instead (causal_gate, below).
 """
 import math
 from contextlib import nullcontext
@@ -32,6 +38,7 @@ import torch
 from torch import nn
 
 from models.backend import ROLES, AttentionState, Backend, carried
+from models.transformer import rotate
 
 # exp(64) keeps the causal sums of 16,384 keys (the longest measured) times 256 features below
 # float32's overflow (~exp(88)) for values up to ~50, while lifting key features 64 nats away from
@@ -207,6 +214,11 @@ class PerformerAttention(nn.Module):
         settings = config.settings
         self.features = settings.features
         self.redraw_interval = settings.redraw_interval
+        # relative positions "rope" in the encoder: the kernel features rotated (module docstring)
+        self.rotary = role == "encoder" and config.relative_in("encoder")
+        if self.rotary and self.features % 2:
+            raise ValueError(f"rotary positions turn the kernel features in pairs: features must be even, "
+                             f"got {self.features}")
         # the gate's decays: a constant of the head count, so not stored in checkpoints
         self.register_buffer("decay", decay_rates(self.n_heads).float()
                              if role == "causal" and settings.causal_gate == "decay" else None, persistent=False)
@@ -241,10 +253,10 @@ class PerformerAttention(nn.Module):
         return self._heads(x) * self.head_dim ** -0.25
 
     def source_sums(self, k, v, pad):
-        """phi(K)^T V (B, H, m, dh) and phi(K)^T 1 (B, H, m) over the non-padding keys. One stabiliser
-        per question and head (the largest exponent over its real keys); as in positive_features,
-        the per-key constants form one (B, H, S, 1) offset, +inf at padding, whose features exp
-        turns to exactly 0."""
+        """phi(K)^T V (B, H, m, dh) and phi(K)^T 1 (B, H, m) over the non-padding keys (rotary: the
+        first with each phi(k_n) rotated by its position n). One stabiliser per question and head
+        (the largest exponent over its real keys); as in positive_features, the per-key constants
+        form one (B, H, S, 1) offset, +inf at padding, whose features exp turns to exactly 0."""
         projected = k @ self.projection.T  # (B, H, S, m)
         half_norm = (k * k).sum(dim=-1, keepdim=True) / 2  # (B, H, S, 1)
         padding = pad[:, None, :, None]
@@ -252,7 +264,7 @@ class PerformerAttention(nn.Module):
         stabiliser = key_maxima.amax(dim=(2, 3), keepdim=True).detach()  # (B, H, 1, 1)
         offset = (half_norm + stabiliser + 0.5 * math.log(self.features)).masked_fill(padding, float("inf"))
         kf = torch.exp(projected - offset)
-        return kf.transpose(-1, -2) @ v, kf.sum(dim=2)
+        return (rotate(kf) if self.rotary else kf).transpose(-1, -2) @ v, kf.sum(dim=2)
 
     def forward(self, x, context=None, context_pad=None, state: FeatureSums | None = None):
         """Attend from x (B, T, d); `state` holds the feature sums across decoding steps."""
@@ -276,7 +288,7 @@ class PerformerAttention(nn.Module):
                     state.kv, state.normaliser = kv, normaliser
             qf = positive_features(q, self.projection)
             denominator = (qf @ normaliser[..., None]).clamp(min=torch.finfo(qf.dtype).tiny)
-            out = (qf @ kv) / denominator
+            out = ((rotate(qf) if self.rotary else qf) @ kv) / denominator
         return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
 
     def _causal(self, q, k, v, state):
@@ -341,6 +353,12 @@ def configuration(config) -> str:
     return f"{s.features} positive orthogonal random features per head, {redraws}.{gate}"
 
 
+def relative_roles(settings, mode: str) -> tuple[str, ...]:
+    """rope: the encoder's kernel features rotated, in the numerator only (the form that factorises);
+    the causal role's state is a plain sum, and ALiBi's score bias has no factorised form at all."""
+    return ("encoder",) if mode == "rope" else ()
+
+
 BACKEND = Backend(
     name="performer",
     display_name="Performer",
@@ -351,4 +369,5 @@ BACKEND = Backend(
     attention=PerformerAttention,
     settings=PerformerSettings,
     configuration=configuration,
+    relative_roles=relative_roles,
 )

@@ -147,6 +147,6 @@ BACKEND = Backend(
     summary="Multi-head softmax attention; decoding keeps a key/value cache that grows with every token.",
     attention=SoftmaxAttention,
     decode_state_grows=True,
-    scored_roles=lambda settings: SELF_ROLES,
+    relative_roles=lambda settings, mode: SELF_ROLES,
     runs_on_ctranslate2=True,
 )

@@ -158,6 +158,12 @@ def test_slim_memory_tiny(tmp_path):
         assert all(len(r["step_seconds"]) == 3 for r in rows)
         assert all(r["seconds_per_step"] == sorted(r["step_seconds"])[1] for r in rows), "the median of 3"
     assert (tmp_path / "slim_memory_cpu_tiny.png").stat().st_size > 0
+    slim_memory.main(["--gradients", "--lengths", "24", "--slim-slices", "4", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "slim_gradients_cpu.json").read_text())["rows"]
+    assert [(r["backend"], r["length"], r["slice"]) for r in rows] == [("memsizer", 24, 4), ("performer", 24, 4)]
+    # bf16 rounds: both errors are above float32's and far below 1 (the tests hold SLiM to plain bf16's)
+    assert all(r["slim_finite"] and 1e-6 < r["slim_bf16_error"] < 0.1 and 1e-6 < r["plain_bf16_error"] < 0.1
+               for r in rows), rows
 
 
 def test_flop_count_includes_weighted_table_lookups():

@@ -48,7 +48,7 @@ def test_relative_positions_act_in_the_encoder_and_the_decoder_keeps_its_sinusoi
 
 
 def test_memsizer_encoder_refuses_relative_positions_and_unknown_encoders():
-    with pytest.raises(ValueError, match="no query-key scores"):
+    with pytest.raises(ValueError, match="takes no 'alibi' relative positions"):
         tiny_config("memsizer", relative_positions="alibi")
     with pytest.raises(ValueError, match="encoder must be one of"):
         MemSizerSettings(encoder="performer")

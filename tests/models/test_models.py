@@ -263,14 +263,13 @@ def test_rotary_scores_depend_only_on_the_offset():
     assert torch.allclose(rotate(sequence)[:, :, 4:], rotate(sequence[:, :, 4:], 4)), "a cache's keys as rotated whole"
 
 
-def scored(backend: str) -> bool:
-    """Whether the backend's attention has query-key scores (for relative positions) at its default settings."""
+def takes(backend: str, mode: str) -> bool:
+    """Whether the backend's attention takes relative positions of this mode at its default settings."""
     spec = registry.get(backend)
-    return bool(spec.scored_roles(spec.settings()))
+    return bool(spec.relative_roles(spec.settings(), mode))
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if scored(b)])
-@pytest.mark.parametrize("mode", ["rope", "alibi"])
+@pytest.mark.parametrize("backend,mode", [(b, m) for b in BACKENDS for m in ("rope", "alibi") if takes(b, m)])
 def test_relative_positions_keep_batching_decoding_and_storage_exact(backend, mode, tokenizer, tmp_path):
     model = tiny_model(backend, relative_positions=mode)
     src = tokenizer.batch_questions(QUESTIONS)
@@ -290,13 +289,12 @@ def test_relative_positions_keep_batching_decoding_and_storage_exact(backend, mo
         assert torch.equal(loaded(src, tgt_in)[0], full)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if not scored(b)])
-def test_relative_positions_are_refused_where_attention_has_no_query_key_scores(backend):
-    for mode in ("rope", "alibi"):
-        with pytest.raises(ValueError, match="no query-key scores"):
-            tiny_config(backend, relative_positions=mode)
-        with pytest.raises(ValueError, match="from the question's start"):
-            tiny_config("transformer", relative_positions=mode, source_positions="end")
+@pytest.mark.parametrize("backend,mode", [(b, m) for b in BACKENDS for m in ("rope", "alibi") if not takes(b, m)])
+def test_relative_positions_are_refused_where_the_attention_cannot_take_them(backend, mode):
+    with pytest.raises(ValueError, match=f"takes no '{mode}' relative positions"):
+        tiny_config(backend, relative_positions=mode)
+    with pytest.raises(ValueError, match="from the question's start"):
+        tiny_config("transformer", relative_positions=mode, source_positions="end")
 
 
 def test_alibi_lowers_each_score_by_its_heads_slope_times_the_distance():

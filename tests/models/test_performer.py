@@ -253,3 +253,32 @@ def test_slim_refuses_the_gate():
     from models.slim import check_slim
     with pytest.raises(ValueError, match="decay gate"):
         check_slim(tiny_model("performer", settings=GATED))
+
+
+def test_rotary_encoder_features_are_roformers_linear_form():
+    """relative_positions "rope" in the Performer's encoder: out_t = sum_n (R_t phi(q_t)).(R_n phi(k_n)) v_n /
+    sum_n phi(q_t).phi(k_n), written out per query; the numerator's weights depend on t - n only."""
+    from models.transformer import rotate
+    config = tiny_config("performer", settings={"features": 32}, relative_positions="rope")
+    module = PerformerAttention(config, "encoder").double().eval()
+    assert module.rotary and not PerformerAttention(config, "cross").rotary
+    x = torch.randn(2, 7, 32, dtype=F64)
+    pad = torch.tensor([[False] * 7, [False] * 5 + [True] * 2])
+    with torch.no_grad():
+        got = module(x, context_pad=pad)
+        q, k = module._kernel_heads(module.q_proj(x)), module._kernel_heads(module.k_proj(x))
+        v = module._heads(module.v_proj(x))
+        # one constant key stabiliser: it cancels between numerator and denominator
+        qf, kf = positive_features(q, module.projection), positive_features(k, module.projection,
+                                                                               exponent_bound(module.projection))
+        weights = rotate(qf) @ rotate(kf).transpose(-1, -2)  # (B, H, T, S): R_t phi(q_t) . R_n phi(k_n)
+        normaliser = qf @ kf.transpose(-1, -2)
+        keep = ~pad[:, None, None, :]
+        heads = ((weights * keep) @ v) / (normaliser * keep).sum(-1, keepdim=True)
+        want = module.out_proj(heads.transpose(1, 2).reshape(2, 7, 32))
+        assert torch.allclose(got[~pad], want[~pad], atol=1e-10)
+        # relative: shifting every position by 3 leaves the numerator's weights as they were
+        shifted = rotate(qf, 3) @ rotate(kf, 3).transpose(-1, -2)
+        assert torch.allclose(shifted, weights, atol=1e-10)
+    with pytest.raises(ValueError, match="features must be even"):
+        PerformerAttention(tiny_config("performer", settings={"features": 31}, relative_positions="rope"), "encoder")
