@@ -350,7 +350,9 @@ def configuration(config) -> str:
         "drawn once (the paper and both reference codes redraw them)"
     gate = (" Decoder self-attention gated by per-head decays (ours: the recurrent form of ALiBi)."
             if s.causal_gate == "decay" else "")
-    return f"{s.features} positive orthogonal random features per head, {redraws}.{gate}"
+    rope = (" Encoder features rotated by position in the numerator (ours: RoFormer's linear form)."
+            if config.relative_in("encoder") else "")
+    return f"{s.features} positive orthogonal random features per head, {redraws}.{rope}{gate}"
 
 
 def relative_roles(settings, mode: str) -> tuple[str, ...]:

@@ -280,5 +280,8 @@ def test_rotary_encoder_features_are_roformers_linear_form():
         # relative: shifting every position by 3 leaves the numerator's weights as they were
         shifted = rotate(qf, 3) @ rotate(kf, 3).transpose(-1, -2)
         assert torch.allclose(shifted, weights, atol=1e-10)
+    from models.performer import configuration
+    assert "Encoder features rotated by position" in configuration(config)
+    assert "rotated" not in configuration(tiny_config("performer"))
     with pytest.raises(ValueError, match="features must be even"):
         PerformerAttention(tiny_config("performer", settings={"features": 31}, relative_positions="rope"), "encoder")
