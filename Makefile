@@ -50,7 +50,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.shipped_accuracy
 	$(PY) -m benchmarks.train_throughput --device cpu --precisions fp32 --steps 8
 	$(PY) -m benchmarks.serving
-	$(PY) -m benchmarks.http_load --concurrency 1,16,64 --requests 300 --max-seconds 20 --settings w2t1b64+auto
+	$(PY) -m benchmarks.http_load --concurrency 1,16,64 --requests 300 --max-seconds 20 --settings default
 	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1
 	$(PY) -m benchmarks.slim_memory --device cpu --max-seconds 400
 	$(PY) -m benchmarks.attribution
