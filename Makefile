@@ -53,5 +53,6 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.http_load --concurrency 1,16,64 --requests 300 --max-seconds 20 --settings default
 	$(PY) -m benchmarks.decode_scaling --device cpu --repeats 1
 	$(PY) -m benchmarks.slim_memory --device cpu --max-seconds 400
+	$(PY) -m benchmarks.slim_memory --gradients --lengths 16384 --slim-slices 64
 	$(PY) -m benchmarks.attribution
 	$(PY) -m benchmarks.report
