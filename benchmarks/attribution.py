@@ -138,8 +138,10 @@ def main(argv=None):
     out = Path(args.out or RESULTS)
     earlier = json.loads((out / "attribution_cpu.json").read_text()) if (out / "attribution_cpu.json").exists() else {}
     kept = earlier.get("backends", {}) if (earlier.get("questions"), earlier.get("version")) == (args.questions, 2) else {}
-    measured = {name: study(name, args.checkpoints, args.questions) for name in backends}
-    result = {"environment": environment("cpu", MODULE, argv), "questions": args.questions, "version": 2,
+    env = environment("cpu", MODULE, argv)
+    # each row names the run that measured it, since --backends keeps the other rows of an earlier one
+    measured = {name: {**study(name, args.checkpoints, args.questions), "measured": env} for name in backends}
+    result = {"environment": env, "questions": args.questions, "version": 2,
               "backends": {n: measured.get(n, kept.get(n)) for n in registry.names() if n in measured or n in kept}}
     path = save("attribution_cpu", result, out)
     plot(result, path.with_suffix(".png"))

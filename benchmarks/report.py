@@ -341,7 +341,18 @@ def attribution_table() -> str:
     return (table(["backend", "method", "interpolate, right: asked digit on top", "extrapolate, right: asked digit",
                    "extrapolate, right: a copy of it", "extrapolate, wrong: asked digit", "extrapolate, wrong: a copy",
                    "median completeness gap", "agreement with occlusion (median Spearman)"], rows)
-            + "\n\n![which digit each backend reads](results/attribution_cpu.png)\n\n" + measured(data))
+            + "\n\n![which digit each backend reads](results/attribution_cpu.png)\n\n" + measured_rows(data))
+
+
+def measured_rows(data: dict) -> str:
+    """The measured line of a result whose rows each name their own run (one line when they share it)."""
+    runs = {}
+    for name, row in data["backends"].items():
+        runs.setdefault(row.get("measured", data["environment"])["command"], []).append(display(name))
+    if len(runs) == 1:
+        return measured(data)
+    return (f"*Measured on: {hardware_line(data['environment'])}. Commands: "
+            + "; ".join(f"`{command}` ({', '.join(names)})" for command, names in runs.items()) + ".*")
 
 
 def readme_table() -> str:
