@@ -8,6 +8,7 @@ JSON files in benchmarks/results/ (what `make bench` measures) and benchmarks/st
 """
 import json
 import re
+import statistics
 import shlex
 from pathlib import Path
 
@@ -84,6 +85,28 @@ def comparison_table() -> str:
             + f"\n\nMedian over seeds (min-max). {done} of {data['planned_runs']} planned runs finished; each ran "
               f"{budget['max_steps']} steps of `{recipe}` plus its lever row's options ({levers})."
             + "\n\n![learning curves](results/comparison_cpu.png)\n\n" + measured(data))
+
+
+def comparison_errors_table() -> str:
+    """Where the controlled runs' errors on 12-digit numbers go: per lever and backend, the trained
+    place each seed reads worst and the two unseen places (median over seeds, min-max)."""
+    data = load("comparison_cpu")
+    if not data:
+        return missing("python -m benchmarks.comparison")
+    unseen = ("ten billions", "hundred billions")
+    rows = []
+    for row in data["table"]:
+        runs = [r for r in data["runs"] if (r["lever"], r["backend"]) == (row["lever"], row["backend"])]
+        worst = [min(((a, p) for p, a in r["extrapolate_per_place"].items() if p not in unseen)) for r in runs]
+        spread = [statistics.median(a for a, _ in worst), min(a for a, _ in worst), max(a for a, _ in worst)]
+        cells = [f"{spread[0]:.1%} ({spread[1]:.1%}-{spread[2]:.1%}); "
+                 + ", ".join(sorted({p for _, p in worst}))]
+        for place in unseen:
+            values = [r["extrapolate_per_place"][place] for r in runs]
+            cells.append(f"{statistics.median(values):.1%} ({min(values):.1%}-{max(values):.1%})")
+        rows.append([row["lever"], display(row["backend"]), len(runs), *cells])
+    return table(["lever", "backend", "seeds", "12 digits: worst trained place (median, min-max; which)",
+                  "ten billions (unseen)", "hundred billions (unseen)"], rows)
 
 
 def accuracy_rows() -> list[list]:
@@ -378,6 +401,7 @@ SECTIONS = {"comparison_table": comparison_table, "accuracy_table": accuracy_tab
             "fidelity_memoryformer": lambda: fidelity_table("fidelity_memoryformer_cpu"),
             "fidelity_memoryformer_places": lambda: fidelity_extrapolate_places("fidelity_memoryformer_cpu"),
             "throughput_table": throughput_table, "time_to_accuracy_table": time_to_accuracy_table,
+            "comparison_errors_table": comparison_errors_table,
             "slim_table": slim_table, "slim_gradients_table": slim_gradients_table,
             "serving_table": serving_table, "http_table": http_table,
             "decode_table": decode_table, "size_table": size_table, "attribution_table": attribution_table,
