@@ -144,6 +144,20 @@ def test_report_and_readme_table_are_generated_from_the_committed_result_files()
     assert len(report.render().splitlines()) <= 400 and len(readme.splitlines()) <= 150
 
 
+def test_a_result_whose_rows_came_from_several_runs_names_each_runs_command():
+    from benchmarks import report
+    env = {"command": "python -m benchmarks.attribution --backends memsizer", "cpu": "X", "cores": 2,
+           "torch": "2", "torch_threads": 1, "date": "today", "cpu_flags": []}
+    data = {"environment": env, "backends": {
+        "memsizer": {"measured": env},
+        "performer": {"measured": {**env, "command": "python -m benchmarks.attribution --backends performer"}}}}
+    line = report.measured_rows(data)
+    assert "`python -m benchmarks.attribution --backends memsizer` (MemSizer)" in line
+    assert "`python -m benchmarks.attribution --backends performer` (Performer)" in line
+    data["backends"]["performer"]["measured"] = env
+    assert line != report.measured_rows(data) == report.measured(data)
+
+
 def test_slim_memory_tiny(tmp_path):
     assert list(slim_memory.variants([4, 64])) == [*registry.names(), "memsizer+slim4", "memsizer+slim64",
                                                    "performer+slim4", "performer+slim64"]
