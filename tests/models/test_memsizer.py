@@ -111,19 +111,6 @@ def test_the_decay_gate_is_its_recurrence_in_every_form():
     assert torch.allclose(steps, full, atol=1e-12) and torch.allclose(chunked, full, atol=1e-12)
 
 
-def test_the_gated_model_decodes_as_its_parallel_pass_and_is_padding_invariant():
-    model = tiny_model("memsizer", settings=GATED)
-    tokenizer = Tokenizer()
-    src = tokenizer.batch_questions(QUESTIONS)
-    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
-    steps, full = cached_and_full_logits(model, src, tgt_in)
-    assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
-    with torch.no_grad():
-        for i, question in enumerate(QUESTIONS):
-            single, _ = model(tokenizer.batch_questions([question]), tgt_in[i:i + 1])
-            assert torch.allclose(full[i], single[0], **TOL)
-
-
 def test_the_gate_is_a_setting_that_slim_refuses_and_the_page_names():
     from models.memsizer import configuration
     from models.slim import check_slim

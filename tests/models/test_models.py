@@ -25,6 +25,20 @@ def cached_and_full_logits(model, src, tgt_in):
     return steps, full
 
 
+@pytest.mark.parametrize("backend", ["memsizer", "performer"])
+def test_the_decay_gated_decoder_decodes_as_its_parallel_pass_and_is_padding_invariant(backend, tokenizer):
+    """The gate on the causal sums (each backend's own test holds it to its recurrence)."""
+    model = tiny_model(backend, settings={"causal_gate": "decay"})
+    src = tokenizer.batch_questions(QUESTIONS)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
+    steps, full = cached_and_full_logits(model, src, tgt_in)
+    assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
+    with torch.no_grad():
+        for i, question in enumerate(QUESTIONS):
+            single, _ = model(tokenizer.batch_questions([question]), tgt_in[i:i + 1])
+            assert torch.allclose(full[i], single[0], **TOL)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_incremental_decoding_matches_parallel_forward(backend, tokenizer):
     tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)

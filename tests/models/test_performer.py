@@ -235,20 +235,6 @@ def test_the_decay_gate_is_its_recurrence_in_every_form():
         assert not torch.allclose(ungated(x), full, atol=1e-6)
 
 
-def test_the_gated_model_decodes_as_its_parallel_pass_and_is_padding_invariant(tokenizer):
-    from models.tokenizer import BOS
-    from tests.models.test_models import QUESTIONS, TOL, cached_and_full_logits
-    model = tiny_model("performer", settings=GATED)
-    src = tokenizer.batch_questions(QUESTIONS)
-    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(3, 98, (3, 11))], dim=1)
-    steps, full = cached_and_full_logits(model, src, tgt_in)
-    assert torch.allclose(steps, full, **TOL), (steps - full).abs().max()
-    with torch.no_grad():
-        for i, question in enumerate(QUESTIONS):
-            single, _ = model(tokenizer.batch_questions([question]), tgt_in[i:i + 1])
-            assert torch.allclose(full[i], single[0], **TOL)
-
-
 def test_slim_refuses_the_gate():
     from models.slim import check_slim
     with pytest.raises(ValueError, match="decay gate"):
