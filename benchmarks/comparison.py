@@ -205,6 +205,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--size", choices=list(SIZES), default="proxy")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each on cores/jobs threads)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores/jobs)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: --jobs runs at a time here; ray: Ray tasks of cores/jobs CPUs each")
     p.add_argument("--ray-address", default=None, help="a Ray cluster to join (default: start one on this machine)")
@@ -227,7 +228,7 @@ def parse_args(argv=None):
             p.error(f"unknown lever {lever!r}; known: {', '.join(LEVERS)}")
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
-    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     args.work_dir = str(Path(args.work_dir).resolve())  # the same folder from every process and node
     args.out = args.out or f"comparison_{args.device}{'_quick' if args.quick else ''}"
     return args
