@@ -152,6 +152,10 @@ def run_grid(grid: list[tuple], args, sets: dict) -> list[dict]:
         with ThreadPoolExecutor(args.jobs) as pool:
             return list(pool.map(lambda cell: run_one(*cell, args, sets), grid))
     import ray  # only this engine needs it
+    if not args.ray_address:
+        # a local instance nices its workers (15) by default, so runs on cores shared with other work
+        # would starve; the grid's runs are the work here
+        os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=args.ray_address, include_dashboard=False, logging_level="warning",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
