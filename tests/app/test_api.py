@@ -132,7 +132,7 @@ def test_models_endpoint_fields(client):
         assert set(reliability) == {"interpolate", "train", "extrapolate"}
         assert reliability["train"]["per_place"] == {"units": 0.75, "billions": 0.25}
         assert reliability["extrapolate"]["per_place_total"] == {"hundreds": 2, "ten billions": 2}
-    assert rows["memsizer"]["architecture"]["settings"] == {"k": 8, "causal_k": 4, "encoder": "memsizer"}
+    assert rows["memsizer"]["architecture"]["settings"] == {"k": 8, "causal_k": 4, "encoder": "memsizer", "causal_gate": "none"}
     assert "encoder: MemSizer attention" in rows["memsizer"]["configuration"]
     assert "0 expanding bits" in rows["memoryformer"]["configuration"]
     assert rows["memsizer"]["parameters"] < rows["transformer"]["parameters"]
