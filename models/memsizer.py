@@ -165,8 +165,8 @@ class MemSizerAttention(nn.Module):
             decayed_count = torch.expm1(log_gamma * (count + s + 1)) / torch.expm1(log_gamma)  # (k, T)
             read = a * decayed_count.T.rsqrt()  # (B, T, k)
             out = torch.einsum("bti,itj,bji->btj", read, decay, keys) @ values
-            total = torch.einsum("ij,bji,bjd->bid", decay[:, -1], keys, values)  # (B, k, d) at the last position
-            if state is not None:
+            if state is not None:  # the sum at the last position, (B, k, d), carried to the next call
+                total = torch.einsum("ij,bji,bjd->bid", decay[:, -1], keys, values)
                 if state.total is not None:
                     from_start = torch.exp(log_gamma * (s + 1)).T  # (T, k): gamma_i^(t-c)
                     out = out + torch.einsum("bti,bid->btd", read * from_start, state.total)
