@@ -125,3 +125,9 @@ def live_server(tiny_checkpoints, tmp_path_factory):
     process.terminate()
     assert process.wait(timeout=30) == 0, "gunicorn did not shut down cleanly"
     log.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow first (a stable sort keeps the rest in order): on `make test`'s two workers the
+    many quick tests then fill in around the long ones, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
