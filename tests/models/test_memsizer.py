@@ -9,7 +9,7 @@ from models.memsizer import MemSizerAttention, MemSizerSettings
 from models.tokenizer import BOS, Tokenizer
 from models.transformer import SoftmaxAttention
 from tests.conftest import tiny_config, tiny_model
-from tests.models.test_models import QUESTIONS, TOL, cached_and_full_logits
+from tests.models.test_models import QUESTIONS, TOL, cached_and_full_logits, causal_forms
 
 
 def softmax_encoder(**overrides):
@@ -97,11 +97,7 @@ def test_the_decay_gate_is_its_recurrence_in_every_form():
     assert module.decay.shape == (module.k,) and bool((module.decay < 1).all())
     x = torch.randn(2, 10, 32, dtype=torch.float64)
     with torch.no_grad():
-        full = module(x)
-        state = module.new_state()
-        steps = torch.cat([module(x[:, t:t + 1], state=state) for t in range(10)], dim=1)
-        chunked_state = module.new_state()
-        chunked = torch.cat([module(part, state=chunked_state) for part in x.split([3, 1, 6], dim=1)], dim=1)
+        full, steps, chunked, state = causal_forms(module, x)
         loop = gated_loop(module, x)
         ungated = MemSizerAttention(tiny_config("memsizer"), "causal").double().eval()
         ungated.load_state_dict(module.state_dict())

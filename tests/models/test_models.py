@@ -25,6 +25,18 @@ def cached_and_full_logits(model, src, tgt_in):
     return steps, full
 
 
+def causal_forms(module, x):
+    """A causal attention module's outputs for x (B, T, d): in parallel, step by step and in chunks of
+    3, 1 and the rest; and the step-by-step state at the end."""
+    full = module(x)
+    state = module.new_state()
+    steps = torch.cat([module(x[:, t:t + 1], state=state) for t in range(x.shape[1])], dim=1)
+    chunked_state = module.new_state()
+    chunked = torch.cat([module(part, state=chunked_state)
+                         for part in x.split([3, 1, x.shape[1] - 4], dim=1)], dim=1)
+    return full, steps, chunked, state
+
+
 @pytest.mark.parametrize("backend", ["memsizer", "performer"])
 def test_the_decay_gated_decoder_decodes_as_its_parallel_pass_and_is_padding_invariant(backend, tokenizer):
     """The gate on the causal sums (each backend's own test holds it to its recurrence)."""

@@ -7,6 +7,7 @@ import torch
 from models.performer import (MAX_HEAD_DIM, PerformerAttention, causal_linear_attention, exponent_bound,
                               orthogonal_features, positive_features)
 from tests.conftest import tiny_config, tiny_model
+from tests.models.test_models import causal_forms
 
 F64 = torch.float64
 
@@ -210,11 +211,7 @@ def test_the_decay_gate_is_its_recurrence_in_every_form():
     module = PerformerAttention(tiny_config("performer", settings=GATED), "causal").double().eval()
     x = torch.randn(2, 10, 32, dtype=F64)
     with torch.no_grad():
-        full = module(x)
-        state = module.new_state()
-        steps = torch.cat([module(x[:, t:t + 1], state=state) for t in range(10)], dim=1)
-        chunked_state = module.new_state()
-        chunked = torch.cat([module(part, state=chunked_state) for part in x.split([3, 1, 6], dim=1)], dim=1)
+        full, steps, chunked, state = causal_forms(module, x)
         q, k, v = (module._kernel_heads(module.q_proj(x)), module._kernel_heads(module.k_proj(x)),
                    module._heads(module.v_proj(x)))
         qf, kf = positive_features(q, module.projection), module._causal_key_features(k)
