@@ -4,7 +4,7 @@ from models import registry
 from models.config import LEGACY_DEFAULTS, ModelConfig
 from models.runtimes import LABELS, evaluation_split
 from models.task import PLACE_NAMES
-from training.recipe import recipe_command
+from training.recipe import lineage_steps, recipe_command
 
 # the evaluations the page and /models show per place, in this order ("train": the training distribution)
 RELIABILITY_SPLITS = ("interpolate", "train", "extrapolate")
@@ -53,7 +53,7 @@ def describe_backends(configs: dict, runtimes: dict, load_errors: dict, required
             "checkpoint_sha256": config["weights"]["sha256"],
             "checkpoint_bytes": config["weights"]["bytes"],
             "weights_format": config["weights"]["format"],
-            "training_steps": config.get("provenance", {}).get("steps"),
+            "training_steps": lineage_steps(config.get("provenance")),
             "training_balanced_share": training_balanced_share(config),
             "accuracy": {k: v["accuracy"] for k, v in evaluation.items()},
             "interpolate_accuracy": reliability.get("interpolate", {}).get("accuracy"),

@@ -10,6 +10,9 @@ from models.config import ModelConfig
 # fixes the vocabulary, and each backend's settings get flags of their own below
 NOT_FLAGS = ("backend", "vocab_size", "settings")
 ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in NOT_FLAGS)
+# fields that shape only how a model is trained, not its weights: a model trained further from a
+# checkpoint (--init-from) may change them and nothing else (--digit-offset-max sizes the digit-place table)
+TRAINING_ONLY_FIELDS = ("dropout",)
 
 
 def flag(name: str) -> str:
@@ -33,3 +36,12 @@ def recipe_command(backend: str, config: dict | None = None) -> str:
         if name not in words and value != default:
             words += [name, str(value)]
     return shlex.join(words)
+
+
+def lineage_steps(provenance: dict | None) -> int | None:
+    """Optimizer steps behind a checkpoint: its own run's, plus those of the checkpoint it was
+    trained further from (--init-from), recursively."""
+    if not provenance or provenance.get("steps") is None:
+        return None
+    parent = (provenance.get("init_from") or {}).get("provenance")
+    return provenance["steps"] + (lineage_steps(parent) or 0)

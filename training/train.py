@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from models.checkpoint import CONFIG_FILE, WEIGHT_FORMATS, load_checkpoint, save_checkpoint, write_json
+from models.checkpoint import (CONFIG_FILE, WEIGHT_FORMATS, CheckpointError, load_checkpoint, read_config,
+                               save_checkpoint, write_json)
 from models import registry
 from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
 from models.runtimes import DEVICES, resolve_device
@@ -37,7 +38,7 @@ from training.curves import curve_writer, write_point
 from training.data import bucketed_batch, curriculum_split, training_batch
 from training.evaluate import evaluate_examples
 from training.export import add_group_size_flag, check_group_size
-from training.recipe import ARCH_FIELDS, flag
+from training.recipe import ARCH_FIELDS, TRAINING_ONLY_FIELDS, flag
 from training.state import STATE_JSON, load_train_state, parameters_digest, save_train_state
 
 log = logging.getLogger("training.train")
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
     add_group_size_flag(p)
     p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from a checkpoint's weights (fresh optimizer and schedule) and train further: "
+                        "its architecture becomes the default, and only --dropout may differ from it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
@@ -155,12 +159,34 @@ def parse_args(argv=None):
     p = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    if args.init_from:
+        args = parse_with_checkpoint_defaults(p, argv, args)
     check_group_size(p, args)
     try:
         check_recipe(args)
     except ValueError as err:
         p.error(str(err))
     args.argv = argv
+    return args
+
+
+def parse_with_checkpoint_defaults(p: argparse.ArgumentParser, argv: list, args):
+    """Parse again with --init-from's architecture as the defaults; an explicit flag that would
+    change the function its weights compute is an error."""
+    try:
+        stored = ModelConfig.from_dict(read_config(args.init_from)["architecture"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as err:
+        p.error(f"--init-from: {err}")
+    if stored.backend != args.model:
+        p.error(f"--init-from {args.init_from} holds a {stored.backend} model, not --model {args.model}")
+    settings = {f"{args.model}__{f.name}": getattr(stored.settings, f.name) for f in fields(stored.settings)}
+    p.set_defaults(**{name: getattr(stored, name) for name in ARCH_FIELDS}, **settings)
+    args = p.parse_args(argv)
+    changed = [flag(name) for name in ARCH_FIELDS
+               if name not in TRAINING_ONLY_FIELDS and getattr(args, name) != getattr(stored, name)]
+    changed += [flag(name.replace("__", "_")) for name, value in settings.items() if getattr(args, name) != value]
+    if changed:
+        p.error(f"--init-from keeps the checkpoint's architecture; {', '.join(changed)} would change it")
     return args
 
 
@@ -250,6 +276,7 @@ class Run:
     forward: torch.nn.Module = None
     autocast: object = None
     curves: object = None  # the TensorBoard writer (rank 0)
+    parent: dict = None  # --init-from's checkpoint: path, weights digest and provenance
 
 
 def start_run(args) -> Run:
@@ -267,13 +294,20 @@ def start_run(args) -> Run:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                   fused=device.type == "cuda")
     progress = {"step": 0, "examples": 0, "wall_seconds": 0.0, "curve": []}
+    parent = None
+    if getattr(args, "init_from", None):
+        start, _, parent_config = load_checkpoint(args.init_from, device=device)
+        if not args.resume:  # a resumed run's state already holds the weights it trained from these
+            model.load_state_dict(start.state_dict())
+        parent = {"checkpoint": str(args.init_from), "weights_sha256": parent_config["weights"]["sha256"],
+                  "provenance": parent_config.get("provenance")}
     if args.resume:
         progress = load_train_state(args.run_dir, model, optimizer, device)
         model.resume_training(progress["step"] * args.grad_accum)
         log.info("resumed from %s at step %d", args.run_dir, progress["step"])
     held_out = (generate_per_place(args.eval_split, args.eval_per_place, seed=HELD_OUT_SEED) if args.eval_per_place
                 else generate(args.eval_split, args.eval_size, seed=HELD_OUT_SEED))
-    run = Run(args, model, optimizer, tokenizer, device, rank, world, held_out, progress)
+    run = Run(args, model, optimizer, tokenizer, device, rank, world, held_out, progress, parent=parent)
     run.ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # dynamic: question lengths vary per batch; static shapes would recompile for each new length
     run.forward = torch.compile(run.ddp, dynamic=True) if args.compile else run.ddp
@@ -423,6 +457,8 @@ def write_checkpoint_and_report(run: Run, identical_across_ranks: bool) -> dict:
                   "seed": args.seed, "steps": progress["step"], "examples_seen": progress["examples"],
                   "wall_seconds": round(progress["wall_seconds"], 1), "hardware": hardware(device),
                   "world_size": run.world, "recipe": recipe}
+    if run.parent:
+        provenance["init_from"] = run.parent
     config = save_checkpoint(run.model, args.out, run.tokenizer, args.weights_format, extra={"provenance": provenance},
                              group_size=args.group_size)
     stored_model, _, _ = load_checkpoint(args.out, device=device)  # judge what was written, not memory

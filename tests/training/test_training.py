@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from models import registry
 from models.checkpoint import load_checkpoint
-from training import data, evaluate, train
+from training import data, evaluate, recipe, train
 from models.task import generate
 from training.curves import SCALARS
 from training.data import write_examples
@@ -177,6 +177,40 @@ def test_bad_recipe_options_are_rejected(flag, capsys):
 def test_resume_without_state_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="holds no training state"):
         train.main(["--model", "transformer", "--resume", "--run-dir", str(tmp_path / "none")])
+
+
+def test_init_from_starts_at_the_checkpoints_weights_with_its_architecture(tmp_path, capsys):
+    """--init-from: the stored weights are where training starts (lr 0 leaves them unchanged), the
+    architecture defaults to the checkpoint's, and the provenance chains to the parent's."""
+    parent, _, first = run_train(tmp_path, "memsizer", "--max-steps", "3", "--eval-every", "1000",
+                                 "--weights-format", "float32", "--memsizer-k", "8", name="parent")
+    child, child_state = tmp_path / "child" / "checkpoint", tmp_path / "child" / "state"
+    train.main(["--model", "memsizer", "--init-from", str(parent), "--lr", "0", "--warmup-steps", "0",
+                "--schedule", "constant", "--max-steps", "2", "--eval-every", "1000", "--eval-size", "20",
+                "--threads", "1", "--weights-format", "float32", "--beyond-share", "0.1", "--dropout", "0.1",
+                "--out", str(child), "--run-dir", str(child_state)])
+    want, got = load_file(parent / "model.safetensors"), load_file(child / "model.safetensors")
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    config = json.loads((child / "config.json").read_text())
+    architecture = config["architecture"]
+    assert architecture["d_model"] == 64 and architecture["settings"]["k"] == 8  # the parent's, not the defaults
+    assert architecture["dropout"] == 0.1  # training-only: may change
+    provenance = config["provenance"]
+    assert provenance["init_from"]["weights_sha256"] == first["weights_sha256"]
+    assert provenance["init_from"]["provenance"]["steps"] == 3 and provenance["recipe"]["beyond_share"] == 0.1
+    assert recipe.lineage_steps(provenance) == 5
+    for wrong, message in ((["--d-model", "32"], "--d-model would change it"),
+                           (["--memsizer-k", "16"], "--memsizer-k would change it"),
+                           (["--digit-offset-max", "5"], "--digit-offset-max would change it")):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--model", "memsizer", "--init-from", str(parent), *wrong])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "performer", "--init-from", str(parent)])
+    assert "holds a memsizer model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "memsizer", "--init-from", str(tmp_path / "none")])
+    assert "no checkpoint config" in capsys.readouterr().err
 
 
 def test_evaluate_cli_json_and_record(tmp_path, capsys):
