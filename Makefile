@@ -39,6 +39,7 @@ serve: $(STAMP)
 data: $(STAMP)
 	$(PY) -m training.data --split interpolate --n 10000 --seed 777 --out data/interpolate/numbers__place_value.txt
 	$(PY) -m training.data --split extrapolate --n 10000 --seed 778 --out data/extrapolate/numbers__place_value_big.txt
+	$(PY) -m training.data --split train --n 1000 --seed 781 --beyond-digits --out data/beyond/numbers__place_value_beyond.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

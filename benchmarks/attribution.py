@@ -12,7 +12,6 @@ each digit alone (Spearman rank correlation over the number's digits, median ove
 """
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -23,21 +22,11 @@ from models import registry
 from models.attribution import explain, features
 from models.checkpoint import load_checkpoint
 from models.task import PLACE_NAMES, generate, place_of
-from training.evaluate import predict
+from training.evaluate import predict, wilson
 
 MODULE = "benchmarks.attribution"
 SEEDS = {"interpolate": 5101, "extrapolate": 5102}
 READINGS = ("asked", "copy", "other")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """The Wilson score 95% interval of a share (None for no observations)."""
-    if not n:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def read_digit(question: str, scores: list[float]) -> str:

@@ -100,13 +100,20 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=10000, help="number of question/answer pairs")
     parser.add_argument("--per-place", type=int, default=None,
                         help="instead of --n: this many pairs of every place name the split asks, from its sampler")
+    parser.add_argument("--beyond-digits", action="store_true",
+                        help="instead: --n questions asking a place beyond the number's digits (answer 0), "
+                             "numbers from the split's sampler")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--out", required=True, help="output file, e.g. data/interpolate/numbers__place_value.txt")
     args = parser.parse_args(argv)
-    examples = (generate_per_place(args.split, args.per_place, args.seed) if args.per_place
-                else generate(args.split, args.n, args.seed))
+    if args.beyond_digits:
+        examples, kind = generate_beyond_digits(args.split, args.n, args.seed), f"{args.split} beyond-the-digits"
+    elif args.per_place:
+        examples, kind = generate_per_place(args.split, args.per_place, args.seed), args.split
+    else:
+        examples, kind = generate(args.split, args.n, args.seed), args.split
     write_examples(examples, args.out)
-    print(f"wrote {len(examples)} {args.split} examples (seed {args.seed}) to {args.out}")
+    print(f"wrote {len(examples)} {kind} examples (seed {args.seed}) to {args.out}")
 
 
 if __name__ == "__main__":

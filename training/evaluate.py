@@ -8,6 +8,7 @@ Reports accuracy overall and per place name (units, tens, ..., hundred decillion
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections import defaultdict
@@ -62,6 +63,28 @@ def evaluate_examples(model, tokenizer, examples, batch_size=256, device="cpu", 
             "examples_per_second": total / seconds if seconds > 0 else None}
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score 95% interval of a share (None for no observations)."""
+    if not n:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def record_evaluation(checkpoint, name: str, split: str | None, result: dict) -> dict:
+    """Store `result` (evaluate_examples' plus data, weights_sha256 and runtime) in the checkpoint's
+    config.json under evaluation.`name`; the record."""
+    stored = read_config(checkpoint)
+    record = {"split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place",
+                                                         "weights_sha256", "runtime")},
+              **({"int8_kernel": result["int8_kernel"]} if "int8_kernel" in result else {})}
+    stored.setdefault("evaluation", {})[name] = record
+    write_json(Path(checkpoint) / CONFIG_FILE, stored)
+    return record
+
+
 def format_report(result: dict) -> str:
     lines = [f"{result['model']}: {result['correct']}/{result['total']} correct, "
              f"accuracy {result['accuracy']:.4%} ({result['examples_per_second']:.0f} questions/s)"]
@@ -78,9 +101,10 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--record", metavar="NAME", help="store the result in config.json under evaluation.NAME")
-    parser.add_argument("--split", choices=["interpolate", "train", "extrapolate"], default=None,
+    parser.add_argument("--split", choices=["interpolate", "train", "extrapolate", "beyond"], default=None,
                         help="the distribution the data comes from, stored with --record (the page's per-place "
-                             "charts group evaluations by it; default: the split NAME starts with)")
+                             "charts group evaluations by it; beyond: places beyond the numbers' digits; "
+                             "default: the split NAME starts with)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="answer with a serving runtime (models/runtimes; int8 answers are recorded with this "
                              "CPU's int8 kernel class)")
@@ -100,13 +124,7 @@ def main(argv=None):
     if args.runtime.endswith("int8"):  # int8 answers depend on the CPU's kernel class
         result["int8_kernel"] = kernel_class(device)
     if args.record:
-        stored = read_config(args.checkpoint)
-        split = args.split or evaluation_split(args.record, {})
-        stored.setdefault("evaluation", {})[args.record] = {
-            "split": split, **{k: result[k] for k in ("data", "accuracy", "correct", "total", "per_place", "weights_sha256",
-                                                      "runtime")},
-            **({"int8_kernel": result["int8_kernel"]} if "int8_kernel" in result else {})}
-        write_json(Path(args.checkpoint) / CONFIG_FILE, stored)
+        record_evaluation(args.checkpoint, args.record, args.split or evaluation_split(args.record, {}), result)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
 
 

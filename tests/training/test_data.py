@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from training import data
-from models.task import PLACE_NAMES, SPLITS, generate, generate_place_balanced, place_of, place_value_example, support
+from models.task import PLACE_NAMES, SPLITS, generate, generate_beyond_digits, generate_place_balanced, place_of, place_value_example, support
 from training.data import bucketed_batch, curriculum_split, main, read_examples, training_batch, write_examples
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,6 +105,10 @@ def test_writer_and_cli_round_trip(tmp_path, capsys):
     main(["--split", "interpolate", "--n", "30", "--seed", "4", "--out", str(tmp_path / "b" / "c.txt")])
     assert read_examples(tmp_path / "b" / "c.txt") == generate("interpolate", 30, seed=4)
     assert "wrote 30" in capsys.readouterr().out
+    main(["--split", "train", "--n", "25", "--seed", "6", "--beyond-digits", "--out", str(tmp_path / "beyond.txt")])
+    beyond = read_examples(tmp_path / "beyond.txt")
+    assert beyond == generate_beyond_digits("train", 25, seed=6) and {a for _, a in beyond} == {"0"}
+    assert "wrote 25 train beyond-the-digits" in capsys.readouterr().out
 
 
 def test_curriculum_walks_easy_medium_hard_then_the_full_split():
