@@ -22,20 +22,34 @@ def flag(name: str) -> str:
 def recipe_command(backend: str, config: dict | None = None) -> str:
     """The command that trains `backend`: its checkpoint's own (`config`, its config.json), with every
     architecture field and setting the checkpoint holds that today's defaults would change spelled
-    out; without a checkpoint, the default recipe."""
-    command = (config or {}).get("provenance", {}).get("command")
-    if not command:
-        return f"python -m training.train --model {backend}"
-    words = shlex.split(command)
+    out; for a checkpoint trained further from another (--init-from), the commands of its whole
+    lineage joined by &&; without a checkpoint, the default recipe."""
+    return " && ".join(lineage_commands(backend, config))
+
+
+def lineage_commands(backend: str, config: dict | None = None) -> list[str]:
+    """recipe_command's commands, the first run first; each later one starts from the checkpoint the
+    one before it wrote."""
+    chain, provenance = [], (config or {}).get("provenance")
+    while provenance and provenance.get("command"):
+        chain.append(shlex.split(provenance["command"]))
+        provenance = (provenance.get("init_from") or {}).get("provenance")
+    if not chain:
+        return [f"python -m training.train --model {backend}"]
+    chain.reverse()
+    first = chain[0]
     stored = ModelConfig.from_dict(config["architecture"])
     defaults = ModelConfig(backend=backend)
     pairs = [(flag(name), getattr(stored, name), getattr(defaults, name)) for name in ARCH_FIELDS]
     pairs += [(flag(f"{backend}_{f.name}"), getattr(stored.settings, f.name), getattr(defaults.settings, f.name))
               for f in fields(defaults.settings)]
     for name, value, default in pairs:
-        if name not in words and value != default:
-            words += [name, str(value)]
-    return shlex.join(words)
+        if name not in first and value != default:
+            first += [name, str(value)]
+    for parent, child in zip(chain, chain[1:]):
+        written = parent[parent.index("--out") + 1] if "--out" in parent else f"checkpoints/{backend}"
+        child[child.index("--init-from") + 1] = written
+    return [shlex.join(words) for words in chain]
 
 
 def lineage_steps(provenance: dict | None) -> int | None:

@@ -199,6 +199,10 @@ def test_init_from_starts_at_the_checkpoints_weights_with_its_architecture(tmp_p
     assert provenance["init_from"]["weights_sha256"] == first["weights_sha256"]
     assert provenance["init_from"]["provenance"]["steps"] == 3 and provenance["recipe"]["beyond_share"] == 0.1
     assert recipe.lineage_steps(provenance) == 5
+    first, then = recipe.lineage_commands("memsizer", config)  # how to train it again: both runs
+    assert "--max-steps 3" in first and "--memsizer-k 8" in first
+    assert f"--init-from {parent}" in then and "--beyond-share 0.1" in then
+    assert recipe.recipe_command("memsizer", config) == f"{first} && {then}"
     for wrong, message in ((["--d-model", "32"], "--d-model would change it"),
                            (["--memsizer-k", "16"], "--memsizer-k would change it"),
                            (["--digit-offset-max", "5"], "--digit-offset-max would change it")):
