@@ -51,7 +51,7 @@ def shares(rows: list[dict]) -> dict:
 
 
 def study(name: str, checkpoints: str, questions: int) -> dict:
-    model, tokenizer, _ = load_checkpoint(f"{checkpoints}/{name}")
+    model, tokenizer, config = load_checkpoint(f"{checkpoints}/{name}")
     result, gaps, agreement = {}, [], []
     for split, seed in SEEDS.items():
         examples = [(q, a) for q, a in generate(split, questions, seed=seed)]
@@ -75,6 +75,7 @@ def study(name: str, checkpoints: str, questions: int) -> dict:
         print(f"{name} {split}: the asked digit on top in {right['asked']['share']:.0%} of right answers "
               f"({right['count']}), a copy in {right['copy']['share']:.0%}", flush=True)
     result["method"] = explanation["method"]
+    result["weights_sha256"] = config["weights"]["sha256"]  # which checkpoint: shipped ones get replaced
     result["median_completeness_gap"] = statistics.median(gaps)
     result["median_agreement_with_occlusion"] = statistics.median(agreement)
     return result

@@ -17,7 +17,7 @@ import jinja2
 from benchmarks.common import RESULTS, STUDY_RESULTS, hardware_line
 from models import registry
 from models.summary import PARTS, paper_config_table
-from training.recipe import recipe_command
+from training.recipe import lineage_total, recipe_command
 
 ROOT = RESULTS.parent.parent
 TEMPLATE = RESULTS.parent / "REPORT.template.md"
@@ -122,7 +122,8 @@ def accuracy_rows() -> list[list]:
         rows.append([display(name), percent(splits.get("interpolate", {}).get("accuracy")),
                      percent(min(splits["train"]["per_place"].values()) if "train" in splits else None),
                      percent(splits.get("extrapolate", {}).get("accuracy")),
-                     percent(extrapolate.get("ten billions")), percent(extrapolate.get("hundred billions"))])
+                     percent(extrapolate.get("ten billions")), percent(extrapolate.get("hundred billions")),
+                     percent((shipped.get("beyond") or {}).get("accuracy"))])
     return rows
 
 
@@ -131,15 +132,17 @@ def accuracy_table() -> str:
     if not rows:
         return missing("python -m benchmarks.shipped_accuracy")
     return (table(["backend", "interpolate", "training distribution, worst place", "extrapolate (12 digits)",
-                   "ten billions (unseen)", "hundred billions (unseen)"], rows)
+                   "ten billions (unseen)", "hundred billions (unseen)", "beyond the digits"], rows)
             + "\n\n![accuracy per place](results/shipped_accuracy.png)\n\n" + measured(load("shipped_accuracy")))
 
 
 BOOKKEEPING = ("--out", "--run-dir", "--save-every-minutes", "--threads", "--weights-format")
 
 
-def recipe(command: str) -> str:
-    """A training command without the options that only say where files go and how many threads."""
+def recipe(command: str, backend: str) -> str:
+    """A training command (or a lineage of them, joined by &&) without the options that only say where
+    files go and how many threads; each run then writes checkpoints/<backend>, which the next one's
+    --init-from names."""
     words, kept = shlex.split(command), []
     skip = False
     for word in words:
@@ -147,14 +150,18 @@ def recipe(command: str) -> str:
             skip = False
         elif word in BOOKKEEPING:
             skip = True
+        elif word == "--init-from":
+            kept += [word, f"checkpoints/{backend}"]
+            skip = True
         elif word != "--resume":
             kept.append(word)
     return " ".join(kept)
 
 
 def recipe_table() -> str:
-    rows = [[display(n), c["provenance"]["steps"], f"{c['provenance']['wall_seconds'] / 60:.0f}",
-             c["weights"]["format"], f"`{recipe(recipe_command(n, c))}`"] for n, c in checkpoints().items()]
+    rows = [[display(n), lineage_total(c["provenance"], "steps"),
+             f"{lineage_total(c['provenance'], 'wall_seconds') / 60:.0f}", c["weights"]["format"],
+             f"`{recipe(recipe_command(n, c), n)}`"] for n, c in checkpoints().items()]
     return table(["backend", "steps", "minutes (CPU)", "stored as", "training command"], rows)
 
 
@@ -384,14 +391,14 @@ def readme_table() -> str:
     serving, shipped = load("serving_cpu") or {}, checkpoints()
     rows = []
     for name, config in shipped.items():
-        acc = accuracy.get(display(name), [display(name)] + ["-"] * 5)
+        acc = accuracy.get(display(name), [display(name)] + ["-"] * 6)
         single = serving.get("single_ms", {}).get(name, {}).get("median")
         batch = serving.get("batched", {}).get("64", {}).get(name, {}).get("answers_per_second")
-        rows.append([display(name), acc[1], acc[2], acc[3], f"{single:.0f} ms" if single else "-",
+        rows.append([display(name), acc[1], acc[2], acc[3], acc[6], f"{single:.0f} ms" if single else "-",
                      f"{batch:.0f}" if batch else "-", f"{config['weights']['bytes'] / 1e6:.1f} MB"])
     cpu = hardware_line(serving["environment"]) if serving else "not measured"
     return (table(["backend", "interpolate", "training distribution (worst place)", "12-digit numbers",
-                   "1 question", "answers/s (batch 64)", "size"], rows)
+                   "beyond the digits (hundreds of 42)", "1 question", "answers/s (batch 64)", "size"], rows)
             + f"\n\nSpeeds: torch float32 in process, {cpu}.")
 
 

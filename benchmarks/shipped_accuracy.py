@@ -15,10 +15,21 @@ from serving.catalog import RELIABILITY_SPLITS, per_place_reliability
 from benchmarks.common import RESULTS, environment, finish_figure, save
 from models import registry
 from models.task import PLACE_NAMES
+from training.recipe import lineage_steps
 
 MODULE = "benchmarks.shipped_accuracy"
 RECIPE_FIELDS = ("source_positions", "digit_positions", "relative_positions")
 TITLES = {"train": "training distribution", "interpolate": "interpolate", "extrapolate": "extrapolate (longer numbers)"}
+
+
+def beyond_the_digits(evaluation: dict) -> dict | None:
+    """The largest torch record of places beyond a number's digits (answer 0), if any."""
+    records = [(name, r) for name, r in evaluation.items()
+               if r.get("split") == "beyond" and r.get("runtime", "torch") == "torch"]
+    if not records:
+        return None
+    name, record = max(records, key=lambda item: item[1]["total"])
+    return {"evaluation": name, "accuracy": record["accuracy"], "total": record["total"]}
 
 
 def collect(checkpoints: Path) -> dict:
@@ -30,10 +41,12 @@ def collect(checkpoints: Path) -> dict:
             continue
         config = json.loads(path.read_text())
         arch, provenance = config["architecture"], config.get("provenance", {})
+        evaluation = config.get("evaluation", {})
         out[backend] = {"recipe": {f: arch.get(f, "none") for f in RECIPE_FIELDS}
-                        | {"balanced_share": provenance.get("recipe", {}).get("balanced_share", 0.0)},
-                        "steps": provenance.get("steps"),
-                        "splits": per_place_reliability(config.get("evaluation", {}), "torch")}
+                        | {k: provenance.get("recipe", {}).get(k, 0.0) for k in ("balanced_share", "beyond_share")},
+                        "steps": lineage_steps(provenance),
+                        "splits": per_place_reliability(evaluation, "torch"),
+                        "beyond": beyond_the_digits(evaluation)}
     return out
 
 

@@ -48,6 +48,7 @@ TINY_EVALUATION = {
     "interpolate_test": _record("interpolate", {"units": (1, 2), "tens": (1, 2)}),
     "train_per_place": _record("train", {"units": (3, 4), "billions": (1, 4)}),
     "extrapolate_test": _record("extrapolate", {"hundreds": (0, 2), "ten billions": (1, 2)}),
+    "beyond_test": _record("beyond", {"hundreds": (1, 2), "millions": (1, 2)}),  # places past the digits
 }
 
 

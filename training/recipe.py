@@ -55,7 +55,12 @@ def lineage_commands(backend: str, config: dict | None = None) -> list[str]:
 def lineage_steps(provenance: dict | None) -> int | None:
     """Optimizer steps behind a checkpoint: its own run's, plus those of the checkpoint it was
     trained further from (--init-from), recursively."""
-    if not provenance or provenance.get("steps") is None:
+    return lineage_total(provenance, "steps")
+
+
+def lineage_total(provenance: dict | None, key: str):
+    """A provenance number (steps, wall_seconds) summed over the checkpoint's lineage; None if unknown."""
+    if not provenance or provenance.get(key) is None:
         return None
     parent = (provenance.get("init_from") or {}).get("provenance")
-    return provenance["steps"] + (lineage_steps(parent) or 0)
+    return provenance[key] + (lineage_total(parent, key) or 0)

@@ -202,6 +202,8 @@ def test_shipped_accuracy_reads_each_checkpoints_records(tmp_path, tiny_checkpoi
     # the fixture's records: train 3/4 units, 1/4 billions; the recipe as the tiny config says
     assert memsizer["splits"]["train"]["per_place"] == {"units": 0.75, "billions": 0.25}
     assert memsizer["recipe"]["digit_positions"] == "abacus" and memsizer["steps"] == 7
+    assert memsizer["beyond"] == {"evaluation": "beyond_test", "accuracy": 0.5, "total": 4}
+    assert "beyond" not in memsizer["splits"]  # not a split of the per-place charts
     assert (tmp_path / "shipped_accuracy.png").stat().st_size > 10_000
 
 
