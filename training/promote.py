@@ -12,15 +12,18 @@ The candidate replaces the shipped checkpoint when
     checkpoint beyond sampling error (Wilson 95% intervals), and better beyond it somewhere.
 """
 import argparse
+import json
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
-from models.checkpoint import CheckpointError, load_checkpoint, read_config
+from models.checkpoint import CheckpointError, load_checkpoint, read_config, write_json
 from models.task import generate, generate_beyond_digits, generate_per_place
 from training.data import read_examples, write_examples
 from training.evaluate import evaluate_examples, record_evaluation, wilson
+from training.recipe import recipe_command
 
 log = logging.getLogger("training.promote")
 TRAINED_PLACE_FLOOR = 0.999
@@ -96,12 +99,34 @@ def replace(shipped: Path, candidate: Path) -> None:
     shutil.rmtree(outgoing)
 
 
+def summary(directory, records: dict) -> dict:
+    """What a judgement log keeps of one checkpoint: its weights, recipe and records in brief."""
+    config = read_config(directory)
+    return {"weights_sha256": config["weights"]["sha256"], "format": config["weights"]["format"],
+            "bytes": config["weights"]["bytes"], "recipe": recipe_command(config["model"], config),
+            "records": {name: {"accuracy": r["accuracy"], "correct": r["correct"], "total": r["total"],
+                               "worst_place": min(p["accuracy"] for p in r["per_place"].values())}
+                        for name, r in records.items()}}
+
+
+def log_judgement(path, backend: str, candidate: dict, shipped: dict, reasons: list, verdict: str) -> None:
+    """Append the judgement to a JSON file of them (one entry per candidate's weights, the latest kept)."""
+    path = Path(path)
+    entries = json.loads(path.read_text())["judgements"] if path.is_file() else []
+    entries = [e for e in entries if e["candidate"]["weights_sha256"] != candidate["weights_sha256"]]
+    entries.append({"backend": backend, "verdict": verdict, "reasons": reasons, "candidate": candidate,
+                    "shipped": shipped, "judged": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    write_json(path, {"judgements": entries})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Replace a shipped checkpoint by a better candidate.")
     parser.add_argument("--candidate", required=True, help="checkpoint directory of the new model")
     parser.add_argument("--shipped", default=None, help="the checkpoint it would replace (default checkpoints/<model>)")
     parser.add_argument("--data-dir", default="data", help="where the evaluation sets are written and read")
     parser.add_argument("--dry-run", action="store_true", help="evaluate and judge, replace nothing")
+    parser.add_argument("--log", default=None, help="append the judgement to this JSON file (e.g. "
+                        "benchmarks/results/promotions.json, which the report shows)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -115,10 +140,13 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     promoted, reasons = judge(results["candidate"], results["shipped"])
     print("\n".join(f"  {reason}" for reason in reasons))
+    verdict = "replaced" if promoted and not args.dry_run else "would replace" if promoted else "kept"
+    if args.log:  # before the swap: the shipped side is the checkpoint judged against
+        log_judgement(args.log, backend, summary(args.candidate, results["candidate"]),
+                      summary(shipped, results["shipped"]), reasons, verdict)
     if promoted and not args.dry_run:
         replace(shipped, Path(args.candidate))
-    print(f"{backend}: {'replaced' if promoted and not args.dry_run else 'would replace' if promoted else 'kept'} "
-          f"{shipped}")
+    print(f"{backend}: {verdict} {shipped}")
 
 
 if __name__ == "__main__":

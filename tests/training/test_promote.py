@@ -83,10 +83,16 @@ def test_the_cli_replaces_only_a_better_candidate_and_dry_run_changes_nothing(tm
     write_json(shipped / "config.json", shipped_config)
     promote.main(["--candidate", str(candidate), "--shipped", str(shipped), "--dry-run", *data])
     assert "would replace" in capsys.readouterr().out and read_config(shipped)["weights"]["sha256"] == shipped_sha
-    promote.main(["--candidate", str(candidate), "--shipped", str(shipped), *data])
+    log = tmp_path / "judged.json"
+    promote.main(["--candidate", str(candidate), "--shipped", str(shipped), "--log", str(log), *data])
     assert "memsizer: replaced" in capsys.readouterr().out
     assert read_config(shipped)["weights"]["sha256"] == sha
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["candidate", "data", "shipped"]  # no half-swapped leftovers
+    [entry] = json.loads(log.read_text())["judgements"]
+    assert entry["verdict"] == "replaced" and entry["candidate"]["weights_sha256"] == sha
+    assert entry["shipped"]["weights_sha256"] == shipped_sha  # the one it was judged against
+    assert entry["candidate"]["records"]["beyond_1k_seed781"] == {"accuracy": 1.0, "correct": 8, "total": 8,
+                                                                  "worst_place": 1.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["candidate", "data", "judged.json", "shipped"]
     assert json.loads((shipped / "config.json").read_text())["evaluation"]["beyond_1k_seed781"]["accuracy"] == 1.0
 
 

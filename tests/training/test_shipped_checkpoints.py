@@ -52,6 +52,27 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     assert result["accuracy"] >= 0.99, result["per_place"]
 
 
+# MemoryFormer's candidates learned these questions (99.8% from their float32 weights) but lost them to
+# 4-bit rounding, which flips its sign hashes: 91.5% at the groups it ships in, and the one group size
+# that kept them (16) lost a trained place (benchmarks/results/promotions.json)
+BEYOND_SHORT = pytest.mark.xfail(strict=True, reason="below 99% from its 4-bit file")
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b.name, marks=BEYOND_SHORT) if b.name == "memoryformer" else b.name
+                                     for b in registry.backends() if b.shipped])
+def test_places_beyond_the_digits_are_measured_and_answered_where_taught(backend):
+    """`What is the hundreds digit of 42?` (0): every shipped checkpoint carries a record of such questions
+    measured on its files; one whose lineage was taught them answers at least 99% of 1,000."""
+    config = load_checkpoint(CHECKPOINTS / backend)[2]
+    beyond = config["evaluation"]["beyond_1k_seed781"]
+    assert beyond["split"] == "beyond" and beyond["total"] == 1000
+    assert beyond["weights_sha256"] == config["weights"]["sha256"], "measured on these very files"
+    if config["provenance"]["recipe"].get("beyond_share"):
+        assert beyond["accuracy"] >= 0.99, beyond["per_place"]
+    else:  # never taught: the page warns on such questions (serving/catalog.py, place_beyond_number)
+        assert beyond["accuracy"] < 0.5
+
+
 def test_every_shipped_backend_has_a_checkpoint_and_no_unshipped_one_does():
     for backend in registry.backends():
         assert (CHECKPOINTS / backend.name / "config.json").is_file() == backend.shipped, backend.name
