@@ -165,6 +165,26 @@ def recipe_table() -> str:
     return table(["backend", "steps", "minutes (CPU)", "stored as", "training command"], rows)
 
 
+def promotions_table() -> str:
+    """Every candidate `training.promote --log` judged against the checkpoint shipped at the time."""
+    data = load("promotions")
+    if not data:
+        return missing("python -m training.promote --candidate DIR --log benchmarks/results/promotions.json")
+    rows = []
+    for entry in data["judgements"]:
+        new, old = entry["candidate"], entry["shipped"]
+        cells = []
+        for name in ("train_per_place_1000_seed780", "extrapolate_10k_seed778", "beyond_1k_seed781"):
+            key = "worst_place" if name.startswith("train") else "accuracy"
+            cells.append(f"{percent(new['records'][name][key])} ({percent(old['records'][name][key])})")
+        added = new["recipe"].split(" && ")[-1]
+        rows.append([display(entry["backend"]), f"`{recipe(added, entry['backend'])}`",
+                     f"{new['format']}, {new['bytes'] / 1e6:.1f} MB", *cells, entry["verdict"]])
+    return table(["backend", "candidate: the run added to the shipped lineage", "stored as",
+                  "worst trained place (shipped)", "12 digits (shipped)", "beyond the digits (shipped)",
+                  "verdict"], rows)
+
+
 # --- the fidelity study ---------------------------------------------------------------------
 
 def fidelity_table(name: str) -> str:
@@ -403,6 +423,7 @@ def readme_table() -> str:
 
 
 SECTIONS = {"comparison_table": comparison_table, "accuracy_table": accuracy_table, "recipe_table": recipe_table,
+            "promotions_table": promotions_table,
             "fidelity_memsizer": lambda: fidelity_table("fidelity_memsizer_cpu"),
             "fidelity_memsizer_places": lambda: fidelity_extrapolate_places("fidelity_memsizer_cpu"),
             "fidelity_memoryformer": lambda: fidelity_table("fidelity_memoryformer_cpu"),
