@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -125,6 +126,30 @@ def dequantize_state(stored: dict, metadata: dict | None = None) -> dict:
         else:
             state[name] = tensor.float()
     return state
+
+
+@contextmanager
+def weights_as_stored(model: torch.nn.Module, weights_format: str, group_size: int = GROUP_SIZE):
+    """Inside, every matrix a `weights_format` checkpoint quantizes holds exactly what that file would
+    give back at load; the float weights return on exit. Gradients taken inside are the straight-through
+    estimate for the float weights (quantization-aware training): updates smaller than a rounding step
+    accumulate in float until they move a stored value, where plain training would round them away."""
+    if weights_format == "float32":
+        yield
+        return
+    kept = {}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2:  # what quantize_state quantizes (buffers are not parameters)
+                stored, metadata = quantize_state({name: parameter}, weights_format, group_size=group_size)
+                kept[name] = parameter.data
+                parameter.data = dequantize_state(stored, metadata)[name].to(parameter.device, parameter.dtype)
+    try:
+        yield
+    finally:
+        for name, parameter in model.named_parameters():
+            if name in kept:
+                parameter.data = kept[name]
 
 
 def save_checkpoint(model: Seq2Seq, directory, tokenizer: Tokenizer, weights_format: str = "float32",

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from models.checkpoint import (CONFIG_FILE, WEIGHT_FORMATS, CheckpointError, load_checkpoint, read_config,
-                               save_checkpoint, write_json)
+                               save_checkpoint, weights_as_stored, write_json)
 from models import registry
 from models.config import DIGIT_POSITION_MODES, POSITION_MODES, RELATIVE_POSITION_MODES, ModelConfig
 from models.runtimes import DEVICES, resolve_device
@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="resumable state and report (default runs/<model>)")
     p.add_argument("--weights-format", choices=WEIGHT_FORMATS, default="int4")
     add_group_size_flag(p)
+    p.add_argument("--quantization-aware", action="store_true",
+                   help="train against the weights as --weights-format will store them (straight-through "
+                        "gradients): fine-tuning a quantized checkpoint moves mostly by less than a rounding "
+                        "step, which plain training loses when it stores the result")
     p.add_argument("--resume", action="store_true", help="continue from the state in --run-dir")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from a checkpoint's weights (fresh optimizer and schedule) and train further: "
@@ -140,6 +144,8 @@ def check_recipe(args) -> None:
         raise ValueError("--slim-slice runs the decoder slice by slice outside torch.compile: drop --compile")
     if args.bucket_pool < 1:
         raise ValueError("--bucket-pool must be at least 1")
+    if getattr(args, "quantization_aware", False) and args.weights_format == "float32":
+        raise ValueError("--quantization-aware trains against a quantized format: give --weights-format int8 or int4")
     if args.balanced_share + args.beyond_share > 1:
         raise ValueError("--balanced-share and --beyond-share together exceed the whole batch")
     if args.grad_accum < 1:
@@ -334,6 +340,19 @@ def train_step(run: Run, step: int):
         group["lr"] = learning_rate(step, a)
     split = curriculum_split(step, a.curriculum_steps, a.split)
     run.optimizer.zero_grad(set_to_none=True)
+    stored = (weights_as_stored(model, a.weights_format, a.group_size) if getattr(a, "quantization_aware", False)
+              else nullcontext())
+    with stored:
+        loss, predicted, logits, tgt_out = micro_batches(run, step, split)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_norm)
+    run.optimizer.step()
+    return loss, predicted, logits, tgt_out
+
+
+def micro_batches(run: Run, step: int, split: str):
+    """Forward and backward over the step's --grad-accum micro-batches; the last one's (loss,
+    predictions or None, logits, targets)."""
+    a, model = run.args, run.model
     logits = predicted = None
     for micro in range(a.grad_accum):
         # the stream's batch number: unchanged without accumulation
@@ -348,8 +367,6 @@ def train_step(run: Run, step: int):
                 with run.autocast:
                     logits, loss = run.forward(src, tgt_in, tgt_out, label_smoothing=a.label_smoothing)
                 (loss / a.grad_accum).backward()  # the step's gradient: the mean over micro-batches
-    torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_norm)
-    run.optimizer.step()
     return loss, predicted, logits, tgt_out
 
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from models.memoryformer import MemoryLayer
 from models.checkpoint import (GROUP_SIZE, CheckpointError, dequantize_int4, load_checkpoint, quantize_int4,
-                               save_checkpoint, sha256_file)
+                               save_checkpoint, sha256_file, weights_as_stored)
 from tests.conftest import BACKENDS, tiny_model
 from training.export import main as export_main
 
@@ -139,3 +139,33 @@ def test_export_with_smaller_int4_groups_is_closer_and_loads_by_its_stored_group
     with pytest.raises(SystemExit):
         export_main(["--checkpoint", str(tmp_path / "f"), "--out", str(tmp_path / "bad"), "--group-size", "0"])
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weights_format, group_size", [("int8", GROUP_SIZE), ("int4", 16)])
+def test_weights_as_stored_are_the_files_weights_with_straight_through_gradients(tmp_path, tokenizer, backend,
+                                                                                 weights_format, group_size):
+    """Quantization-aware training sees exactly what the stored file gives back, its gradients are
+    the stored model's, and the float weights come back unchanged."""
+    model = tiny_model(backend)
+    save_checkpoint(model, tmp_path, tokenizer, weights_format, group_size=group_size)
+    stored, _, _ = load_checkpoint(tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    src = torch.tensor([tokenizer.encode(q) for q in QUESTIONS[:1]])
+    tgt_in, tgt_out = torch.tensor([[1, 12]]), torch.tensor([[12, 2]])  # <bos> d / d <eos>
+    stored_loss = stored(src, tgt_in, tgt_out)[1]
+    stored_loss.backward()
+    with weights_as_stored(model, weights_format, group_size):
+        inside = model.state_dict()
+        for name, value in stored.state_dict().items():
+            assert torch.equal(inside[name], value), name
+        loss = model(src, tgt_in, tgt_out)[1]
+        loss.backward()
+    assert loss.item() == stored_loss.item()
+    for (name, p), (_, q) in zip(model.named_parameters(), stored.named_parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(before[k], inside[k]) for k in before), "nothing was quantized"
+    with weights_as_stored(model, "float32"):  # float32 files store the weights as they are
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -217,6 +217,24 @@ def test_init_from_starts_at_the_checkpoints_weights_with_its_architecture(tmp_p
     assert "no checkpoint config" in capsys.readouterr().err
 
 
+def test_quantization_aware_training_trains_against_the_stored_format(tmp_path, capsys, monkeypatch):
+    """--quantization-aware: every step's forward and backward run inside weights_as_stored with the
+    file's format and group size; a float32 file has nothing to train against."""
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "memsizer", "--quantization-aware", "--weights-format", "float32"])
+    assert "give --weights-format int8 or int4" in capsys.readouterr().err
+    seen = []
+    real = train.weights_as_stored
+
+    def spy(model, weights_format, group_size):
+        seen.append((weights_format, group_size))
+        return real(model, weights_format, group_size)
+    monkeypatch.setattr(train, "weights_as_stored", spy)
+    _, _, report = run_train(tmp_path, "memsizer", "--max-steps", "3", "--eval-every", "1000", "--quantization-aware",
+                             "--weights-format", "int4", "--group-size", "16")
+    assert seen == [("int4", 16)] * 3 and report["provenance"]["recipe"]["quantization_aware"] is True
+
+
 def test_evaluate_cli_json_and_record(tmp_path, capsys):
     out, _, _ = run_train(tmp_path, "transformer", "--max-steps", "2", "--eval-every", "1000", "--eval-size", "10")
     data = tmp_path / "data" / "numbers__place_value.txt"
