@@ -388,9 +388,15 @@ def attribution_table() -> str:
             ("extrapolate", "wrong", "asked"), ("extrapolate", "wrong", "copy"))]
         rows.append([display(name), by_split["method"].replace("_", " "), *cells,
                      f"{by_split['median_completeness_gap']:.2%}", f"{by_split['median_agreement_with_occlusion']:+.2f}"])
+    shipped = {name: config["weights"]["sha256"] for name, config in checkpoints().items()}
+    earlier = [f"{display(name)} (weights {row['weights_sha256'][:8]}; shipped now: {shipped[name][:8]})"
+               for name, row in data["backends"].items()
+               if row.get("weights_sha256") and name in shipped and row["weights_sha256"] != shipped[name]]
+    note = (f"\n\nRows measured on a checkpoint shipped before the one shipped now: {', '.join(earlier)}."
+            if earlier else "")
     return (table(["backend", "method", "interpolate, right: asked digit on top", "extrapolate, right: asked digit",
                    "extrapolate, right: a copy of it", "extrapolate, wrong: asked digit", "extrapolate, wrong: a copy",
-                   "median completeness gap", "agreement with occlusion (median Spearman)"], rows)
+                   "median completeness gap", "agreement with occlusion (median Spearman)"], rows) + note
             + "\n\n![which digit each backend reads](results/attribution_cpu.png)\n\n" + measured_rows(data))
 
 
