@@ -201,10 +201,17 @@ def normalise_question(question: str) -> str:
     return f"What is the {place} digit of {match.group('integer').replace(',', '')}?"
 
 
-def assess(question: str, balanced_share: float = 0.0, beyond_share: float = 0.0) -> Assessment:
+# below this share of questions beyond a number's digits answered (measured from its stored file),
+# a model that was trained on them is still warned about
+BEYOND_RELIABLE = 0.99
+
+
+def assess(question: str, balanced_share: float = 0.0, beyond_share: float = 0.0,
+           beyond_accuracy: float | None = None) -> Assessment:
     """The exact answer to a place-value question and the reasons it is out of distribution for a
     model trained with `balanced_share` of its batches place-balanced and `beyond_share` asking
-    beyond the number's digits (its recorded recipe)."""
+    beyond the number's digits (its recorded recipe), which answers `beyond_accuracy` of such
+    questions from its stored file where that was measured."""
     match = _LOOSE_QUESTION_RE.match(question)
     if not match:
         return Assessment(None, (Reason("not_task_form", 'not a question of the form "What is the <place> '
@@ -234,8 +241,10 @@ def assess(question: str, balanced_share: float = 0.0, beyond_share: float = 0.0
     elif share < RARE_SHARE:
         reasons.append(Reason("place_rare", f'the "{place_name}" digit is rarely asked in training '
                               f"({share:.1%} of questions)"))
-    if place > len(digits) and not beyond_share:
+    unlearnt = beyond_accuracy is not None and beyond_accuracy < BEYOND_RELIABLE
+    if place > len(digits) and (not beyond_share or unlearnt):
+        why = (f"this model answers {beyond_accuracy:.0%} of such questions" if beyond_share
+               else "training never asks beyond a number's digits")
         reasons.append(Reason("place_beyond_number", f"{digits} has {len(digits)} digit"
-                              f"{'s' if len(digits) > 1 else ''}, so its {place_name} digit is 0; "
-                              "training never asks beyond a number's digits"))
+                              f"{'s' if len(digits) > 1 else ''}, so its {place_name} digit is 0; {why}"))
     return Assessment(expected, tuple(reasons))

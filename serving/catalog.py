@@ -24,6 +24,16 @@ def training_beyond_share(config: dict | None) -> float:
     return float(recipe.get("beyond_share") or 0.0)
 
 
+def measured_beyond_accuracy(config: dict | None) -> float | None:
+    """The share of questions beyond a number's digits the checkpoint's files answered, from its largest
+    record of them measured on these weights (None if never measured)."""
+    config = config or {}
+    weights = config.get("weights", {}).get("sha256")
+    records = [r for r in config.get("evaluation", {}).values()
+               if r.get("split") == "beyond" and r.get("weights_sha256") == weights and r.get("total")]
+    return max(records, key=lambda r: r["total"])["accuracy"] if records else None
+
+
 def describe_backends(configs: dict, runtimes: dict, load_errors: dict, required, int8_kernel: str) -> list[dict]:
     """One row per registered backend, loaded or not."""
     rows = []

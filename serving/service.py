@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from serving.batching import MicroBatcher, Overloaded
-from serving.catalog import describe_backends, training_balanced_share, training_beyond_share
+from serving.catalog import (describe_backends, measured_beyond_accuracy, training_balanced_share,
+                             training_beyond_share)
 from serving.settings import DEFAULTS
 from models import registry
 from models.attribution import explain
@@ -211,7 +212,8 @@ class QAService:
     def assess(self, question: str, name: str) -> Assessment:
         """The exact answer and the out-of-distribution reasons for the backend's own training mix."""
         config = self.configs.get(name)
-        return assess(question, training_balanced_share(config), training_beyond_share(config))
+        return assess(question, training_balanced_share(config), training_beyond_share(config),
+                      measured_beyond_accuracy(config))
 
     def describe(self) -> list[dict]:
         """What /models and the page report for each backend."""

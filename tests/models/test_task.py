@@ -133,3 +133,19 @@ def test_questions_beyond_a_numbers_digits_ask_trained_places_above_its_length()
         assert place in asked_places("train") and PLACE_NAMES.index(place) + 1 > len(number), question
         assert assess(question).expected == "0" and assess(question, 0.5, beyond_share=0.1).reasons == ()
     assert "place_beyond_number" in [r.code for r in assess(examples[0][0]).reasons]
+    # taught, but its stored file measured below 99% on them: still warned, with the measured share
+    [reason] = assess(examples[0][0], 0.5, beyond_share=0.1, beyond_accuracy=0.113).reasons
+    assert reason.code == "place_beyond_number" and "this model answers 11% of such questions" in reason.message
+    assert assess(examples[0][0], 0.5, beyond_share=0.1, beyond_accuracy=0.997).reasons == ()
+
+
+def test_the_measured_beyond_accuracy_is_that_of_the_files_served():
+    from serving.catalog import measured_beyond_accuracy
+    record = lambda sha, correct, total: {"split": "beyond", "weights_sha256": sha, "accuracy": correct / total,
+                                          "correct": correct, "total": total}
+    config = {"weights": {"sha256": "new"}, "evaluation": {
+        "beyond_small": record("new", 10, 10), "beyond_1k": record("new", 113, 1000), "old": record("old", 0, 5000),
+        "interpolate": {"split": "interpolate", "weights_sha256": "new", "accuracy": 1.0, "total": 9000}}}
+    assert measured_beyond_accuracy(config) == 0.113  # the largest record of these weights
+    assert measured_beyond_accuracy({"weights": {"sha256": "x"}, "evaluation": {}}) is None
+    assert measured_beyond_accuracy(None) is None
