@@ -52,14 +52,7 @@ def test_shipped_checkpoint_answers_fresh_interpolate_questions(backend):
     assert result["accuracy"] >= 0.99, result["per_place"]
 
 
-# The Transformer's further training learned these questions in float, but 99% of its updates were under
-# half a 4-bit rounding step, so its stored file rounds them away (11.3%, benchmarks/results/promotions.json);
-# a quantization-aware run (--quantization-aware) is the fix that took MemoryFormer from 91.5% to 99.7%
-BEYOND_SHORT = pytest.mark.xfail(strict=True, reason="below 99% from its 4-bit file")
-
-
-@pytest.mark.parametrize("backend", [pytest.param(b.name, marks=BEYOND_SHORT) if b.name == "transformer" else b.name
-                                     for b in registry.backends() if b.shipped])
+@pytest.mark.parametrize("backend", [b.name for b in registry.backends() if b.shipped])
 def test_places_beyond_the_digits_are_measured_and_answered_where_taught(backend):
     """`What is the hundreds digit of 42?` (0): every shipped checkpoint carries a record of such questions
     measured on its files; one whose lineage was taught them answers at least 99% of 1,000."""
