@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import sys
-import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from models.checkpoint import CheckpointError, load_checkpoint, read_config, write_json
@@ -115,7 +115,7 @@ def log_judgement(path, backend: str, candidate: dict, shipped: dict, reasons: l
     entries = json.loads(path.read_text())["judgements"] if path.is_file() else []
     entries = [e for e in entries if e["candidate"]["weights_sha256"] != candidate["weights_sha256"]]
     entries.append({"backend": backend, "verdict": verdict, "reasons": reasons, "candidate": candidate,
-                    "shipped": shipped, "judged": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+                    "shipped": shipped, "judged": datetime.now(timezone.utc).isoformat(timespec="minutes")})
     write_json(path, {"judgements": entries})
 
 
