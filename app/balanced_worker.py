@@ -8,13 +8,16 @@ gunicorn's maintainers leave the placement to the kernel (benoitc/gunicorn#2817,
 
 Each worker publishes how many connections it holds on a board shared by all workers (made in
 the master before it forks). Before accepting, a worker holding more than the least-loaded
-sibling waits ACCEPT_DEFER_S, so that the sibling, woken by the same connection, can take it;
-then it accepts if the connection is still there. A stuck or slow sibling therefore costs a
-connection at most that wait, never the connection. A worker republishes its count wherever
+sibling waits, so that the sibling, woken by the same connection, can take it. The wait ends on
+what it waits for: the connection is gone (a sibling took it: nothing to accept), or the sibling
+has caught up (accept). ACCEPT_DEFER_S only bounds it, so a stuck or slow sibling costs a
+connection at most that wait, never the connection; how long a sibling takes to wake decides
+nothing below the bound. A worker republishes its count wherever
 gunicorn's gthread worker changes it (an accept, a finished request that closes, an expired
 keep-alive or pending connection): a count left high after its clients hung up would let a
 sibling take every new connection without deferring.
 """
+import select
 import time
 from multiprocessing import RawArray
 
@@ -26,6 +29,7 @@ ACCEPT_DEFER_S = ServingSettings().accept_defer_ms / 1000  # PLACEVALUE_ACCEPT_D
 SLOTS = 256  # more than any worker count; a slot is freed when its worker exits
 FREE = -1
 NOT_ACCEPTING = -2  # claimed, but its worker still loads the app, is full or is stopping
+POLL_S = 0.0005  # how often a deferring worker looks again at the listener and the board
 
 
 class ConnectionBoard:
@@ -52,6 +56,12 @@ class ConnectionBoard:
         return min(others) if others else None
 
 
+def connection_waiting(listener) -> bool:
+    """Whether the listening socket still has a connection to accept (without accepting it)."""
+    readable, _, _ = select.select([listener], [], [], 0)
+    return bool(readable)
+
+
 BOARD = ConnectionBoard()  # the master imports this module when it loads the worker class
 
 
@@ -68,12 +78,22 @@ class BalancedThreadWorker(ThreadWorker):
         self.publish()
 
     def accept(self, listener):
-        fewest = BOARD.fewest_elsewhere(self.board_slot)
-        if fewest is not None and self.nr_conns > fewest:
-            # the event loop of this worker pauses that long (its request threads do not)
-            time.sleep(ACCEPT_DEFER_S)
-        super().accept(listener)  # takes the connection if no sibling did; EAGAIN is handled there
+        if self.leave_to_sibling(listener):
+            super().accept(listener)  # EAGAIN, if another worker took it meanwhile, is handled there
         self.publish()
+
+    def leave_to_sibling(self, listener, clock=time.monotonic, sleep=time.sleep) -> bool:
+        """Wait while a sibling holds fewer and the connection is still queued. True: accept it
+        (nobody holds fewer, or the bound ran out); False: a sibling took it. The event loop of
+        this worker pauses meanwhile (its request threads do not)."""
+        deadline = clock() + ACCEPT_DEFER_S
+        while True:
+            fewest = BOARD.fewest_elsewhere(self.board_slot)
+            if fewest is None or self.nr_conns <= fewest or clock() >= deadline:
+                return True
+            sleep(POLL_S)
+            if not connection_waiting(listener):
+                return False
 
     # The other places gunicorn's gthread worker (27) changes nr_conns; all run on the event loop.
     def finish_request(self, conn, fs):

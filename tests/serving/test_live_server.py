@@ -96,9 +96,9 @@ def test_a_burst_of_keep_alive_clients_is_shared_between_the_workers(tiny_checkp
 
     from benchmarks.http_load import connections_per_worker
     from tests.conftest import start_gunicorn
-    # the rule, not its tuning: a longer wait than the default 1 ms, so that a sibling slowed by the
-    # other tests running beside this one still wakes in time (one such run split 2/4 at 20 ms) (gunicorn's own worker ignores it)
-    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, PLACEVALUE_ACCEPT_DEFER_MS="50")
+    # the rule, not its tuning: a bound far above the default 1 ms, so that how fast a sibling
+    # slowed by a busy machine wakes never decides the split (gunicorn's own worker ignores it)
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, PLACEVALUE_ACCEPT_DEFER_MS="30000")
     port, go, connections = urlsplit(url).port, threading.Event(), []
 
     def client():
@@ -138,36 +138,105 @@ def test_the_connection_board_counts_only_workers_that_accept():
     assert board.fewest_elsewhere(first) is None and board.claim() == second
 
 
-def test_a_worker_holding_more_than_a_sibling_waits_before_it_accepts(monkeypatch):
-    """The rule itself, without the race: defer only when holding more than the least-loaded
-    accepting sibling, accept in any case, and publish the count afterwards."""
-    from gunicorn.workers.gthread import ThreadWorker
+class FakeClock:
+    """Time that passes only when the worker sleeps."""
 
+    def __init__(self):
+        self.now, self.sleeps = 0.0, 0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now, self.sleeps = self.now + seconds, self.sleeps + 1
+
+
+def deferring_worker(monkeypatch, held: int, sibling_holds: int | None):
+    """A balanced worker holding `held` connections beside one sibling (None: still booting)."""
     from app import balanced_worker
     board = balanced_worker.ConnectionBoard(slots=4)
     monkeypatch.setattr(balanced_worker, "BOARD", board)
-    events = []
-    monkeypatch.setattr(balanced_worker.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
-
-    def accept(worker, listener):
-        events.append(("accept", listener))
-        worker.nr_conns += 1
-    monkeypatch.setattr(ThreadWorker, "accept", accept)
     worker = object.__new__(balanced_worker.BalancedThreadWorker)  # no gunicorn arbiter needed
     worker.board_slot, sibling = board.claim(), board.claim()
-    worker.nr_conns, worker._accepting = 1, True
-    board.connections[worker.board_slot] = 1
+    worker.nr_conns, worker._accepting = held, True
+    board.connections[worker.board_slot] = held
+    if sibling_holds is not None:
+        board.connections[sibling] = sibling_holds
+    return worker, board, sibling
 
-    worker.accept("listener")  # the sibling still boots: nobody to leave it to
-    assert events == [("accept", "listener")] and board.connections[worker.board_slot] == 2
-    board.connections[sibling] = 2
-    events.clear()
-    worker.accept("listener")  # as many as the sibling: no wait
-    assert events == [("accept", "listener")] and board.connections[worker.board_slot] == 3
-    events.clear()
-    worker.accept("listener")  # one more than the sibling: wait, then accept if still there
-    assert events == [("sleep", balanced_worker.ACCEPT_DEFER_S), ("accept", "listener")]
-    assert board.connections[worker.board_slot] == 4
+
+@pytest.mark.parametrize("held, sibling_holds", [(1, None), (3, 3), (2, 5)],
+                         ids=["sibling-booting", "as-many", "fewer"])
+def test_a_worker_holding_no_more_than_its_siblings_accepts_at_once(monkeypatch, held, sibling_holds):
+    worker, _, _ = deferring_worker(monkeypatch, held, sibling_holds)
+    clock = FakeClock()
+    assert worker.leave_to_sibling("listener", clock=clock, sleep=clock.sleep) is True
+    assert clock.sleeps == 0
+
+
+def test_a_worker_holding_more_leaves_the_connection_to_the_sibling_that_takes_it(monkeypatch):
+    from app import balanced_worker
+    worker, _, _ = deferring_worker(monkeypatch, held=4, sibling_holds=3)
+    monkeypatch.setattr(balanced_worker, "ACCEPT_DEFER_S", 30.0)
+    clock, queued = FakeClock(), iter([True, True, False])  # the sibling accepts on its third look
+    monkeypatch.setattr(balanced_worker, "connection_waiting", lambda listener: next(queued))
+    assert worker.leave_to_sibling("listener", clock=clock, sleep=clock.sleep) is False
+    assert clock.sleeps == 3
+
+
+def test_a_worker_holding_more_accepts_once_the_sibling_has_caught_up(monkeypatch):
+    from app import balanced_worker
+    worker, board, sibling = deferring_worker(monkeypatch, held=4, sibling_holds=2)
+    monkeypatch.setattr(balanced_worker, "ACCEPT_DEFER_S", 30.0)
+    clock = FakeClock()
+
+    def sibling_accepts_elsewhere(seconds):  # other connections reach the sibling meanwhile
+        clock.sleep(seconds)
+        board.connections[sibling] += 1
+    monkeypatch.setattr(balanced_worker, "connection_waiting", lambda listener: True)
+    assert worker.leave_to_sibling("listener", clock=clock, sleep=sibling_accepts_elsewhere) is True
+    assert clock.sleeps == 2 and board.connections[sibling] == 4
+
+
+def test_a_stuck_sibling_costs_a_connection_the_bound_and_never_the_connection(monkeypatch):
+    from app import balanced_worker
+    worker, _, _ = deferring_worker(monkeypatch, held=4, sibling_holds=0)
+    monkeypatch.setattr(balanced_worker, "ACCEPT_DEFER_S", 0.01)
+    monkeypatch.setattr(balanced_worker, "connection_waiting", lambda listener: True)
+    clock = FakeClock()
+    assert worker.leave_to_sibling("listener", clock=clock, sleep=clock.sleep) is True
+    assert 0.01 <= clock.now < 0.01 + 2 * balanced_worker.POLL_S
+
+
+@pytest.mark.parametrize("left_to_sibling", [False, True])
+def test_accept_takes_the_connection_only_when_the_wait_says_so_and_publishes(monkeypatch, left_to_sibling):
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from app import balanced_worker
+    worker, board, _ = deferring_worker(monkeypatch, held=4, sibling_holds=3)
+    accepted = []
+
+    def accept(worker, listener):
+        accepted.append(listener)
+        worker.nr_conns += 1
+    monkeypatch.setattr(ThreadWorker, "accept", accept)
+    monkeypatch.setattr(balanced_worker.BalancedThreadWorker, "leave_to_sibling",
+                        lambda worker, listener: not left_to_sibling)
+    worker.accept("listener")
+    assert accepted == ([] if left_to_sibling else ["listener"])
+    assert board.connections[worker.board_slot] == (4 if left_to_sibling else 5)
+
+
+def test_a_queued_connection_is_seen_without_being_accepted():
+    import socket
+
+    from app.balanced_worker import connection_waiting
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert not connection_waiting(listener)
+        with socket.create_connection(listener.getsockname()):
+            assert connection_waiting(listener) and connection_waiting(listener)  # still queued
+            listener.accept()[0].close()
+            assert not connection_waiting(listener)
 
 
 def test_connections_are_shared_again_after_earlier_clients_hung_up(tiny_checkpoints, tmp_path):
@@ -180,9 +249,9 @@ def test_connections_are_shared_again_after_earlier_clients_hung_up(tiny_checkpo
 
     from benchmarks.http_load import connections_per_worker
     from tests.conftest import start_gunicorn
-    # the rule, not its tuning: a longer wait than the default 1 ms, so that a sibling slowed by the
-    # other tests running beside this one still wakes in time (one such run split 2/4 at 20 ms) (gunicorn's own worker ignores it)
-    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, PLACEVALUE_ACCEPT_DEFER_MS="50")
+    # the rule, not its tuning: a bound far above the default 1 ms, so that how fast a sibling
+    # slowed by a busy machine wakes never decides the split (gunicorn's own worker ignores it)
+    process, url, log = start_gunicorn(tiny_checkpoints, tmp_path, PLACEVALUE_ACCEPT_DEFER_MS="30000")
     port = urlsplit(url).port
 
     def connect():
