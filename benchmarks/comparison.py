@@ -51,6 +51,9 @@ LEVERS = {  # each a setting every backend takes alike, or per backend the form 
     # random place offsets of the digit-significance index (McLeish et al., 2024): the place rows
     # of numbers longer than training are trained too
     "offsets": ["--digit-offset-max", "20"],
+    # the same, at three times the budget: the lever study's offset runs read the unseen places
+    # while their trained places had not converged when the budget ran out
+    "offsets-long": ["--digit-offset-max", "20"],
     # relative positions where each attention can take them: ALiBi on softmax attention's scores; the
     # Performer's encoder rotates its kernel features (RoFormer's linear form); the causal sums of the
     # Performer's features and of MemSizer's memory slots take the decay gate (ALiBi's recurrent
@@ -66,6 +69,12 @@ def lever_options(lever: str, backend: str) -> list[str]:
     return options.get(backend, []) if isinstance(options, dict) else options
 BUDGETS = {"full": {"max_steps": 2000, "eval_every": 200, "eval_per_place": 20},
            "quick": {"max_steps": 4, "eval_every": 2, "eval_per_place": 2}}
+BUDGET_MULTIPLE = {"offsets-long": 3}  # a lever row that runs longer (the same number of evaluations)
+
+
+def lever_budget(lever: str, quick: bool) -> dict:
+    budget, times = BUDGETS["quick" if quick else "full"], BUDGET_MULTIPLE.get(lever, 1)
+    return {**budget, "max_steps": budget["max_steps"] * times, "eval_every": budget["eval_every"] * times}
 FINAL_SIZES = {"full": {"per_place": 200, "interpolate": 2000, "extrapolate": 4000, "beyond": 1000},
                "quick": {"per_place": 2, "interpolate": 20, "extrapolate": 40, "beyond": 10}}
 COLUMNS = ("train_worst_place", "train", "interpolate", "extrapolate_trained", "extrapolate_unseen", "beyond")
@@ -80,7 +89,7 @@ def final_sets(sizes: dict) -> dict:
 
 
 def training_command(backend: str, lever: str, seed: int, args, run_dir: Path) -> list[str]:
-    budget = BUDGETS["quick" if args.quick else "full"]
+    budget = lever_budget(lever, args.quick)
     command = [sys.executable, "-m", "training.train", "--model", backend, "--seed", str(seed),
                *SIZES[args.size], *RECIPE, *lever_options(lever, backend),
                "--max-steps", str(budget["max_steps"]), "--eval-every", str(budget["eval_every"]),
@@ -174,6 +183,7 @@ def table(runs: list[dict]) -> list[dict]:
             group = [r for r in runs if (r["lever"], r["backend"]) == (lever, backend)]
             if group:
                 rows.append({"lever": lever, "backend": backend, "seeds": [r["seed"] for r in group],
+                         "steps": max(r["steps"] for r in group),
                              **{c: {"median": statistics.median(r[c] for r in group),
                                     "min": min(r[c] for r in group), "max": max(r[c] for r in group)}
                                 for c in COLUMNS}})
@@ -245,9 +255,9 @@ def main(argv=None):
     grid = [(b, lever, s) for lever in args.levers for s in args.seeds for b in args.backends]
     runs = [run for run in run_grid(grid, args, sets) if run is not None]
     env = environment(args.device, MODULE, argv)
-    budget = BUDGETS["quick" if args.quick else "full"]
     result = {"environment": env, "size": args.size, "recipe": RECIPE, "sizes": SIZES[args.size],
-              "levers": {lever: LEVERS[lever] for lever in args.levers}, "budget": budget,
+              "levers": {lever: LEVERS[lever] for lever in args.levers},
+              "budgets": {lever: lever_budget(lever, args.quick) for lever in args.levers},
               "final_sets": {k: len(v) for k, v in sets.items()}, "planned_runs": len(grid),
               "table": table(runs), "runs": runs}
     path = save(args.out, result, args.results)

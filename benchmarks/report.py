@@ -74,7 +74,11 @@ def comparison_table() -> str:
     rows = [[row["lever"], display(row["backend"]), len(row["seeds"]),
              *(f"{row[c]['median']:.1%} ({row[c]['min']:.1%}-{row[c]['max']:.1%})" for c, _ in COMPARISON_COLUMNS)]
             for row in data["table"]]
-    budget, done = data["budget"], len(data["runs"])
+    done = len(data["runs"])
+    budgets = {}  # steps -> the lever rows given that many
+    for lever, budget in data["budgets"].items():
+        budgets.setdefault(budget["max_steps"], []).append(lever)
+    steps = "; ".join(f"{', '.join(levers)}: {n:,} steps" for n, levers in budgets.items())
     recipe = " ".join(data["sizes"] + data["recipe"])
     def shown(options) -> str:
         if isinstance(options, dict):
@@ -83,7 +87,7 @@ def comparison_table() -> str:
     levers = "; ".join(f"{name}: {shown(options)}" for name, options in data["levers"].items())
     return (table(["lever", "backend", "seeds", *(title for _, title in COMPARISON_COLUMNS)], rows)
             + f"\n\nMedian over seeds (min-max). {done} of {data['planned_runs']} planned runs finished; each ran "
-              f"{budget['max_steps']} steps of `{recipe}` plus its lever row's options ({levers})."
+              f"its lever row's budget ({steps}) of `{recipe}` plus the row's options ({levers})."
             + "\n\n![learning curves](results/comparison_cpu.png)\n\n" + measured(data))
 
 

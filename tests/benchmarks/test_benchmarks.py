@@ -230,6 +230,25 @@ def test_http_load_counts_the_connections_each_worker_holds(tiny_checkpoints):
         process.wait(timeout=30)
 
 
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_longer_offsets_row_is_the_offsets_row_at_three_times_the_budget(tmp_path, quick):
+    from benchmarks import comparison
+    args = comparison.parse_args(["--work-dir", str(tmp_path)] + (["--quick"] if quick else []))
+    assert "offsets-long" in args.levers  # in the default grid
+
+    def command(lever):
+        words = comparison.training_command("memsizer", lever, 0, args, tmp_path / lever)
+        budget = {}
+        for flag in ("--max-steps", "--eval-every", "--out", "--run-dir"):  # the rest must be alike
+            at = words.index(flag)
+            budget[flag] = words.pop(at + 1)
+            words.pop(at)
+        return int(budget["--max-steps"]), int(budget["--eval-every"]), words
+    short, long = command("offsets"), command("offsets-long")
+    assert long[0] == 3 * short[0] and long[0] // long[1] == short[0] // short[1]  # as many evaluations
+    assert long[2] == short[2]  # every other option alike
+
+
 @pytest.mark.slow
 def test_comparison_quick_trains_every_backend_alike_and_never_retrains(tmp_path):
     """--quick: every backend, one shared recipe; a second invocation reuses the finished runs; a second
