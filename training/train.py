@@ -340,13 +340,20 @@ def train_step(run: Run, step: int):
         group["lr"] = learning_rate(step, a)
     split = curriculum_split(step, a.curriculum_steps, a.split)
     run.optimizer.zero_grad(set_to_none=True)
-    stored = (weights_as_stored(model, a.weights_format, a.group_size) if getattr(a, "quantization_aware", False)
-              else nullcontext())
-    with stored:
+    with as_trained(run):
         loss, predicted, logits, tgt_out = micro_batches(run, step, split)
     torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_norm)
     run.optimizer.step()
     return loss, predicted, logits, tgt_out
+
+
+def as_trained(run: Run):
+    """The weights the steps train: with --quantization-aware, those the stored file gives back (the
+    float weights then only accumulate updates, and answer worse than the file), else the float ones."""
+    a = run.args
+    if getattr(a, "quantization_aware", False):
+        return weights_as_stored(run.model, a.weights_format, a.group_size)
+    return nullcontext()
 
 
 def micro_batches(run: Run, step: int, split: str):
@@ -385,7 +392,8 @@ def evaluate_and_decide(run: Run, step: int) -> bool:
     a, progress = run.args, run.progress
     if run.rank != 0:
         return False
-    result = evaluate_examples(run.model, run.tokenizer, run.held_out, device=run.device)
+    with as_trained(run):
+        result = evaluate_examples(run.model, run.tokenizer, run.held_out, device=run.device)
     point = {"step": step, "examples": progress["examples"], "wall_seconds": round(progress["wall_seconds"], 2),
              "loss": progress["running_loss"], "train_accuracy": progress["running_acc"],
              "eval_accuracy": result["accuracy"], "eval_worst_place": worst_place(result),
