@@ -57,9 +57,11 @@ class ConnectionBoard:
 
 
 def connection_waiting(listener) -> bool:
-    """Whether the listening socket still has a connection to accept (without accepting it)."""
-    readable, _, _ = select.select([listener], [], [], 0)
-    return bool(readable)
+    """Whether the listening socket still has a connection to accept (without accepting it). poll,
+    not select, which refuses descriptors past 1024."""
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 BOARD = ConnectionBoard()  # the master imports this module when it loads the worker class
