@@ -67,6 +67,8 @@ LEVERS = {  # each a setting every backend takes alike, or per backend the form 
 def lever_options(lever: str, backend: str) -> list[str]:
     options = LEVERS[lever]
     return options.get(backend, []) if isinstance(options, dict) else options
+
+
 BUDGETS = {"full": {"max_steps": 2000, "eval_every": 200, "eval_per_place": 20},
            "quick": {"max_steps": 4, "eval_every": 2, "eval_per_place": 2}}
 BUDGET_MULTIPLE = {"offsets-long": 3}  # a lever row that runs longer (the same number of evaluations)
@@ -75,6 +77,8 @@ BUDGET_MULTIPLE = {"offsets-long": 3}  # a lever row that runs longer (the same 
 def lever_budget(lever: str, quick: bool) -> dict:
     budget, times = BUDGETS["quick" if quick else "full"], BUDGET_MULTIPLE.get(lever, 1)
     return {**budget, "max_steps": budget["max_steps"] * times, "eval_every": budget["eval_every"] * times}
+
+
 FINAL_SIZES = {"full": {"per_place": 200, "interpolate": 2000, "extrapolate": 4000, "beyond": 1000},
                "quick": {"per_place": 2, "interpolate": 20, "extrapolate": 40, "beyond": 10}}
 COLUMNS = ("train_worst_place", "train", "interpolate", "extrapolate_trained", "extrapolate_unseen", "beyond")
@@ -183,7 +187,7 @@ def table(runs: list[dict]) -> list[dict]:
             group = [r for r in runs if (r["lever"], r["backend"]) == (lever, backend)]
             if group:
                 rows.append({"lever": lever, "backend": backend, "seeds": [r["seed"] for r in group],
-                         "steps": max(r["steps"] for r in group),
+                             "steps": max(r["steps"] for r in group),
                              **{c: {"median": statistics.median(r[c] for r in group),
                                     "min": min(r[c] for r in group), "max": max(r[c] for r in group)}
                                 for c in COLUMNS}})
