@@ -169,6 +169,16 @@ def recipe_table() -> str:
     return table(["backend", "steps", "minutes (CPU)", "stored as", "training command"], rows)
 
 
+def runs_past_shared(candidate: str, shipped: str) -> str:
+    """The candidate lineage's runs (joined by &&) after those it shares with the shipped one: a fine-tune
+    shows the runs it added, a checkpoint trained afresh its whole lineage."""
+    runs, shipped_runs = candidate.split(" && "), shipped.split(" && ")
+    shared = 0
+    while shared < min(len(runs), len(shipped_runs)) and runs[shared] == shipped_runs[shared]:
+        shared += 1
+    return " && ".join(runs[shared:])
+
+
 def promotions_table() -> str:
     """Every candidate `training.promote --log` judged against the checkpoint shipped at the time."""
     data = load("promotions")
@@ -181,10 +191,10 @@ def promotions_table() -> str:
         for name in ("train_per_place_1000_seed780", "extrapolate_10k_seed778", "beyond_1k_seed781"):
             key = "worst_place" if name.startswith("train") else "accuracy"
             cells.append(f"{percent(new['records'][name][key])} ({percent(old['records'][name][key])})")
-        added = new["recipe"].split(" && ")[-1]
+        added = runs_past_shared(new["recipe"], old["recipe"])
         rows.append([display(entry["backend"]), f"`{recipe(added, entry['backend'])}`",
                      f"{new['format']}, {new['bytes'] / 1e6:.1f} MB", *cells, entry["verdict"]])
-    return table(["backend", "candidate: the run added to the shipped lineage", "stored as",
+    return table(["backend", "candidate: its runs past those it shares with the shipped lineage", "stored as",
                   "worst trained place (shipped)", "12 digits (shipped)", "beyond the digits (shipped)",
                   "verdict"], rows)
 

@@ -144,6 +144,16 @@ def test_report_and_readme_table_are_generated_from_the_committed_result_files()
     assert len(report.render().splitlines()) <= 400 and len(readme.splitlines()) <= 150
 
 
+def test_a_promotion_row_shows_the_runs_past_the_lineage_shared_with_the_shipped_checkpoint():
+    from benchmarks import report
+    base, tune, other = "python -m training.train --model x", "python -m training.train --init-from a", \
+        "python -m training.train --init-from a --group-size 16"
+    assert report.runs_past_shared(f"{base} && {tune}", base) == tune  # a fine-tune of the shipped one
+    assert report.runs_past_shared(f"{base} && {other}", f"{base} && {tune}") == other  # its sibling
+    fresh = "python -m training.train --model x --seed 1 && python -m training.train --init-from b"
+    assert report.runs_past_shared(fresh, f"{base} && {tune}") == fresh  # trained afresh: all of it
+
+
 def test_a_result_whose_rows_came_from_several_runs_names_each_runs_command():
     from benchmarks import report
     env = {"command": "python -m benchmarks.attribution --backends memsizer", "cpu": "X", "cores": 2,
