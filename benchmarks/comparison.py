@@ -14,7 +14,9 @@ beyond a number's digits. Finished runs are never retrained and interrupted ones
 grid can be spread over sessions. Runs are independent subprocesses: --jobs at a time on this
 machine, or with --engine ray as Ray tasks (a local Ray instance, or a cluster's with --ray-address,
 whose nodes hold the project at the same path and share --work-dir). Each run's learning curve is
-also written as TensorBoard events (`tensorboard --logdir runs/comparison`).
+also written as TensorBoard events (`tensorboard --logdir runs/comparison`). A run that exits with
+an error (training stops itself when it diverges) is listed under `failed_runs` and the command
+exits 1 once the finished runs are tabulated.
 """
 import argparse
 import hashlib
@@ -146,7 +148,10 @@ def run_one(backend: str, lever: str, seed: int, args, sets: dict) -> dict:
         resume = ["--resume"] if (run_dir / STATE_JSON).exists() else []
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train.log", "a") as log:
-            subprocess.run(command + resume, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            finished = subprocess.run(command + resume, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if finished.returncode != 0:  # e.g. diverged: the other runs of the grid go on
+            return {"backend": backend, "lever": lever, "seed": seed, "failed": finished.returncode,
+                    "log": str(run_dir / "train.log")}
     report = json.loads((run_dir / "report.json").read_text())
     if not (run_dir / EVENTS_DIR).exists():  # a run trained before its events were written
         write_curve(run_dir, report["curve"])
@@ -257,19 +262,24 @@ def main(argv=None):
     sets = final_sets(FINAL_SIZES["quick" if args.quick else "full"])
     # complete seed rows first: lever by lever, seed by seed, every backend
     grid = [(b, lever, s) for lever in args.levers for s in args.seeds for b in args.backends]
-    runs = [run for run in run_grid(grid, args, sets) if run is not None]
+    outcomes = [run for run in run_grid(grid, args, sets) if run is not None]
+    runs, failed = [r for r in outcomes if "failed" not in r], [r for r in outcomes if "failed" in r]
     env = environment(args.device, MODULE, argv)
     result = {"environment": env, "size": args.size, "recipe": RECIPE, "sizes": SIZES[args.size],
               "levers": {lever: LEVERS[lever] for lever in args.levers},
               "budgets": {lever: lever_budget(lever, args.quick) for lever in args.levers},
               "final_sets": {k: len(v) for k, v in sets.items()}, "planned_runs": len(grid),
-              "table": table(runs), "runs": runs}
+              "failed_runs": failed, "table": table(runs), "runs": runs}
     path = save(args.out, result, args.results)
     plot_curves(runs, env, path.with_suffix(".png"))
     print(f"wrote {path}")
     for row in result["table"]:
         cells = "  ".join(f"{c} {row[c]['median']:.3f} [{row[c]['min']:.3f}-{row[c]['max']:.3f}]" for c in COLUMNS)
         print(f"{row['lever']:8s} {row['backend']:13s} seeds {len(row['seeds'])}  {cells}")
+    for run in failed:
+        print(f"failed: {run['backend']} {run['lever']} seed {run['seed']} (exit {run['failed']}; see {run['log']})")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

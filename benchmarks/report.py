@@ -85,8 +85,12 @@ def comparison_table() -> str:
             return ", ".join(f"{display(b)} `{' '.join(o) or 'none'}`" for b, o in options.items())
         return f"`{' '.join(options) or 'none'}`"
     levers = "; ".join(f"{name}: {shown(options)}" for name, options in data["levers"].items())
+    failed_runs = data.get("failed_runs", [])  # exited with an error, e.g. diverged
+    failed = (f" ({len(failed_runs)} failed: "
+              + ", ".join(f"{display(r['backend'])} {r['lever']} seed {r['seed']}" for r in failed_runs) + ")"
+              if failed_runs else "")
     return (table(["lever", "backend", "seeds", *(title for _, title in COMPARISON_COLUMNS)], rows)
-            + f"\n\nMedian over seeds (min-max). {done} of {data['planned_runs']} planned runs finished; each ran "
+            + f"\n\nMedian over seeds (min-max). {done} of {data['planned_runs']} planned runs finished{failed}; each ran "
               f"its lever row's budget ({steps}) of `{recipe}` plus the row's options ({levers})."
             + "\n\n![learning curves](results/comparison_cpu.png)\n\n" + measured(data))
 

@@ -5,7 +5,8 @@
 
 Writes a servable checkpoint to --out (evaluated from its stored files), resumable state to
 --run-dir every few minutes, and a JSON training report with the learning curve (also as
-TensorBoard events in <run dir>/tensorboard: `tensorboard --logdir runs`).
+TensorBoard events in <run dir>/tensorboard: `tensorboard --logdir runs`). A run whose loss turns
+NaN or infinite stops with an error, its last finite state kept in --run-dir.
 """
 import argparse
 import gc
@@ -406,6 +407,27 @@ def evaluate_and_decide(run: Run, step: int) -> bool:
     return a.target_accuracy is not None and score >= a.target_accuracy
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite: every later step would train on NaN."""
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def check_finite(run: Run, step: int) -> None:
+    """Stop a diverged run at the first sync point instead of spending the rest of its budget on NaN
+    (a diverged run's checkpoint would score near chance and read as the architecture's result)."""
+    loss = run.progress["running_loss"]
+    if agreed(run, not math.isfinite(loss)):  # every rank stops together (DDP)
+        saved = run.progress.get("saved_step")
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss} by step {step}; "
+            + (f"the state in {run.args.run_dir} holds the finite weights of step {saved}. " if saved is not None
+               else "no state was saved. ")
+            + "Lower --lr or raise --warmup-steps and train again.")
+
+
 def agreed(run: Run, stop: bool) -> bool:
     """Every rank takes the same decision, or DDP deadlocks."""
     if run.world == 1:
@@ -432,6 +454,7 @@ def train(args) -> dict:
         evaluating = step % args.eval_every == 0 or step == args.max_steps
         if step % 20 == 0 or evaluating:  # syncing with the device every step costs speed
             update_averages(run, loss, predicted, logits, tgt_out)
+            check_finite(run, step)
             per_second = (step - start_step) * args.batch_size * args.grad_accum * run.world / (
                 time.perf_counter() - run_start)
             bar.set_postfix(loss=f"{progress['running_loss']:.4f}", acc=f"{progress['running_acc']:.3f}",
@@ -442,7 +465,9 @@ def train(args) -> dict:
             stop = True
         stop = agreed(run, stop)
         if run.rank == 0 and (stop or time.perf_counter() - last_save >= args.save_every_minutes * 60):
-            save_train_state(args.run_dir, run.model, run.optimizer, progress)
+            if weights_finite(run.model):  # a NaN state would overwrite the last one worth resuming
+                progress["saved_step"] = step
+                save_train_state(args.run_dir, run.model, run.optimizer, progress)
             last_save = time.perf_counter()
         if stop:
             break
@@ -507,7 +532,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.resume and not (Path(args.run_dir) / STATE_JSON).is_file():
         sys.exit(f"error: --resume given but {args.run_dir} holds no training state")
-    train(args)
+    try:
+        train(args)
+    except TrainingDiverged as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -292,3 +292,28 @@ def test_comparison_quick_trains_every_backend_alike_and_never_retrains(tmp_path
         report = json.loads((run_dir / "report.json").read_text())
         assert [s for s, _ in tensorboard_scalars(run_dir / "tensorboard")["held_out/worst_place"]] == [
             p["step"] for p in report["curve"]], run_dir
+
+
+def test_a_failed_run_is_recorded_and_the_rest_of_the_grid_still_tabulated(tmp_path, monkeypatch):
+    """A run whose training exits with an error (e.g. diverged) is listed as failed, the others make the
+    table, the command exits non-zero, and the report says which runs failed."""
+    import sys
+    from benchmarks import comparison, report
+    real = comparison.training_command
+
+    def failing_for_the_transformer(backend, *rest):
+        if backend == "transformer":
+            return [sys.executable, "-c", "import sys; sys.exit('error: training diverged')"]
+        return real(backend, *rest)
+
+    monkeypatch.setattr(comparison, "training_command", failing_for_the_transformer)
+    with pytest.raises(SystemExit) as stopped:
+        comparison.main(["--quick", "--tiny", "--seeds", "0", "--levers", "base", "--backends", "transformer,memsizer",
+                         "--work-dir", str(tmp_path / "runs"), "--out", "cmp", "--results", str(tmp_path)])
+    assert stopped.value.code == 1
+    data = json.loads((tmp_path / "cmp.json").read_text())
+    assert [r["backend"] for r in data["runs"]] == ["memsizer"] and [r["backend"] for r in data["table"]] == ["memsizer"]
+    assert [(r["backend"], r["seed"], r["failed"]) for r in data["failed_runs"]] == [("transformer", 0, 1)]
+    assert "training diverged" in Path(data["failed_runs"][0]["log"]).read_text()
+    monkeypatch.setattr(report, "load", lambda name, folder=None: data)
+    assert "1 of 2 planned runs finished (1 failed: Transformer base seed 0)" in report.comparison_table()

@@ -1,5 +1,6 @@
 """The train and evaluate CLIs end to end on tiny configs (CPU)."""
 import json
+import math
 import subprocess
 import sys
 
@@ -77,6 +78,34 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, data_order):
     assert want.keys() == got.keys()
     for key in want:
         assert torch.allclose(want[key], got[key], atol=1e-6), key
+
+
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_last_finite_state(tmp_path, monkeypatch, capsys):
+    """Gradients poisoned with NaN in the step from 5 to 6 (as an overflow would): the run stops at its next
+    sync point (step 8) with an error naming the step, instead of spending its budget on NaN; it writes no
+    checkpoint and leaves the state of step 5, which resumes and finishes once the cause is gone."""
+    real = train.micro_batches
+
+    def poisoned(run, step, split):
+        result = real(run, step, split)
+        if step == 5:
+            for parameter in run.model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(train, "micro_batches", poisoned)
+    common = ["--lr", "1e-3", "--warmup-steps", "2", "--eval-every", "4", "--eval-size", "10", "--max-steps", "12",
+              "--weights-format", "float32", "--d-model", "32", "--d-ff", "64", "--save-every-minutes", "0"]
+    with pytest.raises(SystemExit, match=r"training diverged: the loss is nan by step 8; .* finite weights of step 5"):
+        run_train(tmp_path, "memsizer", *common)
+    out, run_dir = tmp_path / "run" / "checkpoint", tmp_path / "run" / "state"
+    assert not (out / "model.safetensors").exists() and not (run_dir / "report.json").exists()
+    assert json.loads((run_dir / "train_state.json").read_text())["step"] == 5
+    assert all(torch.isfinite(t).all() for t in load_file(run_dir / "train_state.safetensors").values())
+    monkeypatch.undo()
+    _, _, report = run_train(tmp_path, "memsizer", *common, "--resume")
+    assert report["provenance"]["steps"] == 12 and math.isfinite(report["curve"][-1]["loss"])
 
 
 def test_resume_continues_the_moving_average_loss_of_the_curve(tmp_path):
