@@ -3,6 +3,7 @@
 Metric objects are process-wide by the client library's design; gunicorn.conf.py sets
 PROMETHEUS_MULTIPROC_DIR before any worker imports this module.
 """
+import glob
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -67,11 +68,36 @@ def server_readiness() -> tuple[int, bool]:
     return loaded, bool(started)
 
 
+class SizedFilesCollector:
+    """The library's multiprocess merge over the workers' files, less the empty ones. A worker creates
+    its file before sizing it, so for a moment it holds 0 bytes, and the library's reader fails on
+    it, taking /metrics and /readyz down with it; a worker killed in that moment (a replaced one
+    just forked) leaves it so for good (prometheus/client_python#1199). An empty file holds
+    nothing recorded yet, so leaving it out changes no value."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def collect(self):
+        return multiprocess.MultiProcessCollector.merge(sized_files(self.path), accumulate=True)
+
+
+def sized_files(path: str) -> list[str]:
+    files = []
+    for name in glob.glob(os.path.join(path, "*.db")):
+        try:
+            if os.path.getsize(name) > 0:
+                files.append(name)
+        except FileNotFoundError:  # a dead worker's live gauge, dropped since the glob (child_exit)
+            pass
+    return files
+
+
 def merged_registry():
     """Every worker's metrics when running multiprocess, else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(SizedFilesCollector(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
         return registry
     return REGISTRY
 
