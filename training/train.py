@@ -444,6 +444,8 @@ def train(args) -> dict:
     progress = run.progress
     start_step, run_start, last_save = progress["step"], time.perf_counter(), time.perf_counter()
     wall_before = progress["wall_seconds"]
+    if start_step:
+        progress["saved_step"] = start_step  # a resumed run's state on disk
     bar = tqdm(total=args.max_steps, initial=start_step, disable=run.rank != 0, dynamic_ncols=True, desc=args.model)
     step = start_step
     while step < args.max_steps:
